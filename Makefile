@@ -1,0 +1,35 @@
+# The quick start: `make run` (install into .venv, start the embedded service) and
+# `make test` (install, start PostgreSQL/Redis if they are down, run every test).
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test services bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: a bare `torch` on an empty venv pulls a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[server,plot,dev]'
+	# the server packages (api, worker, db) are run from this checkout, not published
+	echo "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/netfit-checkout.pth"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/netfit serve
+
+services:
+	bash scripts/services.sh
+
+test: install services
+	$(VENV)/bin/pytest
+
+bench: install
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) netfit.db* .pytest_cache

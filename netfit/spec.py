@@ -1,0 +1,401 @@
+"""The job spec (v1): what a user POSTs to train a network.
+
+Pydantic v2 models with `extra="forbid"` and finite numbers only, so a typo or a NaN is
+refused with the field's path before anything is stored. Layer and option names accept
+both the PyTorch and the Keras vocabulary; they are normalised to one canonical form.
+Limits that need the data (shapes, output size, parameter count) are checked by the
+engine's dry run, not here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_LAYERS = 64
+MAX_UNITS = 65_536
+MAX_EPOCHS = 10_000
+MAX_SAMPLES = 1_000_000
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- data sets
+
+BuiltinName = Literal["iris", "wine", "breast_cancer", "digits"]
+
+
+class _Synthetic(Strict):
+    n_samples: int = Field(200, ge=4, le=MAX_SAMPLES)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+
+
+class ClassificationSet(_Synthetic):
+    kind: Literal["classification"]
+    n_features: int = Field(20, ge=1, le=10_000)
+    n_informative: int = Field(2, ge=1, le=10_000)
+    n_redundant: int = Field(2, ge=0, le=10_000)
+    n_classes: int = Field(2, ge=2, le=1_000)
+    class_sep: float = Field(1.0, gt=0, le=100)
+    flip_y: float = Field(0.01, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _fits(self) -> ClassificationSet:
+        if self.n_informative + self.n_redundant > self.n_features:
+            raise ValueError("n_informative + n_redundant must not exceed n_features")
+        if self.n_classes > 2**self.n_informative:
+            raise ValueError("n_classes must be at most 2 ** n_informative; raise n_informative")
+        return self
+
+
+class MoonsSet(_Synthetic):
+    kind: Literal["moons"]
+    noise: float = Field(0.1, ge=0, le=10)
+
+
+class CirclesSet(_Synthetic):
+    kind: Literal["circles"]
+    noise: float = Field(0.05, ge=0, le=10)
+    factor: float = Field(0.5, gt=0, lt=1)
+
+
+class BlobsSet(_Synthetic):
+    kind: Literal["blobs"]
+    n_features: int = Field(2, ge=1, le=10_000)
+    centers: int = Field(3, ge=2, le=1_000)
+    cluster_std: float = Field(1.0, gt=0, le=100)
+
+
+class RegressionSet(_Synthetic):
+    kind: Literal["regression"]
+    n_features: int = Field(10, ge=1, le=10_000)
+    n_informative: int = Field(10, ge=1, le=10_000)
+    n_targets: int = Field(1, ge=1, le=100)
+    noise: float = Field(0.0, ge=0, le=1e6)
+
+
+class LinearSet(_Synthetic):
+    """The lesson's line: y = slope * x + intercept + noise, x uniform in [x_min, x_max]."""
+
+    kind: Literal["linear"]
+    slope: float = Field(2.0, ge=-1e6, le=1e6)
+    intercept: float = Field(0.9, ge=-1e6, le=1e6)
+    noise: float = Field(0.1, ge=0, le=1e6)
+    x_min: float = Field(0.0, ge=-1e6, le=1e6)
+    x_max: float = Field(1.0, ge=-1e6, le=1e6)
+
+
+class PolynomialSet(_Synthetic):
+    """A few noisy points of a smooth curve: a big network memorises them (over-fitting)."""
+
+    kind: Literal["polynomial"]
+    n_samples: int = Field(20, ge=4, le=MAX_SAMPLES)
+    degree: int = Field(3, ge=1, le=10)
+    noise: float = Field(0.2, ge=0, le=1e6)
+
+
+SyntheticSet = Annotated[
+    Union[ClassificationSet, MoonsSet, CirclesSet, BlobsSet, RegressionSet, LinearSet, PolynomialSet],
+    Field(discriminator="kind"),
+]
+
+
+class DatasetRef(Strict):
+    """Exactly one of `builtin`, `synthetic` or `id` (an uploaded data set)."""
+
+    builtin: BuiltinName | None = None
+    synthetic: SyntheticSet | None = None
+    id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DatasetRef:
+        given = [k for k in ("builtin", "synthetic", "id") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of 'builtin' (iris, wine, breast_cancer, digits), "
+                "'synthetic' ({'kind': ...}) or 'id' (an uploaded data set); got "
+                + (", ".join(given) or "none")
+            )
+        return self
+
+
+class Split(Strict):
+    validation: float = Field(0.2, ge=0, lt=0.9)
+    test: float = Field(0.2, ge=0, lt=0.9)
+    stratify: bool = True
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+
+    @model_validator(mode="after")
+    def _leaves_training_data(self) -> Split:
+        if self.validation + self.test > 0.9:
+            raise ValueError("validation + test must be at most 0.9 so that data is left to train on")
+        return self
+
+
+class Preprocess(Strict):
+    # standardize: zero mean/unit variance per feature; minmax: to [0, 1] per feature;
+    # scale: divide by the data's max (integer pixels → [0, 1]); none: as given.
+    features: Literal["none", "standardize", "minmax", "scale"] = "none"
+
+
+# --------------------------------------------------------------------------- layers
+
+Activation = Literal[
+    "relu", "leaky_relu", "elu", "gelu", "silu", "sigmoid", "tanh", "softmax", "log_softmax",
+    "softplus", "linear", "identity",
+]
+IntPair = Union[Annotated[int, Field(ge=1, le=4096)], tuple[Annotated[int, Field(ge=1, le=4096)], Annotated[int, Field(ge=1, le=4096)]]]
+Padding = Union[Annotated[int, Field(ge=0, le=1024)], Literal["same", "valid"]]
+
+# Keras and PyTorch spellings (lower-cased, underscores removed) → canonical type.
+LAYER_ALIASES: dict[str, str] = {
+    "linear": "linear", "dense": "linear",
+    "conv2d": "conv2d", "convolution2d": "conv2d",
+    "maxpool2d": "maxpool2d", "maxpooling2d": "maxpool2d",
+    "avgpool2d": "avgpool2d", "averagepooling2d": "avgpool2d",
+    "flatten": "flatten", "reshape": "reshape",
+    "dropout": "dropout",
+    "batchnorm": "batchnorm", "batchnorm1d": "batchnorm", "batchnorm2d": "batchnorm",
+    "batchnormalization": "batchnorm",
+    "layernorm": "layernorm", "layernormalization": "layernorm",
+    "activation": "activation",
+    "relu": "relu", "leakyrelu": "leaky_relu", "elu": "elu", "gelu": "gelu",
+    "silu": "silu", "swish": "silu", "sigmoid": "sigmoid", "tanh": "tanh",
+    "softmax": "softmax", "logsoftmax": "log_softmax", "softplus": "softplus",
+    "identity": "identity",
+}
+
+
+class Linear(Strict):
+    type: Literal["linear"]
+    units: int = Field(ge=1, le=MAX_UNITS, validation_alias=AliasChoices("units", "out_features"))
+    activation: Activation | None = None
+    bias: bool = Field(True, validation_alias=AliasChoices("bias", "use_bias"))
+
+
+class Conv2d(Strict):
+    type: Literal["conv2d"]
+    filters: int = Field(ge=1, le=4096, validation_alias=AliasChoices("filters", "out_channels"))
+    kernel_size: IntPair
+    stride: IntPair = Field(1, validation_alias=AliasChoices("stride", "strides"))
+    padding: Padding = 0
+    activation: Activation | None = None
+    bias: bool = Field(True, validation_alias=AliasChoices("bias", "use_bias"))
+
+
+class _Pool(Strict):
+    pool_size: IntPair = Field(2, validation_alias=AliasChoices("pool_size", "kernel_size"))
+    stride: IntPair | None = Field(None, validation_alias=AliasChoices("stride", "strides"))
+    padding: Padding = 0
+
+
+class MaxPool2d(_Pool):
+    type: Literal["maxpool2d"]
+
+
+class AvgPool2d(_Pool):
+    type: Literal["avgpool2d"]
+
+
+class Flatten(Strict):
+    type: Literal["flatten"]
+
+
+class Reshape(Strict):
+    type: Literal["reshape"]
+    # per-sample shape, without the batch dimension; one entry may be -1
+    shape: list[Annotated[int, Field(ge=-1, le=MAX_UNITS * 16)]] = Field(
+        min_length=1, max_length=4, validation_alias=AliasChoices("shape", "target_shape")
+    )
+
+    @field_validator("shape")
+    @classmethod
+    def _sizes(cls, shape: list[int]) -> list[int]:
+        if 0 in shape or shape.count(-1) > 1:
+            raise ValueError("every size must be positive, except at most one -1")
+        return shape
+
+
+class Dropout(Strict):
+    type: Literal["dropout"]
+    p: float = Field(0.5, ge=0, lt=1, validation_alias=AliasChoices("p", "rate"))
+
+
+class BatchNorm(Strict):
+    type: Literal["batchnorm"]
+    momentum: float = Field(0.1, gt=0, le=1)
+    eps: float = Field(1e-5, gt=0, le=1, validation_alias=AliasChoices("eps", "epsilon"))
+
+
+class LayerNorm(Strict):
+    type: Literal["layernorm"]
+    eps: float = Field(1e-5, gt=0, le=1, validation_alias=AliasChoices("eps", "epsilon"))
+
+
+class ActivationLayer(Strict):
+    """A bare activation: `{"type": "relu"}` or Keras' `{"type": "Activation", "activation": "relu"}`."""
+
+    type: Literal[
+        "activation", "relu", "leaky_relu", "elu", "gelu", "silu", "sigmoid", "tanh",
+        "softmax", "log_softmax", "softplus", "identity",
+    ]
+    activation: Activation | None = None
+    negative_slope: float = Field(0.01, ge=0, le=10, validation_alias=AliasChoices("negative_slope", "alpha"))
+
+    @model_validator(mode="after")
+    def _named(self) -> ActivationLayer:
+        if self.type == "activation":
+            if self.activation is None:
+                raise ValueError("an 'activation' layer needs 'activation', e.g. \"relu\"")
+            self.type = "identity" if self.activation == "linear" else self.activation  # type: ignore[assignment]
+            self.activation = None
+        elif self.activation is not None:
+            raise ValueError(f"'activation' belongs to dense/conv layers, not to '{self.type}'")
+        return self
+
+
+def _canonical_type(value: Any) -> Any:
+    if isinstance(value, dict) and isinstance(value.get("type"), str):
+        key = value["type"].lower().replace("_", "").replace("-", "")
+        if key in LAYER_ALIASES:
+            return {**value, "type": LAYER_ALIASES[key]}
+    return value
+
+
+Layer = Annotated[
+    Union[Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Reshape, Dropout, BatchNorm, LayerNorm, ActivationLayer],
+    Field(discriminator="type"),
+]
+
+
+class Model(Strict):
+    layers: list[Layer] = Field(min_length=1, max_length=MAX_LAYERS)
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _aliases(cls, layers: Any) -> Any:
+        if isinstance(layers, list):
+            return [_canonical_type(layer) for layer in layers]
+        return layers
+
+
+# --------------------------------------------------------------------------- training
+
+Task = Literal["classification", "binary", "regression"]
+Loss = Literal["cross_entropy", "bce", "mse", "mae", "huber"]
+METRICS = (
+    "train_loss", "val_loss", "train_accuracy", "val_accuracy",
+    "train_rmse", "val_rmse", "train_mae", "val_mae", "lr",
+)
+Metric = Literal[
+    "train_loss", "val_loss", "train_accuracy", "val_accuracy",
+    "train_rmse", "val_rmse", "train_mae", "val_mae",
+]
+
+
+def metric_mode(metric: str) -> Literal["min", "max"]:
+    """Whether a metric improves by going down or up: from what it measures, not its name."""
+    return "max" if metric.endswith("accuracy") else "min"
+
+
+class Optimizer(Strict):
+    type: Literal["sgd", "adam", "adamw", "rmsprop"] = "adam"
+    lr: float = Field(1e-3, gt=0, le=100)
+    weight_decay: float = Field(0.0, ge=0, le=10)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    nesterov: bool = False
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+
+    @model_validator(mode="after")
+    def _options_fit(self) -> Optimizer:
+        if self.nesterov and (self.type != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs type 'sgd' and a momentum above 0")
+        if self.momentum and self.type not in ("sgd", "rmsprop"):
+            raise ValueError(f"momentum applies to sgd and rmsprop, not to {self.type}")
+        return self
+
+
+class StepLR(Strict):
+    type: Literal["step"]
+    step_size: int = Field(ge=1, le=MAX_EPOCHS)
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class ExponentialLR(Strict):
+    type: Literal["exponential"]
+    gamma: float = Field(gt=0, le=1)
+
+
+class CosineLR(Strict):
+    type: Literal["cosine"]
+    t_max: int | None = Field(None, ge=1, le=MAX_EPOCHS)  # default: the number of epochs
+    eta_min: float = Field(0.0, ge=0, le=100)
+
+
+class ReduceOnPlateau(Strict):
+    type: Literal["reduce_on_plateau"]
+    monitor: Metric = "val_loss"
+    factor: float = Field(0.1, gt=0, lt=1)
+    patience: int = Field(10, ge=0, le=MAX_EPOCHS)
+    min_lr: float = Field(0.0, ge=0, le=100)
+    threshold: float = Field(1e-4, ge=0, le=1e6)
+
+
+LRSchedule = Annotated[Union[StepLR, ExponentialLR, CosineLR, ReduceOnPlateau], Field(discriminator="type")]
+
+
+class EarlyStopping(Strict):
+    """A superset of Keras' EarlyStopping and Lightning's: patience counts epochs."""
+
+    monitor: Metric = "val_loss"
+    mode: Literal["min", "max"] | None = None  # default: from the metric (accuracy ↑, losses ↓)
+    patience: int = Field(10, ge=0, le=MAX_EPOCHS)
+    min_delta: float = Field(0.0, ge=0, le=1e6)
+    min_delta_mode: Literal["abs", "rel"] = "abs"
+    baseline: float | None = None
+    start_from_epoch: int = Field(0, ge=0, le=MAX_EPOCHS)
+    stopping_threshold: float | None = None
+    divergence_threshold: float | None = None
+    check_finite: bool = True
+    restore_best_weights: bool = True
+
+    @property
+    def resolved_mode(self) -> Literal["min", "max"]:
+        return self.mode or metric_mode(self.monitor)
+
+
+class Training(Strict):
+    task: Task | None = None  # default: from the data
+    loss: Loss | None = None  # default: from the task
+    epochs: int = Field(100, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(32, ge=1, le=65_536)
+    optimizer: Optimizer = Optimizer()
+    lr_schedule: LRSchedule | None = None
+    grad_clip: float | None = Field(None, gt=0, le=1e6)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    early_stopping: EarlyStopping | None = None
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d{1,2})?)$")
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on CUDA
+    compile: bool = False  # torch.compile on CUDA
+
+    @model_validator(mode="after")
+    def _loss_fits_task(self) -> Training:
+        fits = {"classification": {"cross_entropy"}, "binary": {"bce"}, "regression": {"mse", "mae", "huber"}}
+        if self.task and self.loss and self.loss not in fits[self.task]:
+            raise ValueError(f"loss '{self.loss}' does not fit task '{self.task}'; use one of {sorted(fits[self.task])}")
+        if self.label_smoothing and self.task in ("binary", "regression"):
+            raise ValueError("label_smoothing applies to classification only")
+        return self
+
+
+class JobSpec(Strict):
+    name: str | None = Field(None, max_length=200)
+    dataset: DatasetRef
+    split: Split = Split()
+    preprocess: Preprocess = Preprocess()
+    model: Model
+    training: Training = Training()
