@@ -1,0 +1,317 @@
+"""The netfit SDK: a typed client for the HTTP API.
+
+    import netfit
+
+    with netfit.Client() as client:                  # NETFIT_API_URL, NETFIT_API_KEY
+        job = client.submit("examples/iris_two_layers_small.json")
+        for event in client.follow(job.id):          # live epochs and status changes
+            print(event)
+        model = client.load_model(job.id)            # the trained torch module
+
+Every non-2xx answer raises one error type, `NetfitError`, built from the server's JSON body.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from netfit.models import Checkpoint, Dataset, EpochMetrics, Job, Page
+from netfit.spec import JobSpec
+from netfit.sse import EpochEvent, JobEvent, StatusEvent, job_event, parse_sse
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+CHECKPOINT_KINDS = ("best", "last")
+CURVE_FORMATS = ("png", "svg")
+
+
+class NetfitError(Exception):
+    """An error answer from the API: HTTP status, a short code, a sentence and per-field details."""
+
+    def __init__(self, status_code: int, error: str, message: str, details: list[dict] | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.error = error
+        self.message = message
+        self.details = details or []
+
+    def __str__(self) -> str:
+        where = "; ".join(
+            f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg', '')}".lstrip(": ")
+            for d in self.details
+            if d.get("msg") and d.get("msg") not in self.message
+        )
+        return f"{self.message} ({where})" if where else self.message
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> NetfitError:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and "message" in body:
+            return cls(response.status_code, str(body.get("error", "error")), str(body["message"]),
+                       [d for d in body.get("details") or [] if isinstance(d, dict)])
+        # not our error body (a proxy, a server too old or too broken to answer properly)
+        text = response.text.strip().splitlines()[0][:200] if response.text.strip() else response.reason_phrase
+        return cls(response.status_code, "http_error", f"HTTP {response.status_code} from {response.request.url}: {text}")
+
+
+class Client:
+    """A netfit API client. Pass `http` to reuse your own `httpx.Client` (it is not closed here)."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        http: httpx.Client | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+    ):
+        self.base_url = (base_url or os.environ.get("NETFIT_API_URL") or DEFAULT_URL).rstrip("/")
+        api_key = api_key if api_key is not None else os.environ.get("NETFIT_API_KEY")
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._owns_http = http is None
+        self._http = http or httpx.Client(timeout=timeout)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"netfit.Client({self.base_url!r})"
+
+    def _url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, self._url(path), headers=self._headers, **kwargs)
+        except httpx.TransportError as exc:
+            raise NetfitError(0, "unreachable", f"cannot reach the netfit API at {self.base_url}: {exc}; "
+                              "is it running (`netfit serve`) and is NETFIT_API_URL right?") from None
+        if response.is_error:
+            raise NetfitError.from_response(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    # ------------------------------------------------------------------ jobs
+
+    def submit(self, spec: dict | str | Path | JobSpec) -> Job:
+        """Queue a training job: a spec dict, a JobSpec, a path to a JSON file or a JSON string."""
+        return Job.model_validate(self._json("POST", "/v1/jobs", json=_spec_document(spec)))
+
+    def job(self, job_id: str) -> Job:
+        return Job.model_validate(self._json("GET", f"/v1/jobs/{job_id}"))
+
+    def jobs(self, status: str | None = None, limit: int | None = None, page_size: int = 50) -> Iterator[Job]:
+        """Jobs newest first, following the pages; `limit` caps how many are yielded."""
+        params: dict[str, Any] = {"limit": min(page_size, limit) if limit else page_size}
+        if status:
+            params["status"] = status
+        yielded = 0
+        while True:
+            page = Page[Job].model_validate(self._json("GET", "/v1/jobs", params=params))
+            for job in page.items:
+                if limit is not None and yielded >= limit:
+                    return
+                yield job
+                yielded += 1
+            if not page.next_cursor or not page.items:
+                return
+            params["cursor"] = page.next_cursor
+
+    def metrics(self, job_id: str) -> list[EpochMetrics]:
+        """One row per finished epoch, in order."""
+        body = self._json("GET", f"/v1/jobs/{job_id}/metrics")
+        rows = body["items"] if isinstance(body, dict) else body
+        return [EpochMetrics.model_validate(row) for row in rows]
+
+    def metrics_columns(self, job_id: str) -> dict[str, list]:
+        """The metrics as columns (`{"epoch": [...], "val_loss": [...]}`), ready to plot."""
+        return metrics_columns(self.metrics(job_id))
+
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> Job:
+        """Block until the job is succeeded, failed or cancelled; TimeoutError after `timeout` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job.done:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {job.status} after {timeout} s")
+            time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
+
+    def follow(self, job_id: str, last_event_id: str | None = None, retries: int = 5) -> Iterator[JobEvent]:
+        """Yield the job's events live (EpochEvent, StatusEvent) until it ends.
+
+        A dropped connection is resumed with `Last-Event-ID`, so no event is lost or repeated.
+        """
+        failures = 0
+        while True:
+            headers = {**self._headers, "Accept": "text/event-stream"}
+            if last_event_id is not None:
+                headers["Last-Event-ID"] = last_event_id
+            got_any = False
+            try:
+                with self._http.stream("GET", self._url(f"/v1/jobs/{job_id}/events"), headers=headers,
+                                       timeout=httpx.Timeout(30.0, connect=5.0, read=None)) as response:
+                    if response.is_error:
+                        response.read()
+                        raise NetfitError.from_response(response)
+                    for raw in parse_sse(response.iter_lines()):
+                        if raw.id is not None:
+                            last_event_id = raw.id
+                        event = job_event(raw)
+                        if event is None:
+                            continue
+                        got_any, failures = True, 0
+                        yield event
+                        if isinstance(event, StatusEvent) and event.done:
+                            return
+            except httpx.TransportError:
+                pass  # resumed below
+            # The stream closed before the job's last event: resume after the last event seen,
+            # unless a connection brought nothing new and the job has ended anyway.
+            if not got_any and self.job(job_id).done:
+                return
+            failures += 1
+            if failures > retries:
+                raise NetfitError(0, "stream_lost", f"lost the event stream of job {job_id} {retries} times; "
+                                  f"see `netfit status {job_id}`")
+            time.sleep(0.2 * failures)  # back off before reconnecting
+
+    def cancel(self, job_id: str) -> Job:
+        return Job.model_validate(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    # ------------------------------------------------------------------ checkpoints and curves
+
+    def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        body = self._json("GET", f"/v1/jobs/{job_id}/checkpoints")
+        rows = body["items"] if isinstance(body, dict) else body
+        return [Checkpoint.model_validate(row) for row in rows]
+
+    def checkpoint_bytes(self, job_id: str, which: str = "best") -> bytes:
+        """The weights as safetensors bytes (epoch and metrics in the metadata)."""
+        if which not in CHECKPOINT_KINDS:
+            raise ValueError(f"which must be one of {CHECKPOINT_KINDS}, not {which!r}")
+        return self._request("GET", f"/v1/jobs/{job_id}/checkpoints/{which}").content
+
+    def download_checkpoint(self, job_id: str, which: str = "best", path: str | Path | None = None) -> Path:
+        """Save the weights to `path` (default `<job id>-<which>.safetensors`) and return it."""
+        target = Path(path) if path is not None else Path(f"{job_id}-{which}.safetensors")
+        target.write_bytes(self.checkpoint_bytes(job_id, which))
+        return target
+
+    def load_model(self, job_id: str, which: str = "best"):
+        """The trained network as a torch module in eval mode, rebuilt here from the job's
+        spec and summary and the downloaded safetensors weights.
+
+        Needs torch and the engine (a netfit checkout with the `server` extra).
+        Its inputs are preprocessed the way the job's were (see the checkpoint metadata).
+        """
+        return _rebuild_model(self.job(job_id), self.checkpoint_bytes(job_id, which))
+
+    def curves(self, job_id: str, path: str | Path | None = None, fmt: str | None = None) -> bytes:
+        """The learning curves as PNG or SVG bytes (format from `fmt`, else from `path`'s suffix,
+        else SVG); also written to `path` when given."""
+        fmt = (fmt or (Path(path).suffix.lstrip(".") if path else "") or "svg").lower()
+        if fmt not in CURVE_FORMATS:
+            raise ValueError(f"plot format must be one of {CURVE_FORMATS}, not {fmt!r}; name the file .png or .svg")
+        content = self._request("GET", f"/v1/jobs/{job_id}/curves.{fmt}").content
+        if path is not None:
+            Path(path).write_bytes(content)
+        return content
+
+    # ------------------------------------------------------------------ data sets
+
+    def upload_dataset(self, path: str | Path, name: str | None = None, target: str | None = None) -> Dataset:
+        """Upload a CSV (`target`: the label column, default the last) or an NPZ."""
+        path = Path(path)
+        form = {k: v for k, v in (("name", name or path.stem), ("target", target)) if v is not None}
+        with path.open("rb") as fh:
+            body = self._json("POST", "/v1/datasets", data=form, files={"file": (path.name, fh)})
+        return Dataset.model_validate(body)
+
+    def dataset(self, dataset_id: str) -> Dataset:
+        return Dataset.model_validate(self._json("GET", f"/v1/datasets/{dataset_id}"))
+
+    def datasets(self) -> list[Dataset]:
+        body = self._json("GET", "/v1/datasets")
+        rows = body["items"] if isinstance(body, dict) else body
+        return [Dataset.model_validate(row) for row in rows]
+
+
+def metrics_columns(rows: list[EpochMetrics]) -> dict[str, list]:
+    """Rows → columns, keeping only the columns that have a value somewhere."""
+    names = [n for n in EpochMetrics.model_fields if any(getattr(r, n) is not None for r in rows)]
+    return {n: [getattr(r, n) for r in rows] for n in names}
+
+
+def _rebuild_model(job: Job, weights: bytes):
+    """spec + summary + safetensors → torch module. The engine builds the network exactly as
+    the worker did, from a data signature recovered from the job's summary."""
+    try:
+        from worker.engine.checkpoints import weights_from_bytes
+        from worker.engine.data import DataSignature
+        from worker.engine.layers import build_model
+    except ImportError as exc:
+        raise ImportError(f"load_model needs the server extra / a checkout (torch and worker.engine): {exc}") from None
+    if job.summary is None:
+        raise NetfitError(0, "no_summary", f"job {job.id} has no model summary to rebuild the network from")
+    summary = job.summary
+    classification = summary.task in ("classification", "binary")
+    signature = DataSignature(
+        input_shape=tuple(summary.input_shape),
+        task="classification" if classification else "regression",
+        n_classes=(2 if summary.task == "binary" else summary.n_outputs) if classification else None,
+        n_targets=1 if classification else summary.n_outputs,
+        n_samples=0,
+        has_test_split=False,
+    )
+    model = build_model(JobSpec.model_validate(job.spec), signature)
+    state, _metadata = weights_from_bytes(weights)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _spec_document(spec: dict | str | Path | JobSpec) -> dict:
+    """What to POST. Dicts and files go as written: the server validates them and its 422 names
+    the field; only a file that is not JSON is refused here."""
+    if isinstance(spec, JobSpec):
+        return spec.model_dump(mode="json", exclude_unset=True)
+    if isinstance(spec, dict):
+        return spec
+    text, source = str(spec), "the spec string"
+    if isinstance(spec, Path) or not text.lstrip().startswith("{"):
+        path = Path(spec)
+        try:
+            text, source = path.read_text(encoding="utf-8"), str(path)
+        except OSError as exc:
+            raise ValueError(f"cannot read the spec file {path}: {exc.strerror or exc}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{source} must hold a JSON object (the job spec), not {type(document).__name__}")
+    return document
+
+
+__all__ = ["Client", "NetfitError", "EpochEvent", "StatusEvent", "metrics_columns"]
