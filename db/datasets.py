@@ -1,0 +1,49 @@
+"""Uploaded data sets: canonical npz bytes plus what the API shows about them."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import Dataset, new_id
+
+
+def create_dataset(session: Session, *, tenant: str, name: str | None, format: str, data: bytes,
+                   n_samples: int, input_shape: list[int], task: str, n_classes: int | None,
+                   has_test_split: bool) -> Dataset:
+    dataset = Dataset(
+        id=new_id(), tenant=tenant, name=name, format=format, data=data, n_samples=n_samples,
+        input_shape=list(input_shape), task=task, n_classes=n_classes, has_test_split=has_test_split,
+        size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+    )
+    session.add(dataset)
+    session.commit()
+    return dataset
+
+
+def get_dataset(session: Session, tenant: str, dataset_id: str) -> Dataset | None:
+    return session.scalars(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant == tenant)).one_or_none()
+
+
+def dataset_bytes(session: Session, tenant: str, dataset_id: str) -> bytes | None:
+    return session.scalar(select(Dataset.data).where(Dataset.id == dataset_id, Dataset.tenant == tenant))
+
+
+def list_datasets(session: Session, tenant: str, *, limit: int = 200) -> list[Dataset]:
+    return list(session.scalars(
+        select(Dataset).where(Dataset.tenant == tenant)
+        .order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit)
+    ))
+
+
+def as_wire(dataset: Dataset) -> dict[str, Any]:
+    """The fields of netfit.models.Dataset."""
+    return {
+        "id": dataset.id, "name": dataset.name, "format": dataset.format, "n_samples": dataset.n_samples,
+        "input_shape": dataset.input_shape, "task": dataset.task, "n_classes": dataset.n_classes,
+        "has_test_split": dataset.has_test_split, "size_bytes": dataset.size, "sha256": dataset.sha256,
+        "created_at": dataset.created_at,
+    }

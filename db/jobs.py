@@ -1,0 +1,362 @@
+"""Job queries and state transitions.
+
+Every read is scoped by tenant here, once, so the API never pastes ownership checks.
+Every write made by a worker is *fenced* by its attempt number: a conditional UPDATE
+that matches only while that attempt still owns the job. A worker whose lease was taken
+over matches nothing, writes nothing and gets `Fenced`.
+
+    queued --claim--> running --finish--> succeeded | failed | cancelled
+       ^                 |  \\--release (SIGTERM)--> queued
+       |                 \\--lease expires--> claimable again (or failed: worker_lost)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, literal, or_, select, update
+from sqlalchemy.orm import Session, undefer
+
+from db.models import METRIC_COLUMNS, Checkpoint, EpochMetric, Job, JobEvent, UTCDateTime, new_id, utcnow
+
+ACTIVE = ("queued", "running")
+
+
+class Fenced(Exception):
+    """This attempt no longer owns the job: its lease was taken over or the job ended."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def finite_or_none(value: Any) -> Any:
+    """NaN/inf cannot travel in JSON (nor in PostgreSQL's json): store them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def clean_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: finite_or_none(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+            for k, v in metrics.items()}
+
+
+def _event(session: Session, job_id: str, kind: str, data: dict[str, Any]) -> None:
+    session.add(JobEvent(job_id=job_id, kind=kind, data=data))
+
+
+def _status_event(session: Session, job_id: str, status: str, **extra: Any) -> None:
+    _event(session, job_id, "status", {"status": status, **extra})
+
+
+def _fenced_update(session: Session, job_id: str, attempt: int, values: dict[str, Any]) -> None:
+    done = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.attempts == attempt, Job.status == "running")
+        .values(**values)
+        .returning(Job.id)
+    ).scalar_one_or_none()
+    if done is None:
+        session.rollback()
+        raise Fenced(f"job {job_id}: attempt {attempt} no longer owns it")
+
+
+def _put_checkpoint(session: Session, job_id: str, kind: str, epoch: int, metrics: dict[str, Any], data: bytes) -> None:
+    session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.kind == kind))
+    session.add(Checkpoint(
+        job_id=job_id, kind=kind, epoch=epoch, metrics=metrics, data=data,
+        size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+    ))
+
+
+def _at(now: datetime) -> Any:
+    # a datetime used inside an SQL expression (coalesce) needs the column type spelled out
+    return literal(now, UTCDateTime())
+
+
+# --------------------------------------------------------------------------- API side
+
+
+def create_job(session: Session, *, tenant: str, spec: dict[str, Any], summary: dict[str, Any] | None,
+               queue: str, device: str | None = None) -> Job:
+    """Insert a queued job and commit (the message is sent only after this commits)."""
+    job = Job(
+        id=new_id(), tenant=tenant, name=spec.get("name"), spec=spec, summary=summary,
+        epochs=int(spec["training"]["epochs"]), queue=queue, device=device, status="queued",
+    )
+    session.add(job)
+    session.flush()
+    _status_event(session, job.id, "queued")
+    session.commit()
+    return job
+
+
+def mark_enqueued(session: Session, job_id: str, when: datetime | None = None) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=when or utcnow()))
+    session.commit()
+
+
+def get_job(session: Session, tenant: str, job_id: str) -> Job | None:
+    return session.scalars(select(Job).where(Job.id == job_id, Job.tenant == tenant)).one_or_none()
+
+
+def encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """ValueError if the cursor was not made by encode_cursor."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, job_id = raw.split("|", 1)
+        return datetime.fromisoformat(created), job_id
+    except Exception as exc:  # noqa: BLE001 - any garbage is the same user error
+        raise ValueError("cursor is not one this server returned; use next_cursor from the previous page") from exc
+
+
+def list_jobs(session: Session, tenant: str, *, status: str | None = None, limit: int = 50,
+              cursor: str | None = None) -> tuple[list[Job], str | None]:
+    """Newest first; returns the page and the cursor of the next page (None at the end)."""
+    query = select(Job).where(Job.tenant == tenant)
+    if status:
+        query = query.where(Job.status == status)
+    if cursor:
+        created, job_id = decode_cursor(cursor)
+        query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+    rows = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (encode_cursor(rows[-1]) if more else None)
+
+
+def list_metrics(session: Session, tenant: str, job_id: str) -> list[EpochMetric]:
+    return list(session.scalars(
+        select(EpochMetric).join(Job, Job.id == EpochMetric.job_id)
+        .where(EpochMetric.job_id == job_id, Job.tenant == tenant)
+        .order_by(EpochMetric.epoch)
+    ))
+
+
+def list_checkpoints(session: Session, tenant: str, job_id: str, kinds: Sequence[str] = ("best", "last")) -> list[Checkpoint]:
+    return list(session.scalars(
+        select(Checkpoint).join(Job, Job.id == Checkpoint.job_id)
+        .where(Checkpoint.job_id == job_id, Job.tenant == tenant, Checkpoint.kind.in_(kinds))
+        .order_by(Checkpoint.kind)
+    ))
+
+
+def get_checkpoint(session: Session, tenant: str | None, job_id: str, kind: str, *, with_data: bool = True) -> Checkpoint | None:
+    """tenant None: the worker's own read (it already owns the job)."""
+    query = select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.kind == kind)
+    if tenant is not None:
+        query = query.join(Job, Job.id == Checkpoint.job_id).where(Job.tenant == tenant)
+    if with_data:
+        query = query.options(undefer(Checkpoint.data))
+    return session.scalars(query).one_or_none()
+
+
+def events_after(session: Session, job_id: str, after_id: int, limit: int = 500) -> list[JobEvent]:
+    """The SSE stream's next events (the caller has checked the job's tenant)."""
+    return list(session.scalars(
+        select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after_id)
+        .order_by(JobEvent.id).limit(limit)
+    ))
+
+
+def request_cancel(session: Session, tenant: str, job_id: str) -> Job | None:
+    """A queued job is cancelled at once; a running one is flagged and its worker stops it.
+    Cancelling a finished job changes nothing. None if there is no such job."""
+    job = get_job(session, tenant, job_id)
+    if job is None:
+        return None
+    now = utcnow()
+    cancelled = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == "queued")
+        .values(status="cancelled", stop_reason="cancelled", cancel_requested=True, finished_at=now, updated_at=now)
+        .returning(Job.id)
+    ).scalar_one_or_none()
+    if cancelled:
+        _status_event(session, job_id, "cancelled", stop_reason="cancelled")
+    else:
+        session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+                        .values(cancel_requested=True, updated_at=now))
+    session.commit()
+    session.refresh(job)
+    return job
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def claim(session: Session, job_id: str, owner: str, *, lease_seconds: float, max_attempts: int) -> int | None:
+    """Take the job with ONE conditional UPDATE: a queued job, or a running one whose lease
+    expired, with lost attempts left. Returns this attempt's number, or None (nothing to do:
+    another worker has it, it ended, or a duplicate message arrived)."""
+    now = utcnow()
+    attempt = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.cancel_requested.is_(False),
+            Job.attempts - Job.releases < max_attempts,
+            or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < now)),
+        )
+        .values(
+            status="running", attempts=Job.attempts + 1, lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=func.coalesce(Job.started_at, _at(now)), updated_at=now,
+        )
+        .returning(Job.attempts)
+    ).scalar_one_or_none()
+    if attempt is None:
+        session.rollback()
+        return None
+    _status_event(session, job_id, "running", attempt=attempt)
+    session.commit()
+    return attempt
+
+
+def heartbeat(session: Session, job_id: str, attempt: int, *, lease_seconds: float) -> bool:
+    """Renew the lease; returns whether a cancel was requested. Fenced if the lease was lost."""
+    now = utcnow()
+    cancel = session.execute(
+        update(Job).where(Job.id == job_id, Job.attempts == attempt, Job.status == "running")
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
+        .returning(Job.cancel_requested)
+    ).scalar_one_or_none()
+    if cancel is None:
+        session.rollback()
+        raise Fenced(f"job {job_id}: attempt {attempt} lost its lease")
+    session.commit()
+    return bool(cancel)
+
+
+def cancel_requested(session: Session, job_id: str) -> bool:
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def record_epoch(session: Session, job_id: str, attempt: int, metrics: dict[str, Any], *,
+                 resume_state: bytes, best: bytes | None = None) -> None:
+    """One transaction: the epoch's metrics row, the state to resume from, the best weights
+    when this epoch is the best so far, and the job's progress. A stale attempt writes
+    nothing and gets Fenced."""
+    row = {k: v for k, v in clean_metrics(metrics).items() if k in METRIC_COLUMNS}
+    epoch = int(metrics["epoch"])
+    values: dict[str, Any] = {"epochs_completed": epoch, "updated_at": utcnow()}
+    scores = {k: v for k, v in row.items() if k != "seconds"}
+    if best is not None:
+        values.update(best_epoch=epoch, best_metrics=scores)
+    _fenced_update(session, job_id, attempt, values)
+    session.add(EpochMetric(job_id=job_id, epoch=epoch, **row))
+    _put_checkpoint(session, job_id, "resume", epoch, scores, resume_state)
+    if best is not None:
+        _put_checkpoint(session, job_id, "best", epoch, scores, best)
+    _event(session, job_id, "epoch", {"epoch": epoch, **row})
+    session.commit()
+
+
+def finish(session: Session, job_id: str, attempt: int, *, status: str, stop_reason: str | None = None,
+           error: str | None = None, epochs_completed: int | None = None, best_epoch: int | None = None,
+           best_metrics: dict[str, Any] | None = None, test_metrics: dict[str, Any] | None = None,
+           device: str | None = None,
+           checkpoints: Iterable[tuple[str, int, dict[str, Any], bytes]] = ()) -> None:
+    """End the job (fenced): status, why, final metrics and the best/last weights."""
+    now = utcnow()
+    values: dict[str, Any] = {
+        "status": status, "stop_reason": stop_reason, "error": error, "finished_at": now,
+        "updated_at": now, "lease_owner": None, "lease_expires_at": None,
+    }
+    for key, value in (("epochs_completed", epochs_completed), ("best_epoch", best_epoch), ("device", device),
+                       ("best_metrics", best_metrics and clean_metrics(best_metrics)),
+                       ("test_metrics", test_metrics and clean_metrics(test_metrics))):
+        if value is not None:
+            values[key] = value
+    _fenced_update(session, job_id, attempt, values)
+    for kind, epoch, metrics, data in checkpoints:
+        _put_checkpoint(session, job_id, kind, epoch, clean_metrics(metrics), data)
+    # the resume state is only for an unfinished job
+    session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.kind == "resume"))
+    _status_event(session, job_id, status, stop_reason=stop_reason, error=error,
+                  epochs_completed=values.get("epochs_completed"), best_epoch=values.get("best_epoch"))
+    session.commit()
+
+
+def release(session: Session, job_id: str, attempt: int) -> None:
+    """Hand the job back (worker shutting down): queued again, lease cleared, not a lost attempt."""
+    _fenced_update(session, job_id, attempt, {
+        "status": "queued", "lease_owner": None, "lease_expires_at": None, "enqueued_at": None,
+        "releases": Job.releases + 1, "updated_at": utcnow(),
+    })
+    _status_event(session, job_id, "queued", released_by_attempt=attempt)
+    session.commit()
+
+
+def set_device(session: Session, job_id: str, attempt: int, device: str) -> None:
+    _fenced_update(session, job_id, attempt, {"device": device, "updated_at": utcnow()})
+    session.commit()
+
+
+# --------------------------------------------------------------------------- reconciler
+
+
+def stale_queued(session: Session, *, not_enqueued_since: datetime) -> list[tuple[str, str]]:
+    """Queued jobs whose message may be lost: never enqueued, or not re-sent lately."""
+    return [tuple(row) for row in session.execute(
+        select(Job.id, Job.queue).where(
+            Job.status == "queued",
+            or_(Job.enqueued_at.is_(None), Job.enqueued_at < not_enqueued_since),
+        ).order_by(Job.created_at)
+    )]
+
+
+def expired_running(session: Session, *, now: datetime | None = None) -> list[tuple[str, str, int, bool]]:
+    """Running jobs whose worker stopped renewing its lease:
+    (id, queue, lost attempts, cancel requested)."""
+    return [tuple(row) for row in session.execute(
+        select(Job.id, Job.queue, Job.attempts - Job.releases, Job.cancel_requested).where(
+            Job.status == "running", Job.lease_expires_at < (now or utcnow()),
+        ).order_by(Job.created_at)
+    )]
+
+
+def fail_lost(session: Session, job_id: str, *, max_attempts: int, message: str) -> bool:
+    """Fail a running job whose lease expired after its last allowed attempt."""
+    now = utcnow()
+    done = session.execute(
+        update(Job).where(
+            Job.id == job_id, Job.status == "running", Job.lease_expires_at < now,
+            Job.attempts - Job.releases >= max_attempts,
+        ).values(status="failed", error=message, finished_at=now, updated_at=now,
+                 lease_owner=None, lease_expires_at=None)
+        .returning(Job.id)
+    ).scalar_one_or_none()
+    if done is None:
+        session.rollback()
+        return False
+    _status_event(session, job_id, "failed", error=message)
+    session.commit()
+    return True
+
+
+def cancel_expired(session: Session, job_id: str) -> bool:
+    """A running job that was asked to cancel and whose worker is gone ends cancelled."""
+    now = utcnow()
+    done = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == "running", Job.lease_expires_at < now,
+                          Job.cancel_requested.is_(True))
+        .values(status="cancelled", stop_reason="cancelled", finished_at=now, updated_at=now,
+                lease_owner=None, lease_expires_at=None)
+        .returning(Job.id)
+    ).scalar_one_or_none()
+    if done is None:
+        session.rollback()
+        return False
+    _status_event(session, job_id, "cancelled", stop_reason="cancelled")
+    session.commit()
+    return True

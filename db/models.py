@@ -1,0 +1,158 @@
+"""Tables: jobs, their per-epoch metrics, status/epoch events, checkpoints, uploaded data sets."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, TypeDecorator,
+    UniqueConstraint, Float,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    """A short, url-safe, unguessable id (72 random bits)."""
+    return secrets.token_urlsafe(9)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive text; we store UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # the list endpoint: newest first, per tenant, optionally by status
+        Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
+        # the reconciler's scans
+        Index("ix_jobs_status_updated", "status", "updated_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(64), default="default", server_default="default")
+    name: Mapped[str | None] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]]
+    summary: Mapped[dict[str, Any] | None]
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    stop_reason: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    epochs: Mapped[int]
+    epochs_completed: Mapped[int] = mapped_column(default=0)
+    best_epoch: Mapped[int | None]
+    best_metrics: Mapped[dict[str, Any] | None]
+    test_metrics: Mapped[dict[str, Any] | None]
+    # attempts counts claims; releases counts graceful hand-backs (SIGTERM), which are not
+    # lost attempts: attempts - releases is what NETFIT_MAX_ATTEMPTS limits.
+    attempts: Mapped[int] = mapped_column(default=0)
+    releases: Mapped[int] = mapped_column(default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None]
+    queue: Mapped[str] = mapped_column(String(16), default="cpu")
+    device: Mapped[str | None] = mapped_column(String(16))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    enqueued_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EpochMetric(Base):
+    __tablename__ = "epoch_metrics"
+    # exactly once per epoch: a second write of the same epoch is an integrity error
+    __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_epoch_metrics_job_epoch"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    epoch: Mapped[int]
+    train_loss: Mapped[float | None] = mapped_column(Float)
+    train_accuracy: Mapped[float | None] = mapped_column(Float)
+    val_loss: Mapped[float | None] = mapped_column(Float)
+    val_accuracy: Mapped[float | None] = mapped_column(Float)
+    train_rmse: Mapped[float | None] = mapped_column(Float)
+    train_mae: Mapped[float | None] = mapped_column(Float)
+    val_rmse: Mapped[float | None] = mapped_column(Float)
+    val_mae: Mapped[float | None] = mapped_column(Float)
+    lr: Mapped[float | None] = mapped_column(Float)
+    seconds: Mapped[float | None] = mapped_column(Float)
+
+
+METRIC_COLUMNS = (
+    "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+    "train_rmse", "train_mae", "val_rmse", "val_mae", "lr", "seconds",
+)
+
+
+class JobEvent(Base):
+    """What the SSE stream replays: the autoincrement id is the event id (Last-Event-ID)."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # "epoch" | "status"
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("job_id", "kind", name="uq_checkpoints_job_kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(8))  # best | last | resume
+    epoch: Mapped[int]
+    metrics: Mapped[dict[str, Any]]
+    # deferred: listing checkpoints must not pull megabytes of weights
+    data: Mapped[bytes] = deferred(mapped_column(LargeBinary, nullable=False))
+    size: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    __table_args__ = (Index("ix_datasets_tenant_created", "tenant", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(64), default="default", server_default="default")
+    name: Mapped[str | None] = mapped_column(String(200))
+    format: Mapped[str] = mapped_column(String(8))  # the upload's format: csv | npz
+    data: Mapped[bytes] = deferred(mapped_column(LargeBinary, nullable=False))  # canonical npz
+    n_samples: Mapped[int]
+    input_shape: Mapped[list[int]] = mapped_column(JSON)
+    task: Mapped[str] = mapped_column(String(16))
+    n_classes: Mapped[int | None]
+    has_test_split: Mapped[bool] = mapped_column(Boolean, default=False)
+    size: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,260 @@
+"""Shared fixtures: real PostgreSQL, Redis, Celery worker and API processes.
+
+Fixtures
+--------
+sqlite_url        a migrated SQLite database in tmp_path.
+pg_url            a fresh, migrated PostgreSQL database ``netfit_test_<random>`` on
+                  127.0.0.1:5432 (user postgres), dropped at the end of the test.
+redis_url         ``redis://127.0.0.1:6379/<n>``: a database index claimed for this run
+                  (other runs skip it), flushed at the end.
+service_env       env vars for a server process: the given DB and broker URLs + short leases.
+start_worker      factory: start_worker(env, queues="cpu") -> a running ``python -m worker``
+                  process (waits until Celery says ready; stopped at teardown).
+start_api         factory: start_api(env) -> base_url of ``api.server.run_api`` under uvicorn
+                  on a free port (waits for /healthz; stopped at teardown).
+embedded_service  SESSION-scoped: ``api.server.serve`` (SQLite + file broker + one worker
+                  process + reconciler) in a tmp dir on a free port; yields its base_url.
+                  Used by the SDK/CLI tests (tests/netfit) as well.
+
+Waiting is always by polling a condition with a deadline (``wait_until``), never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+REDIS_HOST = "127.0.0.1"
+
+IRIS_SPEC: dict[str, Any] = {
+    "name": "iris-test",
+    "dataset": {"builtin": "iris"},
+    "split": {"validation": 0.2, "test": 0.2, "seed": 0},
+    "preprocess": {"features": "standardize"},
+    "model": {"layers": [{"type": "linear", "units": 16}, {"type": "relu"}, {"type": "linear", "units": 3}]},
+    "training": {"epochs": 5, "batch_size": 16, "optimizer": {"type": "adam", "lr": 0.01}, "seed": 0,
+                 "device": "cpu"},
+}
+
+
+def iris_spec(**training: Any) -> dict[str, Any]:
+    """The Iris spec with training fields overridden (e.g. epochs=3)."""
+    spec = {**IRIS_SPEC, "training": {**IRIS_SPEC["training"], **training}}
+    return spec
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll until condition() is truthy; return its value or fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- databases
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    from db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'netfit.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    from sqlalchemy import create_engine, text
+
+    from db.migrate import upgrade
+
+    name = f"netfit_test_{secrets.token_hex(4)}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Both backends: the same migrations and queries must work on each."""
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+@pytest.fixture
+def session_factory(db_url: str) -> Iterator[Any]:
+    from db.session import make_session_factory
+
+    factory = make_session_factory(db_url)
+    yield factory
+    factory.kw["bind"].dispose()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    import redis
+
+    owner = secrets.token_hex(8)
+    for index in range(1, 16):
+        client = redis.Redis(host=REDIS_HOST, port=6379, db=index)
+        # claim the index for this run; a parallel run holding it is skipped
+        if client.set("netfit-test-owner", owner, nx=True, ex=1800):
+            break
+        client.close()
+    else:
+        raise RuntimeError("no free Redis database index (1-15) for this test run")
+    try:
+        yield f"redis://{REDIS_HOST}:6379/{index}"
+    finally:
+        client.flushdb()
+        client.close()
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _python_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETFIT_")}
+    env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+@pytest.fixture
+def service_env() -> Callable[..., dict[str, str]]:
+    def make(db: str, broker: str, **extra: str) -> dict[str, str]:
+        # short leases so that lost workers are noticed within a test's time
+        return {"NETFIT_DATABASE_URL": db, "NETFIT_BROKER_URL": broker, "NETFIT_LEASE_SECONDS": "4",
+                "NETFIT_HEARTBEAT_SECONDS": "1", **extra}
+    return make
+
+
+class Proc:
+    """A child process with its log file; stop() sends SIGTERM, then SIGKILL after a grace period."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None):
+        self.log = log
+        self._log_file = open(log, "wb")
+        self.popen = subprocess.Popen(args, env=_python_env(env), cwd=cwd or ROOT,
+                                      stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.popen.pid, sig)
+
+    def stop(self, grace: float = 15.0) -> None:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                # the process group: also a worker's children, if it has any
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        self._log_file.close()
+
+
+def start_worker_process(env: dict[str, str], log: Path, queues: str = "cpu", cwd: Path | None = None) -> Proc:
+    proc = Proc([sys.executable, "-m", "worker", "--queues", queues], env, log, cwd)
+    wait_until(lambda: "ready." in proc.output() or not proc.alive(), timeout=60, what="the Celery worker to be ready")
+    assert proc.alive(), f"worker died at start:\n{proc.output()[-3000:]}"
+    return proc
+
+
+def wait_healthy(base_url: str, proc: Proc, timeout: float = 60) -> None:
+    def up() -> bool:
+        assert proc.alive(), f"server died at start:\n{proc.output()[-3000:]}"
+        try:
+            return httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+    wait_until(up, timeout=timeout, what=f"{base_url}/healthz")
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    procs: list[Proc] = []
+
+    def start(env: dict[str, str], queues: str = "cpu") -> Proc:
+        proc = start_worker_process(env, tmp_path / f"worker-{len(procs)}.log", queues)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.stop()
+
+
+@pytest.fixture
+def start_api(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    procs: list[Proc] = []
+
+    def start(env: dict[str, str]) -> str:
+        port = free_port()
+        code = f"from api.server import run_api; run_api('127.0.0.1', {port})"
+        proc = Proc([sys.executable, "-c", code], env, tmp_path / f"api-{len(procs)}.log")
+        procs.append(proc)
+        base_url = f"http://127.0.0.1:{port}"
+        wait_healthy(base_url, proc)
+        return base_url
+
+    yield start
+    for proc in procs:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def embedded_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`netfit serve` as a user runs it: no NETFIT_* settings, SQLite and the file broker in
+    the working directory, one worker process. Yields the base_url (http://127.0.0.1:PORT)."""
+    workdir = tmp_path_factory.mktemp("embedded")
+    port = free_port()
+    code = f"from api.server import serve; serve('127.0.0.1', {port})"
+    proc = Proc([sys.executable, "-c", code], {}, workdir / "serve.log", cwd=workdir)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base_url, proc)
+        wait_until(lambda: "ready." in proc.output(), timeout=60, what="the embedded worker to be ready")
+        yield base_url
+    finally:
+        proc.stop(grace=20)
