@@ -51,7 +51,13 @@ def cpu_copy(obj: Any) -> Any:
 def _read_metadata(b: bytes) -> dict[str, str]:
     # safetensors layout: 8-byte little-endian header length, then the JSON header
     n = int.from_bytes(b[:8], "little")
-    return json.loads(b[8 : 8 + n]).get("__metadata__") or {}
+    try:
+        header = json.loads(b[8 : 8 + n])
+    except ValueError:  # also UnicodeDecodeError
+        header = None
+    if not isinstance(header, dict):
+        raise ValueError("not a safetensors file: its header is not a JSON object")
+    return header.get("__metadata__") or {}
 
 
 def weights_to_bytes(state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> bytes:

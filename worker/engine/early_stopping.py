@@ -40,9 +40,11 @@ class EarlyStopper:
         watched = [metrics.get(name) for name in (*LOSSES, self.monitor)]
         if check_finite and any(v is not None and not math.isfinite(v) for v in watched):
             return True, "non_finite"
-        if value is None or not math.isfinite(value):
-            return False, None  # check_finite is off: a NaN neither improves nor stops
-        if self.best is None or self._better(value, self.best):
+        if value is None:
+            return False, None
+        # with check_finite off, a NaN is simply an epoch that did not improve
+        finite = math.isfinite(value)
+        if finite and (self.best is None or self._better(value, self.best)):
             self.best, self.best_epoch = value, epoch
 
         cfg = self.config
@@ -54,7 +56,7 @@ class EarlyStopper:
             return True, "stopping_threshold"
         if cfg.divergence_threshold is not None and self._better(cfg.divergence_threshold, value):
             return True, "divergence"
-        if self._improves(value):
+        if finite and self._improves(value):
             self.reference, self.wait = value, 0
             return False, None
         self.wait += 1

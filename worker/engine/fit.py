@@ -224,7 +224,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SpecError([{"loc": ["training", "device"], "msg": f"device '{name}' asked for, but this worker has no CUDA GPU: use \"auto\" or \"cpu\""}])
+        raise SpecError.at(["training", "device"], f"device '{name}' asked for, but this worker has no CUDA GPU: use \"auto\" or \"cpu\"")
     return torch.device(name)
 
 
@@ -274,7 +274,7 @@ def _check_monitors(spec: JobSpec, names: MetricNames, has_val: bool) -> str:
         name = getattr(cfg, "monitor", None)
         if name is not None and name not in recorded:
             why = "there is no validation split (set split.validation above 0)" if name.startswith("val_") and not has_val else "this task does not record it"
-            raise SpecError([{"loc": list(loc), "msg": f"cannot monitor '{name}': {why}; choose one of {sorted(recorded)}"}])
+            raise SpecError.at(list(loc), f"cannot monitor '{name}': {why}; choose one of {sorted(recorded)}")
     es = spec.training.early_stopping
     # the best epoch is tracked even without early stopping: on val_loss, or train_loss without validation
     return es.monitor if es is not None else ("val_loss" if has_val else "train_loss")
