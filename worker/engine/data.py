@@ -1,0 +1,388 @@
+"""Data sets: built-in, synthetic and uploaded (CSV, NPZ); seeded splits; preprocessing.
+
+Labels are encoded once, when a data set is read: class labels (integers, booleans or text
+with at most MAX_CLASSES distinct values) become codes 0..K-1 with their names in
+`RawArrays.classes`; anything else is a real-valued target (regression).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import zipfile
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from sklearn import datasets as skd
+from sklearn.model_selection import train_test_split
+
+from netfit.spec import DatasetRef, JobSpec
+
+from .errors import DataError, SpecError
+
+MAX_CLASSES = 1000
+# synthetic sets are generated in memory: cap n_samples * n_features (float64) at ~400 MB
+MAX_SYNTHETIC_VALUES = 50_000_000
+MISSING = {"", "na", "n/a", "nan", "null", "none", "?", "-"}
+
+
+@dataclass(frozen=True)
+class DataSignature:
+    input_shape: tuple[int, ...]  # per sample: (features,) or (channels, height, width)
+    task: Literal["classification", "regression"]
+    n_classes: int | None
+    n_targets: int
+    n_samples: int
+    has_test_split: bool
+
+
+@dataclass
+class RawArrays:
+    x: np.ndarray
+    y: np.ndarray  # int64 codes when `classes` is set, else float targets (N,) or (N, k)
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    classes: list[str] | None = None
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # float32
+    y: torch.Tensor  # int64 (N,) for classes, float32 (N, k) for regression
+
+
+@dataclass
+class PreparedData:
+    train: Split
+    val: Split | None
+    test: Split | None
+    signature: DataSignature
+    preprocessing: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- labels and shapes
+
+def _encode_labels(y: np.ndarray, y_test: np.ndarray | None, name: str):
+    """(y, y_test, classes): class codes and names for class labels, floats otherwise."""
+    both = y if y_test is None else np.concatenate([y, y_test])
+    if y.dtype.kind in "biuUS" and y.ndim == 1:
+        values = np.unique(both)
+        if y.dtype.kind in "US" or len(values) <= MAX_CLASSES:
+            if len(values) < 2:
+                raise DataError(f"{name} holds a single class ({values[0]!r}); a classifier needs at least 2")
+            codes = lambda a: None if a is None else np.searchsorted(values, a).astype(np.int64)  # noqa: E731
+            return codes(y), codes(y_test), [str(v) for v in values]
+    if y.dtype.kind in "US":
+        raise DataError(f"{name} holds text labels but has shape {y.shape}; give one label per sample")
+    if y.ndim not in (1, 2):
+        raise DataError(f"{name} has shape {y.shape}; give one value per sample (N,) or a row of targets (N, k)")
+    if not np.isfinite(both.astype(np.float64)).all():
+        raise DataError(f"{name} holds NaN or infinite values; drop or fill those samples")
+    as_float = lambda a: None if a is None else a.astype(np.float64)  # noqa: E731
+    return as_float(y), as_float(y_test), None
+
+
+def _check_x(x: np.ndarray, name: str) -> np.ndarray:
+    """Per-sample features (N, F) or images (N, C, H, W); (N,) and (N, H, W) are widened."""
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"array '{name}' has dtype {x.dtype}; features must be numbers")
+    if x.dtype.kind == "b":
+        x = x.astype(np.float32)
+    if x.ndim == 1:
+        x = x[:, None]
+    elif x.ndim == 3:
+        x = x[:, None]  # (N, H, W) grey images: one channel
+    elif x.ndim not in (2, 4):
+        raise DataError(f"array '{name}' has shape {x.shape}; use (N, features), (N, H, W) or (N, C, H, W)")
+    if len(x) == 0:
+        raise DataError(f"array '{name}' is empty")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        first = np.argwhere(~np.isfinite(x))[0]
+        raise DataError(f"array '{name}' holds NaN or infinite values (first at index {tuple(first.tolist())}); drop or fill them")
+    return x
+
+
+def _raw(x, y, x_test=None, y_test=None, classes=None, names=("x", "y", "x_test", "y_test")) -> RawArrays:
+    """Checked RawArrays; `classes` given means y is already encoded (the stored form)."""
+    x = _check_x(np.asarray(x), names[0])
+    if x_test is not None:
+        x_test = _check_x(np.asarray(x_test), names[2])
+        if x_test.shape[1:] != x.shape[1:]:
+            raise DataError(f"'{names[2]}' samples have shape {x_test.shape[1:]} but '{names[0]}' samples {x.shape[1:]}")
+    for xs, ys, xn, yn in ((x, y, names[0], names[1]), (x_test, y_test, names[2], names[3])):
+        if xs is not None and len(ys) != len(xs):
+            raise DataError(f"'{xn}' has {len(xs)} samples but '{yn}' has {len(ys)} labels; they must match")
+    if classes is None:
+        y, y_test, classes = _encode_labels(np.asarray(y), None if y_test is None else np.asarray(y_test), f"'{names[1]}'")
+    else:
+        classes = [str(c) for c in classes]
+        for a in (y, y_test):
+            if a is not None and (a.dtype.kind not in "iu" or a.min() < 0 or a.max() >= len(classes)):
+                raise DataError(f"class codes must be integers 0..{len(classes) - 1}")
+        y, y_test = y.astype(np.int64), None if y_test is None else y_test.astype(np.int64)
+    return RawArrays(x, y, x_test, y_test, classes)
+
+
+def describe(raw: RawArrays) -> DataSignature:
+    n_test = 0 if raw.x_test is None else len(raw.x_test)
+    return DataSignature(
+        input_shape=tuple(int(s) for s in raw.x.shape[1:]),
+        task="classification" if raw.classes is not None else "regression",
+        n_classes=len(raw.classes) if raw.classes is not None else None,
+        n_targets=int(raw.y.shape[1]) if raw.y.ndim == 2 else 1,
+        n_samples=len(raw.x) + n_test,
+        has_test_split=raw.x_test is not None,
+    )
+
+
+# --------------------------------------------------------------------------- uploads
+
+def read_upload(content: bytes, filename: str, target: str | None = None) -> RawArrays:
+    """A CSV (header row; `target` names the label column, default the last) or an NPZ."""
+    lower = filename.lower()
+    if lower.endswith(".npz"):
+        if target is not None:
+            raise DataError("'target' names a CSV column; an NPZ file gives its labels in array 'y'")
+        return _read_npz(content, filename)
+    if lower.endswith(".csv"):
+        return _read_csv(content, filename, target)
+    raise DataError(f"cannot tell the format of '{filename}': upload a .csv or a .npz file (uncompressed CSV)")
+
+
+def _read_npz(content: bytes, filename: str) -> RawArrays:
+    try:
+        npz = np.load(io.BytesIO(content), allow_pickle=False)
+        arrays = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        why = "it holds Python objects (save numeric arrays only)" if "pickle" in str(e) else "it is not a valid .npz file"
+        raise DataError(f"cannot read '{filename}': {why}") from None
+    keys = set(arrays) - {"classes"}
+    layouts = [{"x", "y"}, {"x_train", "y_train"}, {"x_train", "y_train", "x_test", "y_test"}]
+    if keys not in layouts:
+        raise DataError(f"'{filename}' holds arrays {sorted(keys)}; expected x, y or x_train, y_train (+ x_test, y_test)")
+    classes = arrays.get("classes")
+    if "x" in keys:
+        return _raw(arrays["x"], arrays["y"], classes=classes)
+    return _raw(arrays["x_train"], arrays["y_train"], arrays.get("x_test"), arrays.get("y_test"), classes,
+                names=("x_train", "y_train", "x_test", "y_test"))
+
+
+def _read_csv(content: bytes, filename: str, target: str | None) -> RawArrays:
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"'{filename}' is not UTF-8 text; upload a plain (not compressed) CSV") from None
+    rows = [r for r in csv.reader(io.StringIO(text)) if r]
+    if len(rows) < 2:
+        raise DataError(f"'{filename}' needs a header row and at least one data row")
+    header = [h.strip() for h in rows[0]]
+    if all(_number(h) is not None for h in header):
+        raise DataError(f"'{filename}' starts with numbers; its first row must name the columns")
+    if target is None:
+        col = len(header) - 1
+    elif target in header:
+        col = header.index(target)
+    else:
+        raise DataError(f"'{filename}' has no column '{target}'; its columns are {header}")
+    if len(header) < 2:
+        raise DataError(f"'{filename}' has one column; it needs feature columns and a target column")
+    features, labels = [], []
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise DataError(f"'{filename}' line {line} has {len(row)} fields but the header has {len(header)}")
+        values = []
+        for j, cell in enumerate(row):
+            cell = cell.strip()
+            if cell.lower() in MISSING:
+                raise DataError(f"'{filename}' line {line}, column '{header[j]}': missing value; fill it or drop the row")
+            if j == col:
+                labels.append(cell)
+                continue
+            v = _number(cell)
+            if v is None:
+                raise DataError(f"'{filename}' line {line}, column '{header[j]}': '{cell}' is not a number; "
+                                "only the target column may hold text (encode categories as numbers)")
+            if not math.isfinite(v):
+                raise DataError(f"'{filename}' line {line}, column '{header[j]}': {cell} is not finite")
+            values.append(v)
+        features.append(values)
+    return _raw(np.array(features, dtype=np.float64), _label_array(labels, header[col], filename),
+                names=(f"{filename} features", f"{filename} column '{header[col]}'", "", ""))
+
+
+def _number(cell: str) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def _label_array(labels: list[str], column: str, filename: str) -> np.ndarray:
+    """Integers stay integers (class labels), decimals become floats (targets), text stays text."""
+    try:
+        return np.array([int(v) for v in labels], dtype=np.int64)
+    except ValueError:
+        pass
+    numbers = [_number(v) for v in labels]
+    if any(v is None for v in numbers):
+        return np.array(labels)
+    if not all(math.isfinite(v) for v in numbers):
+        raise DataError(f"'{filename}' column '{column}' holds non-finite targets; drop those rows")
+    return np.array(numbers, dtype=np.float64)
+
+
+def to_npz_bytes(raw: RawArrays) -> bytes:
+    arrays = {"x": raw.x, "y": raw.y}
+    if raw.x_test is not None:
+        arrays = {"x_train": raw.x, "y_train": raw.y, "x_test": raw.x_test, "y_test": raw.y_test}
+    if raw.classes is not None:
+        arrays["classes"] = np.array(raw.classes, dtype=str)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def from_npz_bytes(b: bytes) -> RawArrays:
+    return _read_npz(b, "stored data set")
+
+
+# --------------------------------------------------------------------------- built-in and synthetic
+
+@lru_cache(maxsize=None)
+def _builtin(name: str) -> RawArrays:
+    # digits stay flat (64 features, pixel values 0..16) so that MLP specs work as in the lesson;
+    # a reshape layer [1, 8, 8] turns them into images for a conv net.
+    bunch = {"iris": skd.load_iris, "wine": skd.load_wine, "breast_cancer": skd.load_breast_cancer,
+             "digits": skd.load_digits}[name]()
+    return RawArrays(bunch.data, bunch.target.astype(np.int64), classes=[str(c) for c in bunch.target_names])
+
+
+def _synthetic(s: Any) -> RawArrays:
+    n, seed, signature = s.n_samples, s.seed, _synthetic_signature(s)
+    rng = np.random.default_rng(seed)
+    if s.kind == "classification":
+        # sklearn needs n_classes * n_clusters_per_class <= 2 ** n_informative; 2 clusters when they fit
+        clusters = 2 if s.n_classes * 2 <= 2 ** min(s.n_informative, 30) else 1
+        x, y = skd.make_classification(n, s.n_features, n_informative=s.n_informative, n_redundant=s.n_redundant,
+                                       n_classes=s.n_classes, n_clusters_per_class=clusters, class_sep=s.class_sep,
+                                       flip_y=s.flip_y, random_state=seed)
+    elif s.kind == "moons":
+        x, y = skd.make_moons(n, noise=s.noise, random_state=seed)
+    elif s.kind == "circles":
+        x, y = skd.make_circles(n, noise=s.noise, factor=s.factor, random_state=seed)
+    elif s.kind == "blobs":
+        x, y = skd.make_blobs(n, s.n_features, centers=s.centers, cluster_std=s.cluster_std, random_state=seed)
+    elif s.kind == "regression":
+        x, y = skd.make_regression(n, s.n_features, n_informative=min(s.n_informative, s.n_features),
+                                   n_targets=s.n_targets, noise=s.noise, random_state=seed)
+        return _raw(x, y.astype(np.float64))
+    elif s.kind == "linear":
+        x = rng.uniform(s.x_min, s.x_max, (n, 1))
+        return _raw(x, (s.slope * x + s.intercept + s.noise * rng.standard_normal((n, 1)))[:, 0])
+    else:  # polynomial: the Chebyshev polynomial of that degree, a smooth wiggle bounded by ±1 on [-1, 1]
+        x = np.sort(rng.uniform(-1, 1, n))
+        curve = np.polynomial.chebyshev.chebval(x, [0] * s.degree + [1])
+        return _raw(x[:, None], curve + s.noise * rng.standard_normal(n))
+    return RawArrays(x, y.astype(np.int64), classes=[str(c) for c in range(signature.n_classes)])
+
+
+def _synthetic_signature(s: Any) -> DataSignature:
+    """What _synthetic would make, without making it (the API checks specs with this)."""
+    features = {"moons": 2, "circles": 2, "linear": 1, "polynomial": 1}.get(s.kind) or s.n_features
+    if s.n_samples * features > MAX_SYNTHETIC_VALUES:
+        raise SpecError.at(["dataset", "synthetic", "n_samples"], f"{s.n_samples} samples x {features} features is more "
+                           f"than {MAX_SYNTHETIC_VALUES:,} values; use fewer samples or features")
+    classes = {"classification": getattr(s, "n_classes", 0), "moons": 2, "circles": 2, "blobs": getattr(s, "centers", 0)}
+    return DataSignature((features,), "classification" if s.kind in classes else "regression",
+                         classes.get(s.kind), getattr(s, "n_targets", 1), s.n_samples, False)
+
+
+def load_raw(dataset: DatasetRef, uploaded: bytes | None = None) -> RawArrays:
+    if dataset.builtin is not None:
+        return _builtin(dataset.builtin)
+    if dataset.synthetic is not None:
+        return _synthetic(dataset.synthetic)
+    if uploaded is None:
+        raise DataError(f"data set '{dataset.id}' was not supplied; upload it first (POST /v1/datasets)")
+    return from_npz_bytes(uploaded)
+
+
+def signature_of(spec: JobSpec, uploaded: bytes | None = None) -> DataSignature:
+    if spec.dataset.synthetic is not None:
+        return _synthetic_signature(spec.dataset.synthetic)
+    return describe(load_raw(spec.dataset, uploaded))
+
+
+# --------------------------------------------------------------------------- splits and preprocessing
+
+def _split_off(x, y, fraction: float, n_total: int, stratify: bool, seed: int):
+    """(x_rest, x_part, y_rest, y_part) with round(fraction * n_total) samples in the part."""
+    k = max(1, round(fraction * n_total))
+    if k >= len(x):
+        raise DataError(f"{n_total} samples are too few for this split; lower split.validation/split.test or add data")
+    try:  # stratify when every class can be split; else a plain shuffle, as documented
+        return train_test_split(x, y, test_size=k, random_state=seed, stratify=y if stratify else None)
+    except ValueError:
+        return train_test_split(x, y, test_size=k, random_state=seed)
+
+
+def fit_preprocessing(x: np.ndarray, kind: str) -> dict[str, Any]:
+    """Statistics of the training part only: per feature, or per channel for images."""
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    if kind == "standardize":
+        std = x.std(axis=axes)
+        return {"features": kind, "mean": x.mean(axis=axes).tolist(), "std": np.where(std > 0, std, 1.0).tolist()}
+    if kind == "minmax":
+        lo, hi = x.min(axis=axes), x.max(axis=axes)
+        return {"features": kind, "min": lo.tolist(), "range": np.where(hi > lo, hi - lo, 1.0).tolist()}
+    if kind == "scale":
+        top = 255.0 if x.dtype == np.uint8 else float(np.abs(x).max())
+        return {"features": kind, "scale": top or 1.0}
+    return {"features": "none"}
+
+
+def apply_preprocessing(x: torch.Tensor, preprocessing: dict[str, Any]) -> torch.Tensor:
+    """The training transform, for any batch of samples (e.g. at inference)."""
+    x = x.to(torch.float32)
+    kind = preprocessing.get("features", "none")
+    per = (lambda key: torch.tensor(preprocessing[key], dtype=torch.float32).reshape(
+        (-1,) + (1,) * (x.dim() - 2)))  # per feature (F,), or per channel (C, 1, 1)
+    if kind == "standardize":
+        return (x - per("mean")) / per("std")
+    if kind == "minmax":
+        return (x - per("min")) / per("range")
+    if kind == "scale":
+        return x / preprocessing["scale"]
+    return x
+
+
+def load_data(spec: JobSpec, uploaded: bytes | None = None) -> PreparedData:
+    raw = load_raw(spec.dataset, uploaded)
+    signature = describe(raw)
+    sp = spec.split
+    stratify = sp.stratify and raw.classes is not None
+    x, y, n = raw.x, raw.y, len(raw.x)
+    if raw.x_test is not None:  # a given test split is used as is
+        test = (raw.x_test, raw.y_test)
+    elif sp.test > 0:
+        x, x_te, y, y_te = _split_off(x, y, sp.test, n, stratify, sp.seed)
+        test = (x_te, y_te)
+    else:
+        test = None
+    val = None
+    if sp.validation > 0:
+        x, x_va, y, y_va = _split_off(x, y, sp.validation, n, stratify, sp.seed)
+        val = (x_va, y_va)
+    prep = fit_preprocessing(x, spec.preprocess.features)
+
+    def tensors(part):
+        xs, ys = part
+        ys = torch.from_numpy(ys) if raw.classes is not None else torch.from_numpy(ys.reshape(len(ys), -1)).float()
+        # a copy: the built-in sets are cached and must not share memory with a run's tensors
+        return Split(apply_preprocessing(torch.from_numpy(np.array(xs)), prep), ys)
+
+    return PreparedData(tensors((x, y)), val and tensors(val), test and tensors(test), signature, prep)

@@ -1,0 +1,278 @@
+"""Spec layers → torch.nn.Sequential, with every input size inferred from the data.
+
+The network is first traced on the "meta" device (shapes and parameter counts without
+memory or compute), which is how the API validates a spec before it is queued; the real
+model is then built from the same plan.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from netfit.models import LayerSummary, ModelSummary
+from netfit.spec import JobSpec, Loss
+
+from .data import DataSignature
+from .errors import SpecError
+
+MAX_PARAMS = 50_000_000
+LOSSES: dict[str, tuple[str, ...]] = {"classification": ("cross_entropy",), "binary": ("bce",),
+                                      "regression": ("mse", "mae", "huber")}
+# a trailing activation the loss applies itself (CrossEntropy: log-softmax; BCEWithLogits: sigmoid)
+FOLDABLE = {"classification": ("softmax", "log_softmax"), "binary": ("sigmoid",)}
+
+
+@dataclass(frozen=True)
+class Head:
+    task: Literal["classification", "binary", "regression"]
+    loss: Loss
+    n_outputs: int
+    folded: str | None  # the dropped trailing activation, for predictions
+
+
+class Reshape(nn.Module):
+    """Per-sample reshape (the batch dimension is kept)."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+
+def _activation(name: str, negative_slope: float = 0.01) -> nn.Module:
+    if name == "leaky_relu":
+        return nn.LeakyReLU(negative_slope)
+    if name in ("softmax", "log_softmax"):
+        return (nn.Softmax if name == "softmax" else nn.LogSoftmax)(dim=1)
+    return {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU, "sigmoid": nn.Sigmoid,
+            "tanh": nn.Tanh, "softplus": nn.Softplus, "identity": nn.Identity, "linear": nn.Identity}[name]()
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+class _Bad(Exception):
+    """One layer's problem: (field or None, message)."""
+
+
+def _modules(layer: Any, shape: tuple[int, ...], i: int) -> list[nn.Module]:
+    """The modules for one spec layer given its per-sample input shape; _Bad if they cannot work."""
+    t, where = layer.type, f"layer {i} ({layer.type})"
+    if t == "linear":
+        if len(shape) != 1:
+            raise _Bad(None, f"{where} needs a flat input but gets shape {list(shape)}: add a flatten layer before layer {i}")
+        mods = [nn.Linear(shape[0], layer.units, bias=layer.bias)]
+    elif t == "conv2d":
+        _image(shape, where, i)
+        k, s = _pair(layer.kernel_size), _pair(layer.stride)
+        pad = 0 if layer.padding == "valid" else layer.padding
+        if pad == "same" and s != (1, 1):
+            raise _Bad("padding", f"{where}: padding \"same\" needs stride 1 in PyTorch; use stride 1 or an integer padding")
+        if pad != "same" and any(k[d] > shape[1 + d] + 2 * pad for d in (0, 1)):
+            raise _Bad("kernel_size", f"{where}: kernel {k[0]}x{k[1]} is larger than its input {shape[1]}x{shape[2]}"
+                       f"{f' padded by {pad}' if pad else ''}; use a smaller kernel_size, padding, or fewer pooling layers before it")
+        mods = [nn.Conv2d(shape[0], layer.filters, k, s, pad, bias=layer.bias)]
+    elif t in ("maxpool2d", "avgpool2d"):
+        _image(shape, where, i)
+        k = _pair(layer.pool_size)
+        s = k if layer.stride is None else _pair(layer.stride)
+        # "same" = ceil_mode: ceil(H / stride) outputs when stride == pool_size, as in Keras
+        pad, ceil = (0, True) if layer.padding == "same" else (0 if layer.padding == "valid" else layer.padding, False)
+        if 2 * pad > min(k):
+            raise _Bad("padding", f"{where}: padding {pad} is more than half of pool_size {k[0]}x{k[1]}; lower it")
+        if any(k[d] > shape[1 + d] + 2 * pad for d in (0, 1)):
+            raise _Bad("pool_size", f"{where}: pool {k[0]}x{k[1]} is larger than its input {shape[1]}x{shape[2]}; "
+                       "use a smaller pool_size or remove this layer")
+        cls = nn.MaxPool2d if t == "maxpool2d" else nn.AvgPool2d
+        mods = [cls(k, s, pad, ceil_mode=ceil)]
+    elif t == "flatten":
+        mods = [nn.Flatten()]
+    elif t == "reshape":
+        total, known = math.prod(shape), math.prod(d for d in layer.shape if d != -1)
+        target = [total // known if d == -1 else d for d in layer.shape]
+        if math.prod(target) != total:
+            raise _Bad("shape", f"{where}: shape {layer.shape} does not hold the {total} values of its input "
+                       f"{list(shape)}; use sizes whose product is {total}")
+        mods = [Reshape(tuple(target))]
+    elif t == "dropout":
+        mods = [nn.Dropout(layer.p)]
+    elif t == "batchnorm":
+        if len(shape) not in (1, 3):
+            raise _Bad(None, f"{where} works on (features,) or (channels, height, width), not {list(shape)}")
+        cls = nn.BatchNorm1d if len(shape) == 1 else nn.BatchNorm2d
+        mods = [cls(shape[0], eps=layer.eps, momentum=layer.momentum)]
+    elif t == "layernorm":
+        mods = [nn.LayerNorm(shape[-1], eps=layer.eps)]
+    else:
+        mods = [_activation(t, layer.negative_slope)]
+    if getattr(layer, "activation", None) not in (None, "linear", "identity"):
+        mods.append(_activation(layer.activation))
+    return mods
+
+
+def _image(shape: tuple[int, ...], where: str, i: int) -> None:
+    if len(shape) == 3:
+        return
+    hint = f"add a flatten layer before layer {i}" if len(shape) > 3 else f"add a reshape layer before layer {i}"
+    side = math.isqrt(math.prod(shape))
+    if len(shape) == 1 and side * side == shape[0]:
+        hint += f", e.g. {{\"type\": \"reshape\", \"shape\": [1, {side}, {side}]}}"
+    raise _Bad(None, f"{where} needs image input (channels, height, width) but gets shape {list(shape)}: {hint}")
+
+
+@dataclass
+class _Traced:
+    index: int
+    type: str
+    in_shape: tuple[int, ...]
+    shape: tuple[int, ...]
+    params: int
+
+
+def _trace(spec: JobSpec, signature: DataSignature, errors: list[dict]) -> list[_Traced] | None:
+    """Per-layer output shapes and parameter counts on the meta device; None after a layer error."""
+    shape, out = tuple(signature.input_shape), []
+    for i, layer in enumerate(spec.model.layers):
+        loc: list[str | int] = ["model", "layers", i]
+        try:
+            with torch.device("meta"):
+                block = nn.Sequential(*_modules(layer, shape, i))
+                y = block.eval()(torch.empty((2, *shape)))
+        except _Bad as bad:
+            field, msg = bad.args
+            errors.append({"loc": loc + ([field] if field else []), "msg": msg})
+            return None
+        except (RuntimeError, ValueError) as e:  # anything torch refuses that the checks above missed
+            errors.append({"loc": loc, "msg": f"layer {i} ({layer.type}) cannot take input of shape {list(shape)}: {e}"})
+            return None
+        out.append(_Traced(i, layer.type, shape, tuple(y.shape[1:]), sum(p.numel() for p in block.parameters())))
+        shape = out[-1].shape
+    return out
+
+
+def _last_activation(spec: JobSpec) -> str | None:
+    last = spec.model.layers[-1]
+    if last.type in ("linear", "conv2d"):
+        return last.activation
+    return last.type if last.type in {"softmax", "log_softmax", "sigmoid"} else None
+
+
+def _head(spec: JobSpec, signature: DataSignature, traced: list[_Traced] | None, errors: list[dict]) -> Head | None:
+    t = spec.training
+    task, loss = t.task, t.loss
+    if task is None and loss is not None:
+        task = next(k for k, v in LOSSES.items() if loss in v)
+    if signature.task == "regression":
+        n = signature.n_targets
+        if task not in (None, "regression"):
+            field = "task" if t.task else "loss"
+            errors.append({"loc": ["training", field], "msg": f"the data set's targets are real numbers, not classes: "
+                           f"set training.{field} to {'regression' if t.task else 'mse, mae or huber'} (or leave it out)"})
+            return None
+        task = "regression"
+    else:
+        n = signature.n_classes
+        if task == "regression":
+            field = "task" if t.task else "loss"
+            errors.append({"loc": ["training", field], "msg": f"the data set has {n} classes: set training.{field} to "
+                           f"{'classification or binary' if t.task else 'cross_entropy or bce'} (or leave it out)"})
+            return None
+        ends_in_one = traced is not None and traced[-1].shape == (1,)
+        if task == "binary" and n != 2:
+            field = "task" if t.task else "loss"
+            errors.append({"loc": ["training", field], "msg": f"'{t.task or t.loss}' needs 2 classes but the data set has {n}: "
+                           f"use {'classification' if t.task else 'cross_entropy'}"})
+            return None
+        if task == "binary" or (task is None and n == 2 and ends_in_one):
+            task, n = "binary", 1
+        task = task or "classification"
+    folded = _last_activation(spec)
+    if folded not in FOLDABLE.get(task, ()):
+        folded = None
+    return Head(task, loss or LOSSES[task][0], n, folded)
+
+
+def _check_output(spec: JobSpec, signature: DataSignature, traced: list[_Traced], head: Head, errors: list[dict]) -> None:
+    sizing = [t for t in traced if t.type in ("linear", "conv2d", "flatten", "reshape")] or traced
+    last, got = sizing[-1], traced[-1].shape
+    what = {"classification": f"the data has {head.n_outputs} classes",
+            "binary": "a binary task has one output (the logit)",
+            "regression": f"the data has {head.n_outputs} target{'s' if head.n_outputs > 1 else ''}"}[head.task]
+    fix = "set units to" if last.type == "linear" else "end with a linear layer of"
+    if len(got) != 1:
+        errors.append({"loc": ["model", "layers", traced[-1].index], "msg": f"the network ends with shape {list(got)} but "
+                       f"{what}: add a flatten layer and a linear layer with units {head.n_outputs}"})
+    elif got[0] != head.n_outputs:
+        if head.task == "classification" and signature.n_classes == 2 and got[0] == 1:
+            what += " (for 1 output use task \"binary\")"
+        loc = ["model", "layers", last.index] + (["units"] if last.type == "linear" else [])
+        errors.append({"loc": loc, "msg": f"layer {last.index} ({last.type}) outputs {got[0]} values but {what}: "
+                       f"{fix} {head.n_outputs}"})
+    last_act = _last_activation(spec)
+    if last_act == "softmax" and got == (1,):
+        errors.append({"loc": ["model", "layers", len(traced) - 1], "msg": "softmax over one output is always 1: "
+                       "use sigmoid (or nothing; the loss applies it) for a binary task"})
+
+
+def _check_monitors(spec: JobSpec, head: Head, errors: list[dict]) -> None:
+    measures = ("rmse", "mae") if head.task == "regression" else ("accuracy",)
+    splits = ("train", "val") if spec.split.validation > 0 else ("train",)
+    recorded = [f"{s}_{m}" for m in ("loss", *measures) for s in splits]
+    for field in ("early_stopping", "lr_schedule"):
+        name = getattr(getattr(spec.training, field), "monitor", None)
+        if name is not None and name not in recorded:
+            why = ("there is no validation split (set split.validation above 0)" if name.startswith("val_")
+                   and "val_loss" not in recorded else f"a {head.task} run does not record it")
+            errors.append({"loc": ["training", field, "monitor"], "msg": f"cannot monitor '{name}': {why}; "
+                           f"choose one of {recorded}"})
+
+
+def _check(spec: JobSpec, signature: DataSignature, monitors: bool = False) -> tuple[list[_Traced], Head]:
+    errors: list[dict] = []
+    traced = _trace(spec, signature, errors)
+    head = _head(spec, signature, traced, errors)
+    if traced is not None and head is not None:
+        _check_output(spec, signature, traced, head, errors)
+    if head is not None and monitors:
+        _check_monitors(spec, head, errors)
+    total = sum(t.params for t in traced or [])
+    if total > MAX_PARAMS:
+        errors.append({"loc": ["model", "layers"], "msg": f"the network has {total:,} parameters, more than the "
+                       f"limit of {MAX_PARAMS:,}: use fewer units or filters, or pool before flattening"})
+    if errors:
+        raise SpecError(errors)
+    return traced, head
+
+
+def resolve_head(spec: JobSpec, signature: DataSignature) -> Head:
+    return _check(spec, signature)[1]
+
+
+def build_model(spec: JobSpec, signature: DataSignature, device: str | torch.device = "cpu") -> nn.Sequential:
+    """The real network (initialised on the CPU under the caller's seed, then moved), without the
+    folded trailing activation."""
+    traced, head = _check(spec, signature)
+    mods = [m for layer, t in zip(spec.model.layers, traced) for m in _modules(layer, t.in_shape, t.index)]
+    if head.folded:
+        mods.pop()
+    return nn.Sequential(*mods).to(device)
+
+
+def summarize(spec: JobSpec, signature: DataSignature) -> ModelSummary:
+    traced, head = _check(spec, signature, monitors=True)
+    return ModelSummary(
+        input_shape=list(signature.input_shape), task=head.task, loss=head.loss, n_outputs=head.n_outputs,
+        layers=[LayerSummary(index=t.index, type=t.type, output_shape=list(t.shape), params=t.params) for t in traced],
+        total_params=sum(t.params for t in traced), trainable_params=sum(t.params for t in traced),
+    )
