@@ -23,7 +23,7 @@ from .checkpoints import TrainingState, capture_rng, cpu_copy, restore_rng, spec
 from .data import PreparedData, Split
 from .early_stopping import EarlyStopper
 from .errors import SpecError
-from .layers import Head, build_model, resolve_head
+from .layers import Head, build_model, resolve_head, summarize
 from .schedules import make_schedule
 
 EVAL_BATCH = 8192  # evaluation keeps no activations for backward, so batches can be large
@@ -79,9 +79,12 @@ def fit(
     listens = type(callbacks).on_epoch_end is not FitCallbacks.on_epoch_end
     polls = type(callbacks).should_stop is not FitCallbacks.should_stop
     dev = resolve_device(device or cfg.device)
+    summarize(spec, data.signature)  # every check the API makes, so a library caller gets the same errors
     head = resolve_head(spec, data.signature)
     names = metric_names(head)
-    monitor = _check_monitors(spec, names, has_val=data.val is not None)
+    es = cfg.early_stopping
+    # the best epoch is tracked even without early stopping: on val_loss, or train_loss without validation
+    monitor = es.monitor if es is not None else ("val_loss" if data.val is not None else "train_loss")
 
     # Same seed, same device => same initial weights, same shuffles, same dropout masks.
     torch.manual_seed(cfg.seed)
@@ -194,7 +197,6 @@ def fit(
             break
 
     last_weights = cpu_copy(model.state_dict())
-    es = cfg.early_stopping
     if es is not None and es.restore_best_weights and best_weights is not None:
         model.load_state_dict(best_weights)
     test_metrics = None
@@ -263,21 +265,6 @@ def metric_names(head: Head) -> MetricNames:
     batch = ("loss", "squared", "absolute") if head.task == "regression" else ("loss", "correct")
     keys = [f"{split}_{m}" for m in ("loss", *measures) for split in ("train", "val")]
     return MetricNames(batch, (*keys, "lr"))
-
-
-def _check_monitors(spec: JobSpec, names: MetricNames, has_val: bool) -> str:
-    """The metric early stopping and reduce_on_plateau watch must be one this run records."""
-    recorded = {k for k in names.epoch if k != "lr" and (has_val or not k.startswith("val_"))}
-    watched = [(("training", "early_stopping", "monitor"), spec.training.early_stopping)]
-    watched.append((("training", "lr_schedule", "monitor"), spec.training.lr_schedule))
-    for loc, cfg in watched:
-        name = getattr(cfg, "monitor", None)
-        if name is not None and name not in recorded:
-            why = "there is no validation split (set split.validation above 0)" if name.startswith("val_") and not has_val else "this task does not record it"
-            raise SpecError.at(list(loc), f"cannot monitor '{name}': {why}; choose one of {sorted(recorded)}")
-    es = spec.training.early_stopping
-    # the best epoch is tracked even without early stopping: on val_loss, or train_loss without validation
-    return es.monitor if es is not None else ("val_loss" if has_val else "train_loss")
 
 
 def _to_device(split: Split, head: Head, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
