@@ -149,6 +149,7 @@ def capture_rng(shuffle: torch.Generator) -> dict[str, Any]:
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         "shuffle": shuffle.get_state(),
+        "shuffle_device": shuffle.device.type,
     }
 
 
@@ -160,4 +161,6 @@ def restore_rng(state: dict[str, Any], shuffle: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    shuffle.set_state(state["shuffle"])
+    # a CPU and a CUDA generator keep different states: across devices the shuffle starts afresh
+    if state["shuffle_device"] == shuffle.device.type:
+        shuffle.set_state(state["shuffle"])
