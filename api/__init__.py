@@ -1,0 +1,1 @@
+"""The HTTP API: a FastAPI app factory (`create_app`) and the server runners (`server`)."""

@@ -315,14 +315,15 @@ def stale_queued(session: Session, *, not_enqueued_since: datetime) -> list[tupl
     )]
 
 
-def expired_running(session: Session, *, now: datetime | None = None) -> list[tuple[str, str, int, bool]]:
-    """Running jobs whose worker stopped renewing its lease:
-    (id, queue, lost attempts, cancel requested)."""
-    return [tuple(row) for row in session.execute(
-        select(Job.id, Job.queue, Job.attempts - Job.releases, Job.cancel_requested).where(
-            Job.status == "running", Job.lease_expires_at < (now or utcnow()),
-        ).order_by(Job.created_at)
-    )]
+def expired_running(session: Session, *, now: datetime | None = None) -> list[Any]:
+    """Running jobs whose worker stopped renewing its lease. Rows with .id, .queue, .lost
+    (attempts that did not end in a release), .cancel_requested, .enqueued_at."""
+    return list(session.execute(
+        select(Job.id, Job.queue, (Job.attempts - Job.releases).label("lost"), Job.cancel_requested,
+               Job.enqueued_at)
+        .where(Job.status == "running", Job.lease_expires_at < (now or utcnow()))
+        .order_by(Job.created_at)
+    ))
 
 
 def fail_lost(session: Session, job_id: str, *, max_attempts: int, message: str) -> bool:
@@ -360,3 +361,8 @@ def cancel_expired(session: Session, job_id: str) -> bool:
     _status_event(session, job_id, "cancelled", stop_reason="cancelled")
     session.commit()
     return True
+
+
+def job_for_worker(session: Session, job_id: str) -> Job | None:
+    """The worker's read of a job it has claimed (no tenant: the id came from our own queue)."""
+    return session.get(Job, job_id)

@@ -7,7 +7,7 @@ pg_url            a fresh, migrated PostgreSQL database ``netfit_test_<random>``
                   127.0.0.1:5432 (user postgres), dropped at the end of the test.
 redis_url         ``redis://127.0.0.1:6379/<n>``: a database index claimed for this run
                   (other runs skip it), flushed at the end.
-service_env       env vars for a server process: the given DB and broker URLs + short leases.
+service_env(db, broker)  env vars for a server process: those URLs + short leases (a function).
 start_worker      factory: start_worker(env, queues="cpu") -> a running ``python -m worker``
                   process (waits until Celery says ready; stopped at teardown).
 start_api         factory: start_api(env) -> base_url of ``api.server.run_api`` under uvicorn
@@ -21,6 +21,7 @@ Waiting is always by polling a condition with a deadline (``wait_until``), never
 
 from __future__ import annotations
 
+import copy
 import os
 import secrets
 import signal
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,8 @@ IRIS_SPEC: dict[str, Any] = {
 
 def iris_spec(**training: Any) -> dict[str, Any]:
     """The Iris spec with training fields overridden (e.g. epochs=3)."""
-    spec = {**IRIS_SPEC, "training": {**IRIS_SPEC["training"], **training}}
+    spec = copy.deepcopy(IRIS_SPEC)
+    spec["training"].update(training)
     return spec
 
 
@@ -86,8 +89,9 @@ def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
+@contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A new, migrated database netfit_test_<random>; dropped (even if in use) at the end."""
     from sqlalchemy import create_engine, text
 
     from db.migrate import upgrade
@@ -97,8 +101,8 @@ def pg_url() -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    upgrade(url)
     try:
+        upgrade(url)
         yield url
     finally:
         with admin.connect() as conn:
@@ -106,23 +110,9 @@ def pg_url() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest) -> str:
-    """Both backends: the same migrations and queries must work on each."""
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-
-
-@pytest.fixture
-def session_factory(db_url: str) -> Iterator[Any]:
-    from db.session import make_session_factory
-
-    factory = make_session_factory(db_url)
-    yield factory
-    factory.kw["bind"].dispose()
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
+@contextmanager
+def claimed_redis_db() -> Iterator[str]:
+    """A Redis database index no other test run holds; flushed at the end."""
     import redis
 
     owner = secrets.token_hex(8)
@@ -141,6 +131,33 @@ def redis_url() -> Iterator[str]:
         client.close()
 
 
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with fresh_pg_database() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    with claimed_redis_db() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Both backends: the same migrations and queries must work on each."""
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+@pytest.fixture
+def session_factory(db_url: str) -> Iterator[Any]:
+    from db.session import make_session_factory
+
+    factory = make_session_factory(db_url)
+    yield factory
+    factory.kw["bind"].dispose()
+
+
 # --------------------------------------------------------------------------- processes
 
 
@@ -150,13 +167,11 @@ def _python_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def service_env() -> Callable[..., dict[str, str]]:
-    def make(db: str, broker: str, **extra: str) -> dict[str, str]:
-        # short leases so that lost workers are noticed within a test's time
-        return {"NETFIT_DATABASE_URL": db, "NETFIT_BROKER_URL": broker, "NETFIT_LEASE_SECONDS": "4",
-                "NETFIT_HEARTBEAT_SECONDS": "1", **extra}
-    return make
+def service_env(db: str, broker: str, **extra: str) -> dict[str, str]:
+    """The NETFIT_* settings of a server process; short leases so that a lost worker is
+    noticed within a test's time."""
+    return {"NETFIT_DATABASE_URL": db, "NETFIT_BROKER_URL": broker, "NETFIT_LEASE_SECONDS": "4",
+            "NETFIT_HEARTBEAT_SECONDS": "1", **extra}
 
 
 class Proc:
@@ -201,6 +216,15 @@ def start_worker_process(env: dict[str, str], log: Path, queues: str = "cpu", cw
     return proc
 
 
+def start_api_process(env: dict[str, str], log: Path) -> tuple[Proc, str]:
+    port = free_port()
+    code = f"from api.server import run_api; run_api('127.0.0.1', {port})"
+    proc = Proc([sys.executable, "-c", code], env, log)
+    base_url = f"http://127.0.0.1:{port}"
+    wait_healthy(base_url, proc)
+    return proc, base_url
+
+
 def wait_healthy(base_url: str, proc: Proc, timeout: float = 60) -> None:
     def up() -> bool:
         assert proc.alive(), f"server died at start:\n{proc.output()[-3000:]}"
@@ -230,12 +254,8 @@ def start_api(tmp_path: Path) -> Iterator[Callable[..., str]]:
     procs: list[Proc] = []
 
     def start(env: dict[str, str]) -> str:
-        port = free_port()
-        code = f"from api.server import run_api; run_api('127.0.0.1', {port})"
-        proc = Proc([sys.executable, "-c", code], env, tmp_path / f"api-{len(procs)}.log")
+        proc, base_url = start_api_process(env, tmp_path / f"api-{len(procs)}.log")
         procs.append(proc)
-        base_url = f"http://127.0.0.1:{port}"
-        wait_healthy(base_url, proc)
         return base_url
 
     yield start

@@ -106,7 +106,7 @@ def test_attempts_are_limited_and_release_is_not_a_lost_attempt(session_factory)
         expire_lease(session_factory, job_id)
     with session_factory() as s:
         assert jobs.claim(s, job_id, "w", lease_seconds=LEASE, max_attempts=2) is None
-        assert [(j, lost) for j, _q, lost, _c in jobs.expired_running(s)] == [(job_id, 2)]
+        assert [(r.id, r.lost) for r in jobs.expired_running(s)] == [(job_id, 2)]
         assert jobs.fail_lost(s, job_id, max_attempts=2, message="worker_lost: gone")
         job = s.get(Job, job_id)
         assert (job.status, job.error) == ("failed", "worker_lost: gone")

@@ -1,0 +1,86 @@
+"""The FastAPI app factory: `create_app(settings)`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from api import errors
+from api.routers import datasets, health, jobs
+from api.settings import Settings, get_settings
+from db.session import make_session_factory
+
+log = logging.getLogger("netfit.api")
+
+DESCRIPTION = """`model.fit` as a service: POST a network, a data set and a training recipe as
+JSON; a worker trains it with PyTorch; fetch every epoch's metrics and the best/last weights.
+Errors are JSON `{"error", "message", "details": [{"loc", "msg"}]}`."""
+
+
+class BodyLimit:
+    """413 for bodies over the cap, before anything parses them (uploads have their own cap)."""
+
+    def __init__(self, app: Any, settings: Settings):
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        upload = scope["path"].startswith("/v1/datasets")
+        # multipart framing adds a little to the file itself
+        limit = self.settings.max_upload_bytes + 64 * 1024 if upload else self.settings.max_body_bytes
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            what = "upload" if upload else "request body"
+            response = errors.error_response(413, "too_large", f"the {what} is larger than the {limit // 1024} KiB limit")
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def counted() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise errors.ApiError(413, f"the request body is larger than the {limit // 1024} KiB limit")
+            return message
+
+        return await self.app(scope, counted, send)
+
+
+def _warm_engine() -> None:
+    # import torch and the engine's validation now, not in the first POST
+    try:
+        import worker.engine.data  # noqa: F401
+        import worker.engine.layers  # noqa: F401
+    except ImportError as exc:
+        log.warning("engine not importable yet (%s); job validation will fail", exc)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    from worker.celery_app import create_celery, enqueue, ping
+
+    settings = settings or get_settings()
+    session_factory = make_session_factory(settings.database_url)
+    celery = create_celery(settings.broker_url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        _warm_engine()
+        yield
+        session_factory.kw["bind"].dispose()
+
+    app = FastAPI(title="netfit", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  default_response_class=errors.SafeJSONResponse)
+    app.state.settings = settings
+    app.state.session_factory = session_factory
+    app.state.enqueue = lambda job_id, queue: enqueue(job_id, queue, celery)
+    app.state.ping_broker = lambda: ping(celery)
+    errors.install(app)
+    for router in (jobs.router, datasets.router, health.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimit, settings=settings)
+    return app

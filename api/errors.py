@@ -1,0 +1,107 @@
+"""Every error is netfit.models.ErrorBody JSON: a code, a sentence, per-field details."""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("netfit.api")
+
+STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+                422: "invalid", 429: "too_many_requests", 503: "unavailable"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, *, error: str | None = None,
+                 details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message = status, message
+        self.error = error or STATUS_CODES.get(status, "error")
+        self.details = details or []
+        self.headers = headers
+
+
+def not_found(what: str, ident: str) -> ApiError:
+    return ApiError(404, f"no {what} with id '{ident}' (check the id; another API key's {what}s are not visible)")
+
+
+def finite_json(value: Any) -> Any:
+    """Replace NaN/inf by null anywhere in a JSON-able value: JSON has no spelling for them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
+class SafeJSONResponse(JSONResponse):
+    """The app's default response: never fails on a non-finite float."""
+
+    def render(self, content: Any) -> bytes:
+        return super().render(finite_json(content))
+
+
+def error_response(status: int, error: str, message: str, details: list[dict[str, Any]] | None = None,
+                   headers: dict[str, str] | None = None) -> SafeJSONResponse:
+    return SafeJSONResponse({"error": error, "message": message, "details": details or []},
+                            status_code=status, headers=headers)
+
+
+def _loc(loc: tuple[Any, ...] | list[Any]) -> list[str | int]:
+    # "body" is where FastAPI found the JSON; the rest is the path inside the spec
+    parts = list(loc)
+    return [p if isinstance(p, int) else str(p) for p in (parts[1:] if parts[:1] == ["body"] else parts)]
+
+
+def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"loc": _loc(e.get("loc", ())), "msg": e.get("msg", "invalid value")} for e in errors]
+
+
+def describe(details: list[dict[str, Any]], prefix: str) -> str:
+    first = details[0]
+    where = ".".join(str(p) for p in first["loc"])
+    more = f" (and {len(details) - 1} more problem{'s' * (len(details) > 2)})" if len(details) > 1 else ""
+    return f"{prefix}: {where + ': ' if where else ''}{first['msg']}{more}"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.error, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = validation_details(list(exc.errors()))
+        return error_response(422, "invalid", describe(details, "the request is invalid"), details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404 and isinstance(exc.detail, str) and exc.detail == "Not Found":
+            message = f"there is no {request.method} {request.url.path}; see /docs for the API"
+        else:
+            message = str(exc.detail)
+        return error_response(exc.status_code, STATUS_CODES.get(exc.status_code, "error"), message,
+                              headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", str(exc).splitlines()[0])
+        return error_response(503, "unavailable", "the database is unavailable; retry in a few seconds",
+                              headers={"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
+        request_id = uuid.uuid4().hex[:12]
+        log.exception("unhandled error (request %s)", request_id)
+        return error_response(500, "internal", f"internal error; quote request id {request_id} when reporting it")

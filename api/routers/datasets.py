@@ -1,0 +1,74 @@
+"""/v1/datasets: upload a CSV or NPZ file (never a pickle) and list uploads."""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from api.deps import PrincipalDep, SessionDep, SettingsDep
+from api.errors import ApiError, describe, not_found
+from db import datasets as db_datasets
+from netfit.models import Dataset
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+FORMATS = {".csv": "csv", ".npz": "npz"}
+PICKLES = {".pt", ".pth", ".pkl", ".pickle", ".joblib", ".ckpt"}
+
+
+def _format(filename: str) -> str:
+    suffix = PurePath(filename or "").suffix.lower()
+    if suffix in FORMATS:
+        return FORMATS[suffix]
+    if suffix in PICKLES:
+        raise ApiError(415, f"'{filename}' looks like a pickle/torch file; netfit never unpickles uploads. "
+                            "Save your arrays with numpy.savez('data.npz', x=..., y=...) or as a CSV file.")
+    raise ApiError(415, f"'{filename}': upload a .csv file (header row, target column) or a .npz file "
+                        "with arrays x, y (or x_train, y_train, x_test, y_test)")
+
+
+@router.post("", status_code=201, response_model=Dataset, summary="Upload a data set (CSV or NPZ)")
+def upload_dataset(
+    file: Annotated[UploadFile, File(description="a .csv (header row) or .npz (x, y / x_train, y_train, x_test, y_test)")],
+    session: SessionDep, tenant: PrincipalDep, settings: SettingsDep,
+    name: Annotated[str | None, Form(max_length=200)] = None,
+    target: Annotated[str | None, Form(max_length=200, description="CSV: the label column (default: the last)")] = None,
+) -> Dataset:
+    from worker.engine.data import describe as describe_data
+    from worker.engine.data import read_upload, to_npz_bytes
+    from worker.engine.errors import DataError
+
+    filename = file.filename or "upload"
+    fmt = _format(filename)
+    content = file.file.read(settings.max_upload_bytes + 1)
+    if len(content) > settings.max_upload_bytes:
+        raise ApiError(413, f"'{filename}' is larger than the {settings.max_upload_bytes // 2**20} MiB upload limit "
+                            "(NETFIT_MAX_UPLOAD_BYTES)")
+    try:
+        raw = read_upload(content, filename, target)
+        signature = describe_data(raw)
+        canonical = to_npz_bytes(raw)
+    except DataError as exc:
+        detail = {"loc": ["file"], "msg": str(exc)}
+        raise ApiError(422, describe([detail], f"'{filename}' cannot be used"), details=[detail]) from None
+    row = db_datasets.create_dataset(
+        session, tenant=tenant, name=name or PurePath(filename).stem, format=fmt, data=canonical,
+        n_samples=signature.n_samples, input_shape=list(signature.input_shape), task=signature.task,
+        n_classes=signature.n_classes, has_test_split=signature.has_test_split,
+    )
+    return Dataset.model_validate(db_datasets.as_wire(row))
+
+
+@router.get("", response_model=list[Dataset], summary="Uploaded data sets, newest first")
+def list_datasets(session: SessionDep, tenant: PrincipalDep) -> list[Dataset]:
+    return [Dataset.model_validate(db_datasets.as_wire(d)) for d in db_datasets.list_datasets(session, tenant)]
+
+
+@router.get("/{dataset_id}", response_model=Dataset, summary="One uploaded data set")
+def get_dataset(dataset_id: str, session: SessionDep, tenant: PrincipalDep) -> Dataset:
+    row = db_datasets.get_dataset(session, tenant, dataset_id)
+    if row is None:
+        raise not_found("data set", dataset_id)
+    return Dataset.model_validate(db_datasets.as_wire(row))

@@ -1,0 +1,36 @@
+"""Liveness (/healthz: the process answers) and readiness (/readyz: DB and broker reachable)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import text
+
+from api.errors import error_response
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: the database and the broker answer")
+async def readyz(request: Request):  # noqa: ANN201 - a dict or an ErrorBody response
+    state = request.app.state
+    problems = []
+
+    def database() -> None:
+        with state.session_factory() as session:
+            session.execute(text("SELECT 1"))
+
+    for name, check in (("database", database), ("broker", state.ping_broker)):
+        try:
+            await run_in_threadpool(check)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            problems.append({"loc": [name], "msg": f"{name} unreachable: {str(exc).splitlines()[0][:200]}"})
+    if problems:
+        return error_response(503, "unavailable", "not ready: " + "; ".join(p["msg"] for p in problems),
+                              problems, headers={"Retry-After": "5"})
+    return {"status": "ready", "database": "ok", "broker": "ok"}

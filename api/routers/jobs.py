@@ -1,0 +1,206 @@
+"""/v1/jobs: submit, list, inspect, follow, cancel, download weights, plot curves."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
+
+from api.deps import PrincipalDep, SessionDep
+from api.errors import ApiError, describe, finite_json, not_found
+from api.examples import JOB_EXAMPLES
+from db import datasets as db_datasets
+from db import jobs as db_jobs
+from netfit.models import TERMINAL_STATUSES, Checkpoint, EpochMetrics, Job, JobStatus, ModelSummary, Page
+from netfit.spec import JobSpec
+
+log = logging.getLogger("netfit.api")
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+SSE_POLL_SECONDS = 0.25  # how often the event stream looks for new rows (works on every backend)
+SSE_KEEPALIVE_SECONDS = 15.0
+
+
+def to_wire(job: Any) -> Job:
+    return Job.model_validate(job, from_attributes=True)
+
+
+def _owned(session: Session, tenant: str, job_id: str) -> Any:
+    job = db_jobs.get_job(session, tenant, job_id)
+    if job is None:
+        raise not_found("job", job_id)
+    return job
+
+
+def validate_spec(session: Session, tenant: str, spec: JobSpec) -> ModelSummary:
+    """Dry-run the spec against its data (shapes, output size, parameter count): a bad spec
+    is a 422 naming the layer or field, and never reaches the database or a worker."""
+    from worker.engine.data import signature_of
+    from worker.engine.errors import DataError, SpecError
+    from worker.engine.layers import summarize
+
+    uploaded = None
+    if spec.dataset.id is not None:
+        uploaded = db_datasets.dataset_bytes(session, tenant, spec.dataset.id)
+        if uploaded is None:
+            detail = {"loc": ["dataset", "id"],
+                      "msg": f"no uploaded data set with id '{spec.dataset.id}'; upload one with POST /v1/datasets"}
+            raise ApiError(422, describe([detail], "the job spec is invalid"), details=[detail])
+    try:
+        return summarize(spec, signature_of(spec, uploaded))
+    except SpecError as exc:
+        details = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", str(exc))} for e in exc.errors]
+        raise ApiError(422, describe(details, "the job spec is invalid"), details=details) from None
+    except DataError as exc:
+        detail = {"loc": ["dataset"], "msg": str(exc)}
+        raise ApiError(422, describe([detail], "the job's data set cannot be used"), details=[detail]) from None
+
+
+@router.post("", status_code=201, response_model=Job, summary="Submit a training job")
+def submit_job(
+    spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)],
+    request: Request, session: SessionDep, tenant: PrincipalDep,
+) -> Job:
+    """Validate the spec completely (a dry run of the network on its data), store the job,
+    then enqueue it. If the broker is down the job stays queued and the reconciler sends it."""
+    from worker.celery_app import queue_for
+
+    summary = validate_spec(session, tenant, spec)
+    queue = queue_for(spec.training.device)
+    job = db_jobs.create_job(session, tenant=tenant, spec=spec.model_dump(mode="json"),
+                             summary=summary.model_dump(mode="json"), queue=queue)
+    try:
+        request.app.state.enqueue(job.id, queue)
+        db_jobs.mark_enqueued(session, job.id)
+    except Exception as exc:  # noqa: BLE001 - the row is committed; the reconciler will send it
+        log.warning("could not enqueue job %s (%s); the reconciler will retry", job.id, exc)
+    return to_wire(job)
+
+
+@router.get("", response_model=Page[Job], summary="List jobs, newest first")
+def list_jobs(
+    session: SessionDep, tenant: PrincipalDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> Page[Job]:
+    try:
+        rows, next_cursor = db_jobs.list_jobs(session, tenant, status=status, limit=limit, cursor=cursor)
+    except ValueError as exc:
+        detail = {"loc": ["query", "cursor"], "msg": str(exc)}
+        raise ApiError(422, describe([detail], "the request is invalid"), details=[detail]) from None
+    return Page[Job](items=[to_wire(j) for j in rows], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=Job, summary="A job's status and results")
+def get_job(job_id: str, session: SessionDep, tenant: PrincipalDep) -> Job:
+    return to_wire(_owned(session, tenant, job_id))
+
+
+@router.get("/{job_id}/metrics", response_model=list[EpochMetrics], summary="One row per finished epoch")
+def get_metrics(job_id: str, session: SessionDep, tenant: PrincipalDep) -> list[EpochMetrics]:
+    _owned(session, tenant, job_id)
+    return [EpochMetrics.model_validate(r, from_attributes=True) for r in db_jobs.list_metrics(session, tenant, job_id)]
+
+
+@router.post("/{job_id}/cancel", response_model=Job, summary="Stop a queued or running job")
+def cancel_job(job_id: str, session: SessionDep, tenant: PrincipalDep) -> Job:
+    """A queued job ends `cancelled` at once; a running one within an epoch or ~2 s. A job
+    that already ended is returned unchanged."""
+    job = db_jobs.request_cancel(session, tenant, job_id)
+    if job is None:
+        raise not_found("job", job_id)
+    return to_wire(job)
+
+
+@router.get("/{job_id}/checkpoints", response_model=list[Checkpoint], summary="The saved weights")
+def list_checkpoints(job_id: str, session: SessionDep, tenant: PrincipalDep) -> list[Checkpoint]:
+    _owned(session, tenant, job_id)
+    return [Checkpoint(kind=c.kind, epoch=c.epoch, metrics=c.metrics, size_bytes=c.size, sha256=c.sha256,
+                       created_at=c.created_at) for c in db_jobs.list_checkpoints(session, tenant, job_id)]
+
+
+@router.get("/{job_id}/checkpoints/{kind}", summary="Download weights as safetensors",
+            response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
+def download_checkpoint(job_id: str, kind: Literal["best", "last"], session: SessionDep, tenant: PrincipalDep) -> Response:
+    job = _owned(session, tenant, job_id)
+    checkpoint = db_jobs.get_checkpoint(session, tenant, job_id, kind)
+    if checkpoint is None:
+        when = "when the job ends" if kind == "last" else "after the first epoch that improves"
+        raise ApiError(404, f"job {job_id} ({job.status}) has no '{kind}' checkpoint yet; it is saved {when}")
+    return Response(checkpoint.data, media_type="application/octet-stream", headers={
+        "Content-Disposition": f'attachment; filename="{job_id}-{kind}.safetensors"',
+        "ETag": f'"{checkpoint.sha256}"', "X-Netfit-Epoch": str(checkpoint.epoch),
+    })
+
+
+@router.get("/{job_id}/curves.{fmt}", summary="Learning curves (train vs validation)",
+            response_class=Response, responses={200: {"content": {"image/svg+xml": {}, "image/png": {}}}})
+def curves(job_id: str, fmt: Literal["svg", "png"], session: SessionDep, tenant: PrincipalDep) -> Response:
+    from netfit.plots import learning_curves
+
+    job = _owned(session, tenant, job_id)
+    rows = [EpochMetrics.model_validate(r, from_attributes=True) for r in db_jobs.list_metrics(session, tenant, job_id)]
+    if not rows:
+        raise ApiError(404, f"job {job_id} ({job.status}) has no finished epoch yet; curves appear after the first")
+    stop_epoch = job.epochs_completed if job.stop_reason and job.stop_reason != "max_epochs" else None
+    image = learning_curves(rows, best_epoch=job.best_epoch, stop_epoch=stop_epoch, fmt=fmt, title=job.name or job.id)
+    return Response(image, media_type="image/svg+xml" if fmt == "svg" else "image/png")
+
+
+def _sse(event_id: int, kind: str, data: dict[str, Any]) -> str:
+    return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(finite_json(data), separators=(',', ':'))}\n\n"
+
+
+@router.get("/{job_id}/events", summary="Live events (Server-Sent Events)",
+            response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
+async def events(
+    job_id: str, request: Request, tenant: PrincipalDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """`event: status` (data: status, stop_reason, error, …) and `event: epoch` (data: the
+    metrics row), each with an `id:`; reconnect with `Last-Event-ID` to resume after it.
+    The stream replays the job's history first and ends after its final status."""
+    factory = request.app.state.session_factory
+
+    def read(after: int) -> tuple[list[tuple[int, str, dict[str, Any]]], str | None]:
+        with factory() as session:
+            job = db_jobs.get_job(session, tenant, job_id)
+            if job is None:
+                return [], None
+            rows = db_jobs.events_after(session, job_id, after)
+            return [(e.id, e.kind, e.data) for e in rows], job.status
+
+    after = int(last_event_id) if last_event_id and last_event_id.strip().isdigit() else 0
+    first, status = await run_in_threadpool(read, after)
+    if status is None:
+        raise not_found("job", job_id)
+
+    async def stream() -> Any:
+        nonlocal after, status
+        rows, last_ping = first, time.monotonic()
+        yield "retry: 1000\n\n"
+        while True:
+            for event_id, kind, data in rows:
+                yield _sse(event_id, kind, data)
+                after = event_id
+                if kind == "status" and data.get("status") in TERMINAL_STATUSES:
+                    return
+            if not rows:
+                if status in TERMINAL_STATUSES or await request.is_disconnected():
+                    return  # resumed after the final event, or the client left
+                if time.monotonic() - last_ping > SSE_KEEPALIVE_SECONDS:
+                    last_ping = time.monotonic()
+                    yield ": keep-alive\n\n"
+            await asyncio.sleep(SSE_POLL_SECONDS)
+            rows, status = await run_in_threadpool(read, after)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,86 @@
+"""Server runners: `run_api` (the API alone) and `serve` (embedded: API + worker + reconciler)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+log = logging.getLogger("netfit.server")
+
+
+def _uvicorn(app: object, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level=os.environ.get("NETFIT_LOG_LEVEL", "info").lower(),
+                timeout_graceful_shutdown=5)
+
+
+def run_api(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Apply migrations, then serve the API with uvicorn (NETFIT_DATABASE_URL, NETFIT_BROKER_URL)."""
+    from api.app import create_app
+    from api.settings import get_settings
+    from db.migrate import upgrade
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    upgrade(settings.database_url)
+    _uvicorn(create_app(settings), host, port)
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | os.PathLike[str] = ".") -> None:
+    """Embedded mode, zero configuration: SQLite in data_dir/netfit.db and a file broker in
+    data_dir/.netfit/broker (unless NETFIT_DATABASE_URL / NETFIT_BROKER_URL say otherwise),
+    one worker process, the reconciler, and the API. Real Celery, the stack's code path."""
+    data = Path(data_dir).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("NETFIT_DATABASE_URL", f"sqlite:///{data / 'netfit.db'}")
+    os.environ.setdefault("NETFIT_BROKER_URL", f"filesystem://{data / '.netfit' / 'broker'}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from api.app import create_app
+    from api.settings import get_settings
+    from db.migrate import upgrade
+    from db.session import make_session_factory
+    from worker.celery_app import broker_settings, create_celery, enqueue
+    from worker.reconciler import start_thread
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    _, options = broker_settings(settings.broker_url)
+    if "processed_folder" in options:
+        # messages already consumed by an earlier run: only the DB knows what is left to do
+        shutil.rmtree(options["processed_folder"], ignore_errors=True)
+        os.makedirs(options["processed_folder"], exist_ok=True)
+
+    worker = subprocess.Popen([sys.executable, "-m", "worker"], cwd=str(data))
+    celery = create_celery(settings.broker_url)
+    stop_reconciler = start_thread(make_session_factory(settings.database_url),
+                                   lambda job_id, queue: enqueue(job_id, queue, celery))
+    url = f"http://{host}:{port}"
+    print(f"netfit is serving at {url}  (database: {settings.database_url}; docs: {url}/docs)\n"
+          f"try:\n  curl -s -X POST {url}/v1/jobs -H 'content-type: application/json' \\\n"
+          f"    -d '{{\"dataset\": {{\"builtin\": \"iris\"}}, \"preprocess\": {{\"features\": \"standardize\"}}, "
+          f"\"model\": {{\"layers\": [{{\"type\": \"linear\", \"units\": 16}}, {{\"type\": \"relu\"}}, "
+          f"{{\"type\": \"linear\", \"units\": 3}}]}}, \"training\": {{\"epochs\": 50}}}}'",
+          flush=True)
+    try:
+        _uvicorn(create_app(settings), host, port)
+    finally:
+        stop_reconciler.set()
+        _stop(worker)
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    """Warm shutdown: the worker saves its epoch and releases its job; kill it if it hangs."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()

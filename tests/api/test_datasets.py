@@ -1,0 +1,77 @@
+"""POST/GET /v1/datasets: CSV and NPZ uploads, pickles refused, size cap, use in a job."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from tests.api.conftest import make_client
+from tests.api.test_jobs import assert_error_body
+from tests.conftest import iris_spec
+
+
+def csv_bytes() -> bytes:
+    rng = np.random.default_rng(0)
+    rows = ["a,b,label"] + [f"{rng.normal():.3f},{rng.normal():.3f},{'yes' if i % 2 else 'no'}" for i in range(40)]
+    return ("\n".join(rows) + "\n").encode()
+
+
+def npz_bytes() -> bytes:
+    buf = io.BytesIO()
+    rng = np.random.default_rng(0)
+    np.savez(buf, x=rng.integers(0, 255, (30, 8, 8)).astype(np.uint8), y=np.arange(30) % 3)
+    return buf.getvalue()
+
+
+def test_csv_upload_is_described_and_usable_in_a_job(client):
+    response = client.post("/v1/datasets", files={"file": ("points.csv", csv_bytes(), "text/csv")},
+                           data={"name": "points", "target": "label"})
+    assert response.status_code == 201, response.text
+    ds = response.json()
+    assert (ds["format"], ds["n_samples"], ds["input_shape"], ds["task"], ds["n_classes"]) == ("csv", 40, [2], "classification", 2)
+    assert client.get(f"/v1/datasets/{ds['id']}").json()["sha256"] == ds["sha256"]
+    assert [d["id"] for d in client.get("/v1/datasets").json()] == [ds["id"]]
+    spec = iris_spec()
+    spec["dataset"] = {"id": ds["id"]}
+    spec["model"] = {"layers": [{"type": "linear", "units": 8}, {"type": "relu"}, {"type": "linear", "units": 2}]}
+    assert client.post("/v1/jobs", json=spec).status_code == 201
+
+
+def test_npz_images_keep_their_shape(client):
+    ds = client.post("/v1/datasets", files={"file": ("digits.npz", npz_bytes())}).json()
+    assert (ds["format"], ds["input_shape"], ds["n_classes"], ds["name"]) == ("npz", [1, 8, 8], 3, "digits")
+
+
+def test_pickles_and_unknown_formats_are_refused(client):
+    body = assert_error_body(client.post("/v1/datasets", files={"file": ("model.pt", b"\x80\x04K\x01.")}), 415,
+                             "unsupported_media_type")
+    assert "numpy.savez" in body["message"]
+    assert_error_body(client.post("/v1/datasets", files={"file": ("data.pkl", b"\x80\x04K\x01.")}), 415, "unsupported_media_type")
+    assert_error_body(client.post("/v1/datasets", files={"file": ("data.xlsx", b"PK")}), 415, "unsupported_media_type")
+    # a pickled object array inside an .npz is not loaded either
+    buf = io.BytesIO()
+    np.savez(buf, x=np.array([{"a": 1}] * 4, dtype=object), y=np.arange(4))
+    body = assert_error_body(client.post("/v1/datasets", files={"file": ("evil.npz", buf.getvalue())}), 422, "invalid")
+    assert body["details"][0]["loc"] == ["file"]
+    assert client.get("/v1/datasets").json() == []
+
+
+def test_bad_csv_names_the_problem(client):
+    bad = b"a,b,label\n1,2,x\n3,,y\n"
+    body = assert_error_body(client.post("/v1/datasets", files={"file": ("bad.csv", bad)}), 422, "invalid")
+    assert "bad.csv" in body["message"]
+
+
+def test_upload_size_cap_is_413(pg_url, redis_url):
+    with make_client(pg_url, redis_url, max_upload_bytes=1000) as c:
+        body = assert_error_body(c.post("/v1/datasets", files={"file": ("big.csv", b"a,b\n" + b"1,2\n" * 2000)}),
+                                 413, "too_large")
+        assert "limit" in body["message"]
+
+
+def test_unknown_dataset_id_in_a_spec_is_422(client):
+    spec = iris_spec()
+    spec["dataset"] = {"id": "missing"}
+    body = assert_error_body(client.post("/v1/jobs", json=spec), 422, "invalid")
+    assert body["details"][0]["loc"] == ["dataset", "id"]
