@@ -68,6 +68,8 @@ class PreparedData:
 
 def _encode_labels(y: np.ndarray, y_test: np.ndarray | None, name: str):
     """(y, y_test, classes): class codes and names for class labels, floats otherwise."""
+    if y.dtype.kind in "biuUS" and y.shape[1:] == (1,):  # a column of labels
+        y, y_test = y[:, 0], None if y_test is None else y_test[:, 0]
     both = y if y_test is None else np.concatenate([y, y_test])
     if y.dtype.kind in "biuUS" and y.ndim == 1:
         values = np.unique(both)
@@ -89,35 +91,33 @@ def _encode_labels(y: np.ndarray, y_test: np.ndarray | None, name: str):
 def _check_x(x: np.ndarray, name: str) -> np.ndarray:
     """Per-sample features (N, F) or images (N, C, H, W); (N,) and (N, H, W) are widened."""
     if x.dtype.kind not in "biuf":
-        raise DataError(f"array '{name}' has dtype {x.dtype}; features must be numbers")
+        raise DataError(f"{name} has dtype {x.dtype}; features must be numbers")
     if x.dtype.kind == "b":
         x = x.astype(np.float32)
-    if x.ndim == 1:
-        x = x[:, None]
-    elif x.ndim == 3:
-        x = x[:, None]  # (N, H, W) grey images: one channel
+    if x.ndim in (1, 3):
+        x = x[:, None]  # (N,) → (N, 1) feature; (N, H, W) grey images → one channel
     elif x.ndim not in (2, 4):
-        raise DataError(f"array '{name}' has shape {x.shape}; use (N, features), (N, H, W) or (N, C, H, W)")
+        raise DataError(f"{name} has shape {x.shape}; use (N, features), (N, H, W) or (N, C, H, W)")
     if len(x) == 0:
-        raise DataError(f"array '{name}' is empty")
+        raise DataError(f"{name} is empty")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         first = np.argwhere(~np.isfinite(x))[0]
-        raise DataError(f"array '{name}' holds NaN or infinite values (first at index {tuple(first.tolist())}); drop or fill them")
+        raise DataError(f"{name} holds NaN or infinite values (first at index {tuple(first.tolist())}); drop or fill them")
     return x
 
 
-def _raw(x, y, x_test=None, y_test=None, classes=None, names=("x", "y", "x_test", "y_test")) -> RawArrays:
+def _raw(x, y, x_test=None, y_test=None, classes=None, names=("array 'x'", "array 'y'", "", "")) -> RawArrays:
     """Checked RawArrays; `classes` given means y is already encoded (the stored form)."""
-    x = _check_x(np.asarray(x), names[0])
+    x, y = _check_x(np.asarray(x), names[0]), np.atleast_1d(y)
     if x_test is not None:
         x_test = _check_x(np.asarray(x_test), names[2])
         if x_test.shape[1:] != x.shape[1:]:
-            raise DataError(f"'{names[2]}' samples have shape {x_test.shape[1:]} but '{names[0]}' samples {x.shape[1:]}")
+            raise DataError(f"{names[2]} samples have shape {x_test.shape[1:]} but {names[0]} samples {x.shape[1:]}")
     for xs, ys, xn, yn in ((x, y, names[0], names[1]), (x_test, y_test, names[2], names[3])):
         if xs is not None and len(ys) != len(xs):
-            raise DataError(f"'{xn}' has {len(xs)} samples but '{yn}' has {len(ys)} labels; they must match")
+            raise DataError(f"{xn} has {len(xs)} samples but {yn} has {len(ys)} labels; they must match")
     if classes is None:
-        y, y_test, classes = _encode_labels(np.asarray(y), None if y_test is None else np.asarray(y_test), f"'{names[1]}'")
+        y, y_test, classes = _encode_labels(np.asarray(y), None if y_test is None else np.asarray(y_test), names[1])
     else:
         classes = [str(c) for c in classes]
         for a in (y, y_test):
@@ -167,8 +167,8 @@ def _read_npz(content: bytes, filename: str) -> RawArrays:
     classes = arrays.get("classes")
     if "x" in keys:
         return _raw(arrays["x"], arrays["y"], classes=classes)
-    return _raw(arrays["x_train"], arrays["y_train"], arrays.get("x_test"), arrays.get("y_test"), classes,
-                names=("x_train", "y_train", "x_test", "y_test"))
+    return _raw(*(arrays.get(k) for k in ("x_train", "y_train", "x_test", "y_test")), classes,
+                names=("array 'x_train'", "array 'y_train'", "array 'x_test'", "array 'y_test'"))
 
 
 def _read_csv(content: bytes, filename: str, target: str | None) -> RawArrays:
@@ -190,28 +190,33 @@ def _read_csv(content: bytes, filename: str, target: str | None) -> RawArrays:
         raise DataError(f"'{filename}' has no column '{target}'; its columns are {header}")
     if len(header) < 2:
         raise DataError(f"'{filename}' has one column; it needs feature columns and a target column")
-    features, labels = [], []
     for line, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
             raise DataError(f"'{filename}' line {line} has {len(row)} fields but the header has {len(header)}")
-        values = []
-        for j, cell in enumerate(row):
-            cell = cell.strip()
+    labels = [row[col].strip() for row in rows[1:]]
+    try:  # numpy converts all cells at once; on failure, look for the first bad cell to name it
+        x = np.array([row[:col] + row[col + 1:] for row in rows[1:]], dtype=np.float64)
+        ok = np.isfinite(x).all() and not any(v.lower() in MISSING for v in labels)
+    except ValueError:
+        ok = False
+    if not ok:
+        _explain(rows, header, col, filename)
+    return _raw(x, _label_array(labels), names=(f"'{filename}'", f"'{filename}' column '{header[col]}'", "", ""))
+
+
+def _explain(rows: list[list[str]], header: list[str], col: int, filename: str) -> None:
+    for line, row in enumerate(rows[1:], start=2):
+        for j, cell in enumerate(c.strip() for c in row):
+            where = f"'{filename}' line {line}, column '{header[j]}'"
             if cell.lower() in MISSING:
-                raise DataError(f"'{filename}' line {line}, column '{header[j]}': missing value; fill it or drop the row")
-            if j == col:
-                labels.append(cell)
-                continue
-            v = _number(cell)
+                raise DataError(f"{where}: missing value; fill it or drop the row")
+            v = _number(cell) if j != col else 0.0
             if v is None:
-                raise DataError(f"'{filename}' line {line}, column '{header[j]}': '{cell}' is not a number; "
-                                "only the target column may hold text (encode categories as numbers)")
+                raise DataError(f"{where}: '{cell}' is not a number; only the target column may hold text "
+                                "(encode categories as numbers)")
             if not math.isfinite(v):
-                raise DataError(f"'{filename}' line {line}, column '{header[j]}': {cell} is not finite")
-            values.append(v)
-        features.append(values)
-    return _raw(np.array(features, dtype=np.float64), _label_array(labels, header[col], filename),
-                names=(f"{filename} features", f"{filename} column '{header[col]}'", "", ""))
+                raise DataError(f"{where}: {cell} is not finite")
+    raise DataError(f"'{filename}': its feature columns could not be read as numbers")
 
 
 def _number(cell: str) -> float | None:
@@ -221,18 +226,14 @@ def _number(cell: str) -> float | None:
         return None
 
 
-def _label_array(labels: list[str], column: str, filename: str) -> np.ndarray:
+def _label_array(labels: list[str]) -> np.ndarray:
     """Integers stay integers (class labels), decimals become floats (targets), text stays text."""
-    try:
-        return np.array([int(v) for v in labels], dtype=np.int64)
-    except ValueError:
-        pass
-    numbers = [_number(v) for v in labels]
-    if any(v is None for v in numbers):
-        return np.array(labels)
-    if not all(math.isfinite(v) for v in numbers):
-        raise DataError(f"'{filename}' column '{column}' holds non-finite targets; drop those rows")
-    return np.array(numbers, dtype=np.float64)
+    for kind, dtype in ((int, np.int64), (float, np.float64)):
+        try:
+            return np.array([kind(v) for v in labels], dtype=dtype)
+        except (ValueError, OverflowError):
+            pass
+    return np.array(labels)
 
 
 def to_npz_bytes(raw: RawArrays) -> bytes:

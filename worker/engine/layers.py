@@ -170,37 +170,29 @@ def _last_activation(spec: JobSpec) -> str | None:
 
 def _head(spec: JobSpec, signature: DataSignature, traced: list[_Traced] | None, errors: list[dict]) -> Head | None:
     t = spec.training
-    task, loss = t.task, t.loss
-    if task is None and loss is not None:
-        task = next(k for k, v in LOSSES.items() if loss in v)
-    if signature.task == "regression":
-        n = signature.n_targets
-        if task not in (None, "regression"):
-            field = "task" if t.task else "loss"
-            errors.append({"loc": ["training", field], "msg": f"the data set's targets are real numbers, not classes: "
-                           f"set training.{field} to {'regression' if t.task else 'mse, mae or huber'} (or leave it out)"})
-            return None
-        task = "regression"
+    task = t.task or next((k for k, v in LOSSES.items() if t.loss in v), None)  # a loss implies its task
+    field = "task" if t.task else "loss"
+    n = signature.n_classes or signature.n_targets
+    if signature.task == "regression" and task not in (None, "regression"):
+        wrong = "the data set's targets are real numbers, not classes: use task regression (loss mse, mae or huber)"
+    elif signature.task == "classification" and task == "regression":
+        wrong = f"the data set has {n} classes: use task classification or binary (loss cross_entropy or bce)"
+    elif task == "binary" and n != 2:
+        wrong = f"task binary (loss bce) needs 2 classes but the data set has {n}: use classification (cross_entropy)"
     else:
-        n = signature.n_classes
-        if task == "regression":
-            field = "task" if t.task else "loss"
-            errors.append({"loc": ["training", field], "msg": f"the data set has {n} classes: set training.{field} to "
-                           f"{'classification or binary' if t.task else 'cross_entropy or bce'} (or leave it out)"})
-            return None
-        ends_in_one = traced is not None and traced[-1].shape == (1,)
-        if task == "binary" and n != 2:
-            field = "task" if t.task else "loss"
-            errors.append({"loc": ["training", field], "msg": f"'{t.task or t.loss}' needs 2 classes but the data set has {n}: "
-                           f"use {'classification' if t.task else 'cross_entropy'}"})
-            return None
-        if task == "binary" or (task is None and n == 2 and ends_in_one):
-            task, n = "binary", 1
-        task = task or "classification"
+        wrong = None
+    if wrong:
+        errors.append({"loc": ["training", field], "msg": f"training.{field} '{getattr(t, field)}' does not fit: "
+                       f"{wrong}, or leave it out"})
+        return None
+    if signature.task == "regression":
+        task = "regression"
+    elif task == "binary" or (task is None and n == 2 and traced is not None and traced[-1].shape == (1,)):
+        task, n = "binary", 1
+    else:
+        task = "classification"
     folded = _last_activation(spec)
-    if folded not in FOLDABLE.get(task, ()):
-        folded = None
-    return Head(task, loss or LOSSES[task][0], n, folded)
+    return Head(task, t.loss or LOSSES[task][0], n, folded if folded in FOLDABLE.get(task, ()) else None)
 
 
 def _check_output(spec: JobSpec, signature: DataSignature, traced: list[_Traced], head: Head, errors: list[dict]) -> None:
