@@ -268,9 +268,10 @@ def finish(session: Session, job_id: str, attempt: int, *, status: str, stop_rea
            checkpoints: Iterable[tuple[str, int, dict[str, Any], bytes]] = ()) -> None:
     """End the job (fenced): status, why, final metrics and the best/last weights."""
     now = utcnow()
+    # lease_owner stays: it records which worker ran the job
     values: dict[str, Any] = {
         "status": status, "stop_reason": stop_reason, "error": error, "finished_at": now,
-        "updated_at": now, "lease_owner": None, "lease_expires_at": None,
+        "updated_at": now, "lease_expires_at": None,
     }
     for key, value in (("epochs_completed", epochs_completed), ("best_epoch", best_epoch), ("device", device),
                        ("best_metrics", best_metrics and clean_metrics(best_metrics)),

@@ -209,11 +209,41 @@ class Proc:
         self._log_file.close()
 
 
-def start_worker_process(env: dict[str, str], log: Path, queues: str = "cpu", cwd: Path | None = None) -> Proc:
+def start_worker_process(env: dict[str, str], log: Path, queues: str = "cpu", cwd: Path | None = None,
+                         wait: bool = True) -> Proc:
+    """`python -m worker`; wait=False returns at once (start several, then wait_ready each)."""
     proc = Proc([sys.executable, "-m", "worker", "--queues", queues], env, log, cwd)
-    wait_until(lambda: "ready." in proc.output() or not proc.alive(), timeout=60, what="the Celery worker to be ready")
-    assert proc.alive(), f"worker died at start:\n{proc.output()[-3000:]}"
+    if wait:
+        wait_ready(proc)
     return proc
+
+
+def wait_ready(worker: Proc) -> None:
+    wait_until(lambda: "ready." in worker.output() or not worker.alive(), timeout=90, what="the Celery worker to be ready")
+    assert worker.alive(), f"worker died at start:\n{worker.output()[-3000:]}"
+
+
+def test_accuracy_of(spec: dict[str, Any], safetensors_blob: bytes) -> float:
+    """Rebuild the network from its spec, load downloaded weights, score the test split."""
+    import torch
+
+    from netfit.spec import JobSpec
+    from worker.engine.checkpoints import weights_from_bytes
+    from worker.engine.data import load_data
+    from worker.engine.layers import build_model
+
+    job_spec = JobSpec.model_validate(spec)
+    data = load_data(job_spec)
+    model = build_model(job_spec, data.signature)
+    weights, _meta = weights_from_bytes(safetensors_blob)
+    model.load_state_dict(weights)
+    model.eval()
+    with torch.inference_mode():
+        predicted = model(data.test.x).argmax(dim=1)
+    return (predicted == data.test.y).float().mean().item()
+
+
+test_accuracy_of.__test__ = False  # a helper, not a test
 
 
 def start_api_process(env: dict[str, str], log: Path) -> tuple[Proc, str]:
@@ -239,8 +269,8 @@ def wait_healthy(base_url: str, proc: Proc, timeout: float = 60) -> None:
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
     procs: list[Proc] = []
 
-    def start(env: dict[str, str], queues: str = "cpu") -> Proc:
-        proc = start_worker_process(env, tmp_path / f"worker-{len(procs)}.log", queues)
+    def start(env: dict[str, str], queues: str = "cpu", wait: bool = True) -> Proc:
+        proc = start_worker_process(env, tmp_path / f"worker-{len(procs)}.log", queues, wait=wait)
         procs.append(proc)
         return proc
 

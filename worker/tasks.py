@@ -1,0 +1,247 @@
+"""The Celery task: the only place where the engine, the database and Celery meet.
+
+train_job(job_id) is thin: claim the job (a duplicate message finds nothing to claim),
+load its data, run engine.fit with callbacks that commit every epoch (metrics + resume
+state + best weights, fenced by the attempt number), renew the lease from a background
+thread, and finish with the status, stop reason and the best/last weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any, TypeVar
+
+from celery.signals import worker_shutting_down
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import datasets as db_datasets
+from db import jobs as db_jobs
+from db.session import make_session_factory
+from netfit.spec import JobSpec
+from worker.celery_app import RECONCILE_TASK, TRAIN_TASK, app, enqueue
+from worker.engine.checkpoints import TrainingState, weights_to_bytes
+from worker.engine.data import load_data
+from worker.engine.errors import DataError, SpecError
+from worker.engine.fit import EpochReport, FitCallbacks, fit
+
+log = logging.getLogger("netfit.worker")
+T = TypeVar("T")
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+LEASE_SECONDS = _env_float("NETFIT_LEASE_SECONDS", 30)  # a silent worker loses its job after this
+HEARTBEAT_SECONDS = _env_float("NETFIT_HEARTBEAT_SECONDS", 10)  # lease renewal period
+MAX_ATTEMPTS = int(os.environ.get("NETFIT_MAX_ATTEMPTS", "3"))  # lost attempts before "worker_lost"
+DB_RETRY_SECONDS = _env_float("NETFIT_DB_RETRY_SECONDS", 60)  # ride out a database restart
+CANCEL_POLL_SECONDS = 1.0  # should_stop() reads the database at most this often
+
+# Set when Celery starts its warm shutdown (SIGTERM): the job saves its epoch and is released.
+shutting_down = threading.Event()
+
+
+@worker_shutting_down.connect
+def _on_shutdown(**_: Any) -> None:
+    shutting_down.set()
+
+
+@lru_cache
+def session_factory() -> sessionmaker[Session]:
+    return make_session_factory(os.environ.get("NETFIT_DATABASE_URL") or "sqlite:///./netfit.db")
+
+
+def with_db_retry(action: Callable[[Session], T], factory: sessionmaker[Session], *, deadline: float | None = None,
+                  done_if_duplicate: bool = False) -> T:
+    """Run action(session) in a fresh session, retrying while the database is unreachable.
+    done_if_duplicate: a retried insert that hits the unique key had committed before the
+    connection dropped, so it counts as done."""
+    give_up = time.monotonic() + (DB_RETRY_SECONDS if deadline is None else deadline)
+    delay, retried = 0.25, False
+    while True:
+        try:
+            with factory() as session:
+                return action(session)
+        except IntegrityError:
+            if done_if_duplicate and retried:
+                return None  # type: ignore[return-value]
+            raise
+        except (OperationalError, DBAPIError) as exc:
+            if isinstance(exc, DBAPIError) and not (isinstance(exc, OperationalError) or exc.connection_invalidated):
+                raise
+            if time.monotonic() + delay > give_up:
+                raise
+            log.warning("database unavailable (%s); retrying in %.1fs", str(exc).splitlines()[0][:120], delay)
+            time.sleep(delay)
+            delay, retried = min(delay * 2, 5.0), True
+
+
+class Lease(threading.Thread):
+    """Renews the job's lease every HEARTBEAT_SECONDS; notices a lost lease or a cancel."""
+
+    def __init__(self, factory: sessionmaker[Session], job_id: str, attempt: int):
+        super().__init__(name=f"lease-{job_id}", daemon=True)
+        self.factory, self.job_id, self.attempt = factory, job_id, attempt
+        self.lost = threading.Event()
+        self.cancelled = threading.Event()
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                with self.factory() as session:
+                    if db_jobs.heartbeat(session, self.job_id, self.attempt, lease_seconds=LEASE_SECONDS):
+                        self.cancelled.set()
+            except db_jobs.Fenced:
+                log.warning("job %s: attempt %d lost its lease; stopping", self.job_id, self.attempt)
+                self.lost.set()
+                return
+            except Exception as exc:  # noqa: BLE001 - a DB hiccup: try again next period
+                log.warning("job %s: heartbeat failed (%s)", self.job_id, str(exc).splitlines()[0][:120])
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class JobCallbacks(FitCallbacks):
+    """Persists each epoch (fenced) and tells the loop when to stop."""
+
+    def __init__(self, factory: sessionmaker[Session], job_id: str, attempt: int, lease: Lease):
+        self.factory, self.job_id, self.attempt, self.lease = factory, job_id, attempt, lease
+        self._next_check = 0.0
+
+    def on_epoch_end(self, report: EpochReport, state: TrainingState) -> None:
+        row = {"epoch": report.epoch, **report.metrics, "seconds": report.seconds}
+        resume = state.to_bytes()
+        best = (checkpoint_bytes(self.job_id, "best", report.epoch, report.metrics, state.best_weights)
+                if report.is_best and state.best_weights is not None else None)
+        with_db_retry(lambda s: db_jobs.record_epoch(s, self.job_id, self.attempt, row, resume_state=resume, best=best),
+                      self.factory, done_if_duplicate=True)
+
+    def should_stop(self) -> bool:
+        if shutting_down.is_set() or self.lease.lost.is_set() or self.lease.cancelled.is_set():
+            return True
+        now = time.monotonic()
+        if now >= self._next_check:  # cheap: at most one query a second
+            self._next_check = now + CANCEL_POLL_SECONDS
+            try:
+                with self.factory() as session:
+                    if db_jobs.cancel_requested(session, self.job_id):
+                        self.lease.cancelled.set()
+            except Exception:  # noqa: BLE001 - the DB is down: keep training, ask again later
+                pass
+        return self.lease.cancelled.is_set()
+
+
+def checkpoint_bytes(job_id: str, kind: str, epoch: int, metrics: dict[str, Any], weights: dict[str, Any]) -> bytes:
+    return weights_to_bytes(weights, {"job_id": job_id, "kind": kind, "epoch": epoch, "metrics": metrics})
+
+
+def one_line(exc: BaseException) -> str:
+    """The error a user sees: the exception's first line, no traceback (that goes to the log)."""
+    text = (str(exc).strip().splitlines() or [""])[0][:500]
+    if isinstance(exc, (SpecError, DataError)):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def owner_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_job(job_id: str, factory: sessionmaker[Session] | None = None) -> str:
+    """Claim and train one job; returns what happened (for logs and tests)."""
+    factory = factory or session_factory()
+    attempt = with_db_retry(
+        lambda s: db_jobs.claim(s, job_id, owner_name(), lease_seconds=LEASE_SECONDS, max_attempts=MAX_ATTEMPTS),
+        factory)
+    if attempt is None:
+        log.info("job %s: nothing to claim (taken, finished or a duplicate message)", job_id)
+        return "skipped"
+    log.info("job %s: attempt %d started", job_id, attempt)
+    lease = Lease(factory, job_id, attempt)
+    lease.start()
+    try:
+        return _train(job_id, attempt, factory, lease)
+    except db_jobs.Fenced:
+        log.warning("job %s: attempt %d was superseded; its writes were refused", job_id, attempt)
+        return "fenced"
+    except Exception as exc:  # noqa: BLE001 - any failure ends the job with a readable reason
+        log.exception("job %s: attempt %d failed", job_id, attempt)
+        try:
+            with_db_retry(lambda s: db_jobs.finish(s, job_id, attempt, status="failed", error=one_line(exc)), factory)
+        except db_jobs.Fenced:
+            pass
+        return "failed"
+    finally:
+        lease.stop()
+
+
+def _train(job_id: str, attempt: int, factory: sessionmaker[Session], lease: Lease) -> str:
+    def load(session: Session) -> tuple[dict[str, Any], str, bytes | None, bytes | None]:
+        job = db_jobs.job_for_worker(session, job_id)
+        spec = job.spec
+        dataset_id = spec.get("dataset", {}).get("id")
+        uploaded = db_datasets.dataset_bytes(session, job.tenant, dataset_id) if dataset_id else None
+        resume = db_jobs.get_checkpoint(session, None, job_id, "resume")
+        return spec, job.queue, uploaded, resume.data if resume else None
+
+    raw_spec, queue, uploaded, resume_bytes = with_db_retry(load, factory)
+    spec = JobSpec.model_validate(raw_spec)
+    resume = TrainingState.from_bytes(resume_bytes) if resume_bytes else None
+    if resume is not None:
+        log.info("job %s: resuming after epoch %d", job_id, resume.epoch)
+    data = load_data(spec, uploaded)
+    result = fit(spec, data, callbacks=JobCallbacks(factory, job_id, attempt, lease), resume=resume)
+
+    if lease.lost.is_set():
+        raise db_jobs.Fenced(job_id)
+    if result.stop_reason == "cancelled" and shutting_down.is_set() and not lease.cancelled.is_set():
+        # SIGTERM, not a user's cancel: the epochs so far are saved; hand the job to another worker
+        with_db_retry(lambda s: db_jobs.release(s, job_id, attempt), factory)
+        try:
+            enqueue(job_id, queue)
+            with_db_retry(lambda s: db_jobs.mark_enqueued(s, job_id), factory)
+        except Exception as exc:  # noqa: BLE001 - the reconciler re-sends it
+            log.warning("job %s: released but not re-sent (%s)", job_id, exc)
+        log.info("job %s: released after epoch %d (worker shutting down)", job_id, result.epochs_completed)
+        return "released"
+
+    last_metrics = result.history[-1].metrics if result.history else {}
+    checkpoints = []
+    if result.epochs_completed:
+        best_epoch = result.best_epoch or result.epochs_completed
+        best_metrics = result.best_metrics or last_metrics
+        checkpoints = [
+            ("best", best_epoch, best_metrics, checkpoint_bytes(job_id, "best", best_epoch, best_metrics, result.best_weights)),
+            ("last", result.epochs_completed, last_metrics,
+             checkpoint_bytes(job_id, "last", result.epochs_completed, last_metrics, result.last_weights)),
+        ]
+    status = "cancelled" if result.stop_reason == "cancelled" else "succeeded"
+    with_db_retry(lambda s: db_jobs.finish(
+        s, job_id, attempt, status=status, stop_reason=result.stop_reason,
+        epochs_completed=result.epochs_completed, best_epoch=result.best_epoch,
+        best_metrics=result.best_metrics or None, test_metrics=result.test_metrics,
+        device=result.device, checkpoints=checkpoints), factory)
+    log.info("job %s: %s (%s) after %d epochs", job_id, status, result.stop_reason, result.epochs_completed)
+    return status
+
+
+@app.task(name=TRAIN_TASK)
+def train_job(job_id: str) -> str:
+    return run_job(job_id)
+
+
+@app.task(name=RECONCILE_TASK)
+def reconcile() -> dict[str, int]:
+    from worker.reconciler import reconcile_once
+
+    return reconcile_once(session_factory(), enqueue)
