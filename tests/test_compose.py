@@ -118,9 +118,10 @@ def test_every_netfit_process_uses_the_one_database_and_broker():
 # --- every command names something this checkout provides -----------------------------
 
 def run_python(*args: str, env_extra: dict | None = None, timeout: float = 60):
+    """Run as in the image: code found through PYTHONPATH, working directory elsewhere."""
     return subprocess.run(
-        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **(env_extra or {})},
+        [sys.executable, *args], cwd=Path.home(), capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})},
     )
 
 
