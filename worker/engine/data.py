@@ -13,7 +13,7 @@ import math
 import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import numpy as np
 import torch
@@ -204,7 +204,7 @@ def _read_csv(content: bytes, filename: str, target: str | None) -> RawArrays:
     return _raw(x, _label_array(labels), names=(f"'{filename}'", f"'{filename}' column '{header[col]}'", "", ""))
 
 
-def _explain(rows: list[list[str]], header: list[str], col: int, filename: str) -> None:
+def _explain(rows: list[list[str]], header: list[str], col: int, filename: str) -> NoReturn:
     for line, row in enumerate(rows[1:], start=2):
         for j, cell in enumerate(c.strip() for c in row):
             where = f"'{filename}' line {line}, column '{header[j]}'"
@@ -381,9 +381,8 @@ def load_data(spec: JobSpec, uploaded: bytes | None = None) -> PreparedData:
     prep = fit_preprocessing(x, spec.preprocess.features)
 
     def tensors(part):
-        xs, ys = part
-        ys = torch.from_numpy(ys) if raw.classes is not None else torch.from_numpy(ys.reshape(len(ys), -1)).float()
-        # a copy: the built-in sets are cached and must not share memory with a run's tensors
-        return Split(apply_preprocessing(torch.from_numpy(np.array(xs)), prep), ys)
+        # copies: the built-in sets are cached and must not share memory with a run's tensors
+        xs, ys = torch.tensor(part[0]), torch.tensor(part[1])
+        return Split(apply_preprocessing(xs, prep), ys if raw.classes is not None else ys.reshape(len(ys), -1).float())
 
-    return PreparedData(tensors((x, y)), val and tensors(val), test and tensors(test), signature, prep)
+    return PreparedData(tensors((x, y)), tensors(val) if val else None, tensors(test) if test else None, signature, prep)

@@ -143,8 +143,8 @@ def test_minmax_and_inference_transform():
 def test_images_keep_their_shape_and_integer_pixels_scale_by_255():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 200, size=(30, 6, 5), dtype=np.uint8)  # (N, H, W): one channel
-    raw = read_upload(npz(x=x, y=np.arange(30) % 3), "img.npz")
-    assert raw.x.shape == (30, 1, 6, 5) and raw.x.dtype == np.uint8
+    raw = read_upload(npz(x=x, y=(np.arange(30) % 3)[:, None]), "img.npz")  # labels as a column
+    assert raw.x.shape == (30, 1, 6, 5) and raw.x.dtype == np.uint8 and raw.classes == ["0", "1", "2"]
     data = load_data(spec({"id": "i"}, preprocess={"features": "scale"}), to_npz_bytes(raw))
     assert data.signature.input_shape == (1, 6, 5) and data.preprocessing["scale"] == 255
     assert data.train.x.max().item() <= 200 / 255

@@ -84,6 +84,8 @@ def test_reshape_turns_flat_digits_into_images():
 def test_two_classes_head_follows_the_output_size(last, task, loss, n, folded):
     head = resolve_head(spec([{"type": "linear", "units": 4}, *last]), BINARY)
     assert (head.task, head.loss, head.n_outputs, head.folded) == (task, loss, n, folded)
+    model = build_model(spec([{"type": "linear", "units": 4}, *last]), BINARY)
+    assert isinstance(model[-1], nn.Linear)  # BCEWithLogits applies the sigmoid itself
 
 
 def test_regression_head_and_explicit_loss():
