@@ -10,6 +10,7 @@ validates the file as well where that binary is installed.
 import fnmatch
 import http.server
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -20,8 +21,11 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import yaml
+
+from tests.conftest import Proc, free_port, iris_spec, service_env, wait_healthy, wait_ready, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -38,7 +42,10 @@ def depends_on(service: str) -> dict[str, str]:
 
 
 def env(service: str) -> dict[str, str]:
-    return {k: str(v) for k, v in SERVICES[service]["environment"].items()}
+    """The service's environment as Compose gives it when the host sets none of the variables."""
+    def default(value: object) -> str:
+        return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))
+    return {k: default(v) for k, v in SERVICES[service]["environment"].items()}
 
 
 def command(service: str) -> list[str]:
@@ -183,6 +190,56 @@ def test_migrate_command_creates_the_schema_on_postgresql():
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.slow
+def test_stack_commands_train_jobs_and_beat_resends_a_lost_one(pg_url, redis_url, tmp_path):
+    """api, worker-cpu and beat started with their compose commands and environment (hosts
+    pointed at the local servers): a posted job trains, and a queued job whose message never
+    reached the broker is sent again by beat's reconciler and trains too."""
+    from db.jobs import create_job
+    from db.session import make_session_factory
+
+    def start(service: str, args: list[str]) -> Proc:
+        extra = {**env(service), **service_env(pg_url, redis_url),
+                 # the reconciler runs every second and re-sends after 1 s, not 15 s / 60 s
+                 "NETFIT_RECONCILE_SECONDS": "1", "NETFIT_REQUEUE_SECONDS": "1",
+                 # the image's console scripts (netfit, celery) are on PATH
+                 "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        procs.append(Proc(args, extra, tmp_path / f"{service}.log", cwd=tmp_path))
+        return procs[-1]
+
+    procs: list[Proc] = []
+    try:
+        worker = start("worker-cpu", command("worker-cpu"))
+        start("beat", command("beat"))
+        port = str(free_port())
+        api_args = [port if a == "8000" else "127.0.0.1" if a == "0.0.0.0" else a for a in command("api")]
+        api = start("api", api_args)
+        base_url = f"http://127.0.0.1:{port}"
+        wait_healthy(base_url, api)
+        wait_ready(worker)
+
+        posted = httpx.post(f"{base_url}/v1/jobs", json=iris_spec(epochs=3), timeout=30)
+        assert posted.status_code == 201, posted.text
+        factory = make_session_factory(pg_url)
+        with factory() as session:  # written but never enqueued: its message is "lost"
+            lost = create_job(session, tenant="default", spec=iris_spec(epochs=3), summary=None,
+                              queue="cpu", device="cpu").id
+        factory.kw["bind"].dispose()
+
+        for job_id in (posted.json()["id"], lost):
+            def finished(job_id=job_id):
+                job = httpx.get(f"{base_url}/v1/jobs/{job_id}", timeout=10).json()
+                return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+            job = wait_until(finished, timeout=90, what=f"job {job_id} to finish")
+            assert job["status"] == "succeeded", job
+            assert job["epochs_completed"] == 3
+    finally:
+        for proc in procs:
+            proc.stop()
 
 
 def test_api_healthcheck_fails_when_the_api_is_unhealthy():
