@@ -45,12 +45,10 @@ def run_all(client: netfit.Client, specs: list[dict], timeout: float | None = No
 def score(job: Job) -> tuple[str, float | None]:
     """The number a leaderboard ranks by: test accuracy if there is one, else test loss."""
     test = job.test_metrics or {}
-    for key in ("test_accuracy", "accuracy"):
-        if test.get(key) is not None:
-            return "accuracy", test[key]
-    for key in ("test_loss", "loss"):
-        if test.get(key) is not None:
-            return "loss", test[key]
+    if test.get("test_accuracy") is not None:
+        return "accuracy", test["test_accuracy"]
+    if test.get("test_loss") is not None:
+        return "loss", test["test_loss"]
     return "none", None
 
 
@@ -66,7 +64,7 @@ def leaderboard(jobs: list[Job]) -> str:
             return (2, 0.0)
         return (0, -value) if kind == "accuracy" else (1, value)
 
-    header = ("rank", "name", "params", "status", "stop", "epochs", "best", "val loss", "test loss", "test acc")
+    header = ("rank", "name", "params", "status", "stop", "epochs", "best", "val loss", "test loss", "test acc", "test rmse")
     rows = [header]
     for i, job in enumerate(sorted(jobs, key=rank), start=1):
         best, test = job.best_metrics or {}, job.test_metrics or {}
@@ -74,8 +72,8 @@ def leaderboard(jobs: list[Job]) -> str:
             str(i), job.name or job.id,
             f"{job.summary.total_params:,}" if job.summary else "-",
             job.status, job.stop_reason or "-", str(job.epochs_completed), str(job.best_epoch or "-"),
-            _fmt(best.get("val_loss")), _fmt(test.get("test_loss", test.get("loss"))),
-            _fmt(test.get("test_accuracy", test.get("accuracy"))),
+            _fmt(best.get("val_loss")), _fmt(test.get("test_loss")),
+            _fmt(test.get("test_accuracy")), _fmt(test.get("test_rmse")),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)

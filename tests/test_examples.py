@@ -1,0 +1,62 @@
+"""Every example in examples/ runs against a live embedded service, with short epochs."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+EXAMPLES = ROOT / "examples"
+SPECS = sorted(p.name for p in EXAMPLES.glob("*.json") if p.name != "mnist_npz.json")  # that one needs an upload
+
+
+def run_example(script: str, *args: str, url: str, cwd: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETFIT_")}
+    result = subprocess.run([sys.executable, str(EXAMPLES / script), "--url", url, "--epochs", "2", *args],
+                            env=env, cwd=cwd, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def leaderboard_rows(out: str) -> dict[str, list[str]]:
+    """name → the leaderboard row's cells."""
+    lines = out[out.index("rank  name"):].splitlines()[1:]
+    return {cells[1]: cells for cells in (line.split() for line in lines) if cells and cells[0].isdigit()}
+
+
+def test_every_spec_trains_and_compare_ranks_them(embedded_service: str, tmp_path: Path):
+    out = run_example("compare.py", *SPECS, "--plots", "curves", url=embedded_service, cwd=tmp_path)
+    rows = leaderboard_rows(out)
+    assert len(rows) == len(SPECS) == len(list((tmp_path / "curves").glob("*.png")))
+    assert all(cells[3] == "succeeded" and cells[5] == "2" for cells in rows.values())
+    classifiers = [name for name in rows if name.startswith(("iris", "digits"))]
+    assert classifiers == list(rows)[:len(classifiers)]  # ranked by accuracy first, regression after
+    accuracies = [float(rows[name][9]) for name in classifiers]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert rows["iris-one-layer"][2] == "15"  # 4*3 weights + 3 biases
+    assert rows["overfitting-small-es"][10] != "-"  # regression reports RMSE
+
+
+def test_iris_script_saves_the_curves(embedded_service: str, tmp_path: Path):
+    out = run_example("iris.py", "-o", "iris.png", url=embedded_service, cwd=tmp_path)
+    assert "epoch   2" in out and "status: succeeded" in out
+    assert (tmp_path / "iris.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("script", ["overfitting.py", "dropout.py"])
+def test_overfitting_and_dropout_demos(script: str, embedded_service: str, tmp_path: Path):
+    out = run_example(script, url=embedded_service, cwd=tmp_path)
+    assert "lowest val loss (epoch)" in out
+    assert all(cells[3] == "succeeded" for cells in leaderboard_rows(out).values())
+
+
+def test_mnist_like_npz_is_made_uploaded_and_trained(embedded_service: str, tmp_path: Path):
+    out = run_example("mnist_npz.py", "--samples", "350", url=embedded_service, cwd=tmp_path)
+    assert re.search(r"uploaded \S+: 3[05]0 samples \[(1, )?28, 28\], 10 classes, test split given: True", out)
+    assert leaderboard_rows(out)["mnist-mlp"][3] == "succeeded"
