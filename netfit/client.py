@@ -168,10 +168,11 @@ class Client:
             headers = {**self._headers, "Accept": "text/event-stream"}
             if last_event_id is not None:
                 headers["Last-Event-ID"] = last_event_id
-            got_any = False
+            got_any = dropped = False
             try:
+                # the server sends a keep-alive every 15 s: a minute of silence is a dead connection
                 with self._http.stream("GET", self._url(f"/v1/jobs/{job_id}/events"), headers=headers,
-                                       timeout=httpx.Timeout(30.0, connect=5.0, read=None)) as response:
+                                       timeout=httpx.Timeout(30.0, connect=5.0, read=60.0)) as response:
                     if response.is_error:
                         response.read()
                         raise NetfitError.from_response(response)
@@ -186,16 +187,16 @@ class Client:
                         if isinstance(event, StatusEvent) and event.done:
                             return
             except httpx.TransportError:
-                pass  # resumed below
-            # The stream closed before the job's last event: resume after the last event seen,
-            # unless a connection brought nothing new and the job has ended anyway.
-            if not got_any and self.job(job_id).done:
+                dropped = True
+            # The stream ended before the job's last event: resume after the last event seen,
+            # unless the server closed a stream that brought nothing new because the job has ended.
+            if not got_any and not dropped and self.job(job_id).done:
                 return
             failures += 1
             if failures > retries:
-                raise NetfitError(0, "stream_lost", f"lost the event stream of job {job_id} {retries} times; "
-                                  f"see `netfit status {job_id}`")
-            time.sleep(0.2 * failures)  # back off before reconnecting
+                raise NetfitError(0, "stream_lost", f"lost the event stream of job {job_id} {retries} times "
+                                  f"in a row; see `netfit status {job_id}`")
+            time.sleep(min(5.0, 0.25 * 2**failures))  # back off before reconnecting
 
     def cancel(self, job_id: str) -> Job:
         return Job.model_validate(self._json("POST", f"/v1/jobs/{job_id}/cancel"))

@@ -6,6 +6,7 @@ import csv
 import struct
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
@@ -81,6 +82,53 @@ def test_follow_delivers_epochs_while_the_job_runs_and_resumes_after_an_event_id
     assert [e.id for e in replay] == [e.id for e in events]
     rest = list(client.follow(job.id, last_event_id=events[1].id))
     assert [e.id for e in rest] == [e.id for e in events[2:]]
+
+
+class CutStream(httpx.SyncByteStream):
+    """A real response body that breaks off, like a dropped connection, after `keep` events."""
+
+    def __init__(self, inner: httpx.SyncByteStream, keep: int):
+        self.inner, self.keep = inner, keep
+
+    def __iter__(self):
+        buffer, passed = b"", 0
+        for chunk in self.inner:
+            buffer += chunk
+            while b"\n\n" in buffer:  # pass on whole events only, then break off
+                block, buffer = buffer.split(b"\n\n", 1)
+                if (b"\n" + block).find(b"\nevent:") >= 0:
+                    if passed == self.keep:
+                        raise httpx.RemoteProtocolError("peer closed connection (cut by the test)")
+                    passed += 1
+                yield block + b"\n\n"
+
+    def close(self):
+        self.inner.close()
+
+
+class DropFirstStream(httpx.HTTPTransport):
+    """The real transport, except that the first event stream it carries breaks off early."""
+
+    def __init__(self, keep: int):
+        super().__init__()
+        self.keep, self.streams = keep, 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.url.path.endswith("/events"):
+            self.streams += 1
+            if self.streams == 1:
+                response.stream = CutStream(response.stream, self.keep)
+        return response
+
+
+def test_follow_resumes_a_dropped_stream_without_losing_or_repeating_events(client: Client, finished):
+    whole = [e.id for e in client.follow(finished.id)]
+    transport = DropFirstStream(keep=3)
+    with httpx.Client(transport=transport) as http:
+        resumed = [e.id for e in Client(client.base_url, http=http).follow(finished.id)]
+    assert transport.streams == 2 and len(whole) > 3  # cut once, resumed once
+    assert resumed == whole
 
 
 def test_jobs_iterates_every_page_newest_first(client: Client, finished):
