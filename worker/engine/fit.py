@@ -57,8 +57,8 @@ class FitResult:
     best_metrics: dict[str, float | None]
     test_metrics: dict[str, float | None] | None
     history: list[EpochReport]
-    best_weights: dict[str, torch.Tensor]
-    last_weights: dict[str, torch.Tensor]
+    best_weights: dict[str, torch.Tensor]  # CPU; the last weights if no epoch had a finite metric
+    last_weights: dict[str, torch.Tensor]  # CPU; as training ended, before any restore
     head: Head
     device: str
     spec_hash: str = field(default="")
@@ -96,7 +96,7 @@ def fit(
     )
     loss_fn = make_loss(head, cfg.label_smoothing)
     sum_loss_fn = make_loss(head, cfg.label_smoothing, reduction="sum")
-    optimizer = make_optimizer(cfg.optimizer, model.parameters(), dev)
+    optimizer = make_optimizer(cfg.optimizer, model.parameters())
     schedule = make_schedule(cfg.lr_schedule, optimizer, cfg.epochs)
     stopper = EarlyStopper(cfg.early_stopping, monitor)
     shuffle = torch.Generator(device=dev).manual_seed(cfg.seed)
@@ -131,7 +131,8 @@ def fit(
         began = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
 
-        # ---- train: one shuffle, then slices of it
+        # ---- train: one shuffle, then slices of it. The train metrics are running means over the
+        # epoch's batches, as Keras and Lightning report them, not a second pass over the data.
         model.train()
         sums = _zeros(names, dev)
         perm = torch.randperm(n, device=dev, generator=shuffle)
@@ -241,7 +242,7 @@ def make_loss(head: Head, label_smoothing: float = 0.0, reduction: str = "mean")
     return {"mse": nn.MSELoss, "mae": nn.L1Loss, "huber": nn.HuberLoss}[head.loss](reduction=reduction)
 
 
-def make_optimizer(cfg: Optimizer, params: Any, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(cfg: Optimizer, params: Any) -> torch.optim.Optimizer:
     # Fused kernels (one kernel for all parameters) are the fastest on CUDA and, measured with
     # torch 2.13 on a 2-core CPU, also on the CPU for Adam; RMSprop has none, so foreach.
     fused = {"fused": True}
