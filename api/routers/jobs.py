@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.deps import PrincipalDep, SessionDep
-from api.errors import ApiError, describe, finite_json, not_found
+from api.errors import ApiError, describe, not_found
+from api.events import job_event_stream
 from api.examples import JOB_EXAMPLES
 from db import datasets as db_datasets
 from db import jobs as db_jobs
-from netfit.models import TERMINAL_STATUSES, Checkpoint, EpochMetrics, Job, JobStatus, ModelSummary, Page
+from netfit.models import Checkpoint, EpochMetrics, Job, JobStatus, ModelSummary, Page
 from netfit.spec import JobSpec
 
 log = logging.getLogger("netfit.api")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
-SSE_POLL_SECONDS = 0.25  # how often the event stream looks for new rows (works on every backend)
-SSE_KEEPALIVE_SECONDS = 15.0
-
 
 def to_wire(job: Any) -> Job:
     return Job.model_validate(job, from_attributes=True)
@@ -155,10 +148,6 @@ def curves(job_id: str, fmt: Literal["svg", "png"], session: SessionDep, tenant:
     return Response(image, media_type="image/svg+xml" if fmt == "svg" else "image/png")
 
 
-def _sse(event_id: int, kind: str, data: dict[str, Any]) -> str:
-    return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(finite_json(data), separators=(',', ':'))}\n\n"
-
-
 @router.get("/{job_id}/events", summary="Live events (Server-Sent Events)",
             response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
 async def events(
@@ -168,39 +157,8 @@ async def events(
     """`event: status` (data: status, stop_reason, error, …) and `event: epoch` (data: the
     metrics row), each with an `id:`; reconnect with `Last-Event-ID` to resume after it.
     The stream replays the job's history first and ends after its final status."""
-    factory = request.app.state.session_factory
-
-    def read(after: int) -> tuple[list[tuple[int, str, dict[str, Any]]], str | None]:
-        with factory() as session:
-            job = db_jobs.get_job(session, tenant, job_id)
-            if job is None:
-                return [], None
-            rows = db_jobs.events_after(session, job_id, after)
-            return [(e.id, e.kind, e.data) for e in rows], job.status
-
-    after = int(last_event_id) if last_event_id and last_event_id.strip().isdigit() else 0
-    first, status = await run_in_threadpool(read, after)
-    if status is None:
+    stream = await job_event_stream(request, tenant, job_id, last_event_id)
+    if stream is None:
         raise not_found("job", job_id)
-
-    async def stream() -> Any:
-        nonlocal after, status
-        rows, last_ping = first, time.monotonic()
-        yield "retry: 1000\n\n"
-        while True:
-            for event_id, kind, data in rows:
-                yield _sse(event_id, kind, data)
-                after = event_id
-                if kind == "status" and data.get("status") in TERMINAL_STATUSES:
-                    return
-            if not rows:
-                if status in TERMINAL_STATUSES or await request.is_disconnected():
-                    return  # resumed after the final event, or the client left
-                if time.monotonic() - last_ping > SSE_KEEPALIVE_SECONDS:
-                    last_ping = time.monotonic()
-                    yield ": keep-alive\n\n"
-            await asyncio.sleep(SSE_POLL_SECONDS)
-            rows, status = await run_in_threadpool(read, after)
-
-    return StreamingResponse(stream(), media_type="text/event-stream",
+    return StreamingResponse(stream, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -96,6 +96,7 @@ def test_cancel_queued_job_and_no_checkpoint_yet(client):
     assert client.get(f"/v1/jobs/{job['id']}/checkpoints").json() == []
     body = assert_error_body(client.get(f"/v1/jobs/{job['id']}/checkpoints/best"), 404, "not_found")
     assert "no 'best' checkpoint" in body["message"]
+    assert_error_body(client.get(f"/v1/jobs/{job['id']}/curves.svg"), 404, "not_found")
     # a finished job's event stream replays its history and ends
     with client.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
         text = "".join(stream.iter_text())
@@ -141,3 +142,38 @@ def test_openapi_docs_show_the_iris_example(client):
     examples = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["examples"]
     assert examples["iris"]["value"]["dataset"] == {"builtin": "iris"}
     assert client.get("/docs").status_code == 200
+
+
+def _parse_sse(text: str) -> list[tuple[int, str, dict]]:
+    import json
+
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":"))
+        if "event" in fields:
+            events.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def test_event_stream_replays_and_resumes_after_last_event_id(client, pg_url):
+    from db import jobs as db_jobs
+
+    job_id = client.post("/v1/jobs", json=iris_spec()).json()["id"]
+    factory = make_session_factory(pg_url)
+    with factory() as s:
+        attempt = db_jobs.claim(s, job_id, "w", lease_seconds=30, max_attempts=3)
+        for epoch in (1, 2):
+            db_jobs.record_epoch(s, job_id, attempt, {"epoch": epoch, "train_loss": float("inf"), "val_loss": 0.5},
+                                 resume_state=b"s")
+        db_jobs.finish(s, job_id, attempt, status="succeeded", stop_reason="max_epochs")
+    factory.kw["bind"].dispose()
+    with client.stream("GET", f"/v1/jobs/{job_id}/events") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        events = _parse_sse("".join(stream.iter_text()))
+    assert [(kind, data.get("status", data.get("epoch"))) for _, kind, data in events] == [
+        ("status", "queued"), ("status", "running"), ("epoch", 1), ("epoch", 2), ("status", "succeeded")]
+    assert events[2][2]["train_loss"] is None  # inf became null
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": str(events[2][0])}) as stream:
+        resumed = _parse_sse("".join(stream.iter_text()))
+    assert [e[0] for e in resumed] == [events[3][0], events[4][0]]
+    assert_error_body(client.get("/v1/jobs/nope/events"), 404, "not_found")
