@@ -134,10 +134,11 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
 
 def _job_row(job: Job) -> list[object]:
-    best = job.best_metrics or {}
-    score = best.get("val_accuracy", best.get("val_loss"))
+    best, test = job.best_metrics or {}, job.test_metrics or {}
+    metrics = [best.get("val_loss"), best.get("val_accuracy"), test.get("test_accuracy", test.get("test_rmse"))]
     return [job.id, job.name or "", job.status, f"{job.epochs_completed}/{job.epochs}", job.best_epoch,
-            _num(score) if score is not None else None, job.stop_reason, job.created_at.strftime("%Y-%m-%d %H:%M:%S")]
+            *(None if v is None else _num(v) for v in metrics), job.stop_reason,
+            job.created_at.strftime("%Y-%m-%d %H:%M:%S")]
 
 
 def _job_text(job: Job) -> str:
@@ -177,7 +178,7 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
-    header = ["id", "name", "status", "epochs", "best", "best val", "stop", "created"]
+    header = ["id", "name", "status", "epochs", "best", "val loss", "val acc", "test acc/rmse", "stop", "created"]
     print(_table(header, (_job_row(job) for job in client.jobs(status=args.status, limit=args.limit))))
     return 0
 
@@ -207,7 +208,12 @@ def cmd_metrics(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
     job = client.cancel(args.id)
-    print(f"{job.id}: {job.status}")
+    if job.status == "cancelled":
+        print(f"{job.id}: cancelled")
+    elif job.done:
+        print(f"{job.id} had already ended ({job.status}); nothing to cancel")
+    else:
+        print(f"{job.id}: cancel requested; it stops within an epoch (now {job.status})")
     return 0
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from netfit import Client
 from netfit.cli import main
 from tests.conftest import ROOT, iris_spec
 
@@ -115,3 +116,14 @@ def test_errors_are_one_line_and_exit_1(embedded_service: str, tmp_path: Path):
     bad.write_text(json.dumps({**iris_spec(), "model": {"layers": [{"type": "linear", "units": 4}]}}))
     assert "layer" in one_line_error(netfit("submit", str(bad), url=embedded_service))
     assert "cannot reach" in one_line_error(netfit("jobs", url="http://127.0.0.1:9"))
+
+
+def test_cancel_stops_a_running_job_and_leaves_a_finished_one(followed, embedded_service: str, tmp_path: Path):
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps(iris_spec(epochs=5000, batch_size=4)))
+    job_id = re.search(r"^submitted (\S+)", netfit("submit", str(path), url=embedded_service).stdout, re.M).group(1)
+    assert f"{job_id}: cancel" in netfit("cancel", job_id, url=embedded_service).stdout
+    with Client(embedded_service) as client:
+        assert client.wait(job_id, timeout=60).status == "cancelled"
+    finished_id, _ = followed
+    assert "already ended (succeeded); nothing to cancel" in netfit("cancel", finished_id, url=embedded_service).stdout
