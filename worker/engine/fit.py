@@ -147,7 +147,7 @@ def fit(
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            _accumulate(sums, head, out.detach(), yb, loss.detach(), len(idx))
+            _accumulate(sums, head, out.detach(), yb, loss.detach(), yb.numel())
             if polls and time.monotonic() >= next_poll:
                 if callbacks.should_stop():
                     stop_reason = "cancelled"
@@ -288,8 +288,9 @@ def _zeros(names: MetricNames, dev: torch.device) -> list[torch.Tensor]:
 
 
 def _accumulate(sums: list[torch.Tensor], head: Head, out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor, weight: int) -> None:
-    """Add a batch's loss (times `weight`) and hits or errors to the device-side sums: no host sync,
-    and in-place adds into separate scalars, the fewest kernel launches per batch."""
+    """Add a batch's loss (times `weight`: a mean loss times its number of target values makes it a
+    sum) and hits or errors to the device-side sums: no host sync, and in-place adds into separate
+    scalars, the fewest kernel launches per batch."""
     sums[0].add_(loss, alpha=weight)
     if head.task == "regression":
         err = out.float() - y
@@ -318,16 +319,16 @@ def evaluate(model: nn.Module, sum_loss_fn: nn.Module, head: Head, split: tuple[
 
 
 def _means(sums: list[float], names: MetricNames, prefix: str, y: torch.Tensor) -> dict[str, float]:
-    """Per-sample means (per target value for rmse/mae) from a split's sums; `y` gives its size."""
+    """Means from a split's sums, over target values like the losses' own "mean" (per sample for
+    classes, per sample and target for regression); `y` is the split's targets."""
     values = dict(zip(names.batch, sums))
-    n = len(y)
-    metrics = {f"{prefix}_loss": values["loss"] / n}
+    count = y.numel()
+    metrics = {f"{prefix}_loss": values["loss"] / count}
     if names.regression:
-        count = y.numel()
         metrics[f"{prefix}_rmse"] = math.sqrt(values["squared"] / count)
         metrics[f"{prefix}_mae"] = values["absolute"] / count
     else:
-        metrics[f"{prefix}_accuracy"] = values["correct"] / n
+        metrics[f"{prefix}_accuracy"] = values["correct"] / count
     return metrics
 
 

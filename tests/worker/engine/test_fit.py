@@ -119,6 +119,16 @@ def test_regression_on_the_linear_set_recovers_slope_and_intercept():
     assert result.test_metrics["test_rmse"] < 0.2  # the noise is 0.1
 
 
+@pytest.mark.parametrize("loss", ["mse", "mae"])
+def test_regression_losses_and_metrics_agree_for_several_targets(loss):
+    spec = make_spec([{"type": "linear", "units": 2}], epochs=3, loss=loss,
+                     dataset={"synthetic": {"kind": "regression", "n_features": 3, "n_targets": 2, "noise": 1.0}})
+    result = train(spec)
+    for prefix, m in [("train", result.history[-1].metrics), ("val", result.history[-1].metrics), ("test", result.test_metrics)]:
+        same = m[f"{prefix}_rmse"] ** 2 if loss == "mse" else m[f"{prefix}_mae"]
+        assert m[f"{prefix}_loss"] == pytest.approx(same, rel=1e-4)
+
+
 def test_a_conv_net_learns_a_pattern_in_small_images():
     # class 1 images have a bright top half: a 3x3 filter and pooling see it, chance is 50%
     rng = np.random.default_rng(0)
