@@ -242,3 +242,65 @@ def test_kill_9_mid_job_resumes_on_another_worker_with_identical_results(fault_s
         rows = db_jobs.list_metrics(session, "default", job_id)
     assert [r.val_loss for r in rows] == pytest.approx([h.metrics["val_loss"] for h in reference.history], rel=1e-5)
     assert done.test_metrics["test_accuracy"] == pytest.approx(reference.test_metrics["test_accuracy"])
+
+
+def test_frozen_worker_past_its_lease_writes_nothing_when_it_wakes(fault_stack):
+    fs = fault_stack
+    workers = [fs["worker"]("a"), fs["worker"]("b")]
+    for w in workers:
+        wait_ready(w)
+    stop_reconciler = start_thread(fs["factory"], fs["enqueue"], interval=0.5, requeue_after=2.0)
+    try:
+        job_id = fs["submit"](iris_spec(epochs=20, batch_size=16))
+        wait_until(lambda: fs["row"](job_id).epochs_completed >= 2, timeout=60, what="two epochs")
+        frozen = _owner(workers, fs["row"](job_id))
+        frozen.signal(signal.SIGSTOP)
+        wait_until(lambda: fs["row"](job_id).status == "succeeded", timeout=90,
+                   what="the other worker to take over and finish")
+    finally:
+        stop_reconciler.set()
+        frozen.signal(signal.SIGCONT)
+    finished = fs["row"](job_id)
+    wait_until(lambda: "was superseded" in frozen.output(), timeout=30, what="the woken worker to notice it lost the job")
+    after = fs["row"](job_id)
+    assert (after.status, after.attempts, after.lease_owner, after.finished_at) == (
+        "succeeded", 2, finished.lease_owner, finished.finished_at)
+    assert not finished.lease_owner.endswith(f":{frozen.pid}")
+    assert fs["epochs"](job_id) == list(range(1, 21))
+
+
+def test_reconciler_resends_lost_work_and_gives_up_after_max_attempts(pg_url):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from db.models import utcnow
+    from worker.reconciler import reconcile_once
+
+    factory = make_session_factory(pg_url)
+    sent: list[str] = []
+    with factory() as s:
+        lost = db_jobs.create_job(s, tenant="default", spec=iris_spec(), summary=None, queue="cpu").id
+        never_sent = db_jobs.create_job(s, tenant="default", spec=iris_spec(), summary=None, queue="gpu").id
+        db_jobs.mark_enqueued(s, lost)
+
+    def expire() -> None:
+        with factory() as s:
+            s.execute(update(Job).where(Job.id == lost).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+            s.commit()
+
+    def reconcile() -> dict[str, int]:
+        return reconcile_once(factory, lambda job_id, queue: sent.append(f"{job_id}@{queue}"),
+                              max_attempts=2, requeue_after=0)
+
+    assert reconcile()["requeued"] == 2 and set(sent) == {f"{lost}@cpu", f"{never_sent}@gpu"}
+    for attempt in (1, 2):  # a worker claims it and dies, twice
+        with factory() as s:
+            assert db_jobs.claim(s, lost, "doomed", lease_seconds=30, max_attempts=2) == attempt
+        expire()
+        counts = reconcile()
+        assert counts["resumed" if attempt == 1 else "failed"] == 1
+    with factory() as s:
+        job = s.get(Job, lost)
+        assert job.status == "failed" and job.error.startswith("worker_lost")
+    factory.kw["bind"].dispose()
