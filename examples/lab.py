@@ -57,12 +57,13 @@ def _fmt(value: float | None) -> str:
 
 
 def leaderboard(jobs: list[Job]) -> str:
-    """Best first: highest test accuracy, then (for regression) lowest test loss."""
+    """Best first: highest test accuracy (ties: lower test loss), then regression by test loss."""
     def rank(job: Job) -> tuple:
         kind, value = score(job)
+        loss = (job.test_metrics or {}).get("test_loss") or 0.0
         if value is None:
-            return (2, 0.0)
-        return (0, -value) if kind == "accuracy" else (1, value)
+            return (2, 0.0, 0.0)
+        return (0, -value, loss) if kind == "accuracy" else (1, value, 0.0)
 
     header = ("rank", "name", "params", "status", "stop", "epochs", "best", "val loss", "test loss", "test acc", "test rmse")
     rows = [header]

@@ -14,7 +14,7 @@ from typing import Any
 
 # Validation loss must sit this far (relative) above its best so far to count as rising:
 # small wiggles of a noisy validation curve are not over-fitting.
-RISE_TOLERANCE = 0.02
+RISE_TOLERANCE = 0.05
 
 
 def _column(rows: Sequence[Mapping[str, Any]], name: str) -> list[float | None]:
@@ -25,6 +25,16 @@ def _as_dicts(rows: Sequence[Any]) -> list[dict[str, Any]]:
     return [row if isinstance(row, Mapping) else row.model_dump() for row in rows]
 
 
+def _smooth(values: Sequence[float | None], half: int) -> list[float | None]:
+    """Centred moving average over 2*half+1 epochs (gaps skipped): epoch-to-epoch noise
+    should neither start nor end an over-fitting region."""
+    out: list[float | None] = []
+    for i, value in enumerate(values):
+        window = [v for v in values[max(0, i - half): i + half + 1] if v is not None]
+        out.append(None if value is None else sum(window) / len(window))
+    return out
+
+
 def overfitting_spans(
     epochs: Sequence[int],
     train_loss: Sequence[float | None],
@@ -33,28 +43,27 @@ def overfitting_spans(
 ) -> list[tuple[int, int]]:
     """(first, last) epoch ranges where the model over-fits.
 
-    An epoch over-fits when its validation loss is more than `tolerance` (relative) above the
-    best validation loss so far while its training loss is below the training loss at that
-    best epoch. A range starts at the best epoch it turned from, so the shading begins where
-    validation stopped improving.
+    Over-fitting is what follows the lowest validation loss of the run: an epoch after it
+    over-fits when validation loss is more than `tolerance` (relative) above that low while
+    training loss is below its value there. Both curves are smoothed over ~5% of the run
+    first, and runs shorter than that window are noise: bumps before the low are not
+    over-fitting, since validation improved again afterwards.
     """
-    spans: list[tuple[int, int]] = []
-    best_i: int | None = None
-    for i, (train, val) in enumerate(zip(train_loss, val_loss)):
-        if val is None or train is None:
-            continue
-        if best_i is None or val < val_loss[best_i]:  # type: ignore[operator]
-            best_i = i
-            continue
-        best_val, best_train = val_loss[best_i], train_loss[best_i]
-        rising = val > best_val + tolerance * abs(best_val) + 1e-12  # type: ignore[operator]
-        if rising and best_train is not None and train < best_train:
-            start = epochs[best_i]
-            if spans and spans[-1][0] == start:
-                spans[-1] = (start, epochs[i])
-            else:
-                spans.append((start, epochs[i]))
-    return spans
+    half = len(epochs) // 40
+    train, val = _smooth(train_loss, half), _smooth(val_loss, half)
+    seen = [i for i in range(len(epochs)) if val[i] is not None and train[i] is not None]
+    if not seen:
+        return []
+    low = min(seen, key=lambda i: val[i])  # type: ignore[arg-type,return-value]
+    limit = val[low] + tolerance * abs(val[low]) + 1e-12  # type: ignore[operator]
+    runs: list[list[int]] = []
+    for i in (i for i in seen if i > low and val[i] > limit and train[i] < train[low]):  # type: ignore[operator]
+        if runs and i - runs[-1][1] <= max(1, half):  # a short dip does not split a region
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    min_length = max(2, half)
+    return [(epochs[a], epochs[b]) for a, b in runs if b - a + 1 >= min_length]
 
 
 def _second_metric(rows: list[dict[str, Any]]) -> tuple[str, str]:

@@ -22,8 +22,8 @@ def spans_of(rows: list[dict]) -> list[tuple[int, int]]:
                              [r["val_loss"] for r in rows])
 
 
-def test_overfitting_starts_at_the_validation_minimum_and_lasts_while_it_climbs():
-    assert spans_of(v_shaped_rows(12, turn=6)) == [(6, 12)]
+def test_overfitting_is_where_validation_climbs_off_its_low_while_training_improves():
+    assert spans_of(v_shaped_rows(12, turn=6)) == [(7, 12)]
 
 
 def test_small_wiggles_of_validation_loss_are_not_overfitting():
@@ -36,10 +36,18 @@ def test_both_losses_rising_is_divergence_not_overfitting():
     assert spans_of(rows) == []
 
 
-def test_a_new_validation_minimum_ends_the_region():
-    losses = [1.0, 0.5, 0.7, 0.8, 0.4, 0.41, 0.6]  # climbs after epoch 2, recovers at 5, climbs again
+def test_bumps_before_the_lowest_validation_loss_are_not_overfitting():
+    losses = [1.0, 0.5, 0.7, 0.8, 0.4, 0.41, 0.6, 0.65]  # a bump at 3-4, the low at 5, a climb from 7
     rows = [{"epoch": i + 1, "train_loss": 1.0 / (i + 1), "val_loss": v} for i, v in enumerate(losses)]
-    assert spans_of(rows) == [(2, 4), (5, 7)]
+    assert spans_of(rows) == [(7, 8)]
+
+
+def test_noise_is_smoothed_away_on_long_runs():
+    # 400 epochs: validation flat with +-10% epoch-to-epoch noise, then a steady climb from 300
+    rows = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 0.5 * (1.1 if e % 2 else 0.9) + max(0, e - 300) / 100}
+            for e in range(1, 401)]
+    (first, last), = spans_of(rows)
+    assert 290 < first < 320 and last == 400  # within a smoothing window of the turn
 
 
 def test_svg_draws_train_and_validation_curves_in_both_panels_with_the_markers():
