@@ -175,7 +175,7 @@ def measure(batch_sizes: list[int], rounds: int, names: list[str]) -> dict[int, 
     times: dict[int, dict[str, list[float]]] = {bs: {name: [] for name in names} for bs in batch_sizes}
     for r in range(rounds + 1):  # round 0 warms up caches, allocator and thread pool
         for bs in batch_sizes:
-            for name in names:
+            for name in names if r % 2 else names[::-1]:  # alternate the order: no one always goes first
                 began = time.perf_counter()
                 epochs[bs][name]()
                 if r:
