@@ -66,6 +66,11 @@ def overfitting_spans(
     return [(epochs[a], epochs[b]) for a, b in runs if b - a + 1 >= min_length]
 
 
+def _spans_decades(rows: list[dict[str, Any]], names: Sequence[str], decades: float = 1.5) -> bool:
+    values = [row[n] for row in rows for n in names if row.get(n) is not None and row[n] > 0]
+    return bool(values) and max(values) / min(values) > 10**decades
+
+
 def _second_metric(rows: list[dict[str, Any]]) -> tuple[str, str]:
     """accuracy for classification, RMSE for regression: whichever the rows carry."""
     for name, label in (("accuracy", "accuracy"), ("rmse", "RMSE"), ("mae", "MAE")):
@@ -117,6 +122,8 @@ def learning_curves(
             ax.axvline(best_epoch, color="tab:green", linestyle=":", label=f"best epoch {best_epoch}").set_gid("best_epoch")
         if stop_epoch is not None:
             ax.axvline(stop_epoch, color="tab:gray", linestyle="-.", label=f"stopped at {stop_epoch}").set_gid("stop_epoch")
+        if name == "loss" and _spans_decades(data, ("train_loss", "val_loss")):
+            ax.set_yscale("log")  # else the first epochs' large losses flatten the rest
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
