@@ -14,7 +14,7 @@ import pytest
 
 from netfit import Client
 from netfit.cli import main
-from tests.conftest import ROOT, iris_spec
+from tests.conftest import ROOT, Proc, free_port, iris_spec, wait_healthy
 
 NETFIT = ROOT / ".venv" / "bin" / "netfit"
 
@@ -127,3 +127,15 @@ def test_cancel_stops_a_running_job_and_leaves_a_finished_one(followed, embedded
         assert client.wait(job_id, timeout=60).status == "cancelled"
     finished_id, _ = followed
     assert "already ended (succeeded); nothing to cancel" in netfit("cancel", finished_id, url=embedded_service).stdout
+
+
+def test_netfit_api_serves_on_the_given_port(tmp_path: Path):
+    port = free_port()
+    env = {"NETFIT_DATABASE_URL": f"sqlite:///{tmp_path / 'api.db'}"}  # migrated by the command itself
+    proc = Proc([str(NETFIT), "api", "--port", str(port)], env, tmp_path / "api.log", cwd=tmp_path)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+        with Client(f"http://127.0.0.1:{port}") as client:
+            assert list(client.jobs()) == []
+    finally:
+        proc.stop()
