@@ -57,7 +57,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | os.PathLike
         shutil.rmtree(options["processed_folder"], ignore_errors=True)
         os.makedirs(options["processed_folder"], exist_ok=True)
 
-    worker = subprocess.Popen([sys.executable, "-m", "worker"], cwd=str(data))
+    worker = subprocess.Popen([sys.executable, "-m", "worker"], cwd=str(data), preexec_fn=_die_with_parent)
     celery = create_celery(settings.broker_url)
     stop_reconciler = start_thread(make_session_factory(settings.database_url),
                                    lambda job_id, queue: enqueue(job_id, queue, celery))
@@ -73,6 +73,16 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | os.PathLike
     finally:
         stop_reconciler.set()
         _stop(worker)
+
+
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGTERM (warm shutdown, job released) if serve dies abruptly."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: serve's own shutdown still stops the worker
+        pass
 
 
 def _stop(worker: subprocess.Popen[bytes]) -> None:

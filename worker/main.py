@@ -26,11 +26,16 @@ def run_worker(queues: str | list[str] | None = None, concurrency: int = 1, logl
     if concurrency > 1:
         return _run_many(queues, concurrency, loglevel)
     queues = queues or hardware_queues()
-    import worker.tasks  # noqa: F401 - registers the tasks; imports torch and the engine once
+    import worker.tasks  # registers the tasks; imports torch and the engine once
     from worker.celery_app import app
 
+    try:
+        worker.tasks.warm_up()
+    except Exception as exc:  # noqa: BLE001 - a slower first job is not a reason to refuse work
+        logging.getLogger("netfit.worker").warning("warm-up failed: %s", exc)
+
     app.worker_main([
-        "worker", "--pool=solo", f"--queues={queues}", f"--loglevel={loglevel}",
+        "worker", "--pool=solo", "--concurrency=1", f"--queues={queues}", f"--loglevel={loglevel}",
         f"--hostname=netfit-{os.getpid()}@%h",
         # no gossip/mingle/heartbeat: workers never talk to each other; faster start
         "--without-gossip", "--without-mingle", "--without-heartbeat",

@@ -235,6 +235,14 @@ def _train(job_id: str, attempt: int, factory: sessionmaker[Session], lease: Lea
     return status
 
 
+def warm_up() -> None:
+    """Pay the one-time costs (torch's meta-device tracing, data set imports, the first
+    optimizer step) when the worker starts, not in the first job it trains."""
+    spec = JobSpec.model_validate({"dataset": {"builtin": "iris"}, "model": {"layers": [{"type": "linear", "units": 3}]},
+                                   "training": {"epochs": 1, "device": "cpu"}})
+    fit(spec, load_data(spec))
+
+
 @app.task(name=TRAIN_TASK)
 def train_job(job_id: str) -> str:
     return run_job(job_id)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import statistics
-import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -149,6 +148,20 @@ def test_post_to_running_latency_on_redis(stack):
     p50 = statistics.median(latencies)
     print(f"\nPOST -> running on Redis: p50 {p50 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms over 10 jobs")
     assert p50 < 1.0
+
+
+def test_a_job_that_fails_in_the_worker_gets_a_one_line_error(stack):
+    # the API would refuse this spec; write it straight to the database as a stale row could be
+    spec = iris_spec()
+    spec["dataset"] = {"id": "deleted-dataset"}
+    factory = make_session_factory(stack.db_url)
+    with factory() as session:
+        job_id = db_jobs.create_job(session, tenant="default", spec=spec, summary=None, queue="cpu").id
+    factory.kw["bind"].dispose()
+    enqueue(job_id, "cpu", create_celery(stack.broker_url))
+    failed = stack.wait_status(job_id, "failed", "succeeded")
+    assert failed["status"] == "failed" and failed["error"] and "\n" not in failed["error"]
+    assert "Traceback" not in failed["error"] and len(failed["error"]) < 500
 
 
 # --------------------------------------------------------------------------- worker faults
