@@ -27,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"status: {event.status}")
         job = client.job(job.id)
+        test = ", ".join(f"{k} {v:.4f}" for k, v in (job.test_metrics or {}).items() if v is not None)
         print(f"{job.status}: stopped by {job.stop_reason} at epoch {job.epochs_completed}, "
-              f"best epoch {job.best_epoch}, test {job.test_metrics}")
+              f"best epoch {job.best_epoch}; {test or 'no test metrics'}")
         client.curves(job.id, path=args.output)
         print(f"learning curves: {args.output}")
     return 0 if job.status == "succeeded" else 1
