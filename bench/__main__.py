@@ -1,9 +1,11 @@
-"""python -m bench [SUITE ...] [--rounds N] [--batch-sizes 64 256] [--save]"""
+"""python -m bench [SUITE ...] [--rounds N] [--batch-sizes 64 256] [--threads N] [--save]"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+import torch
 
 from bench import engine
 
@@ -18,7 +20,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--contenders", nargs="+", choices=list(engine.CONTENDERS), help="default: all")
     parser.add_argument("--save", action="store_true", help="also write JSON to bench/results/SUITE.json")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's); 1 is steadier on a busy machine")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     unknown = [name for name in args.suites if name not in SUITES]
     if unknown:
         parser.error(f"unknown suite {', '.join(unknown)}; choose from {', '.join(SUITES)}")
