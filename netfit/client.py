@@ -65,7 +65,12 @@ class NetfitError(Exception):
 
 
 class Client:
-    """A netfit API client. Pass `http` to reuse your own `httpx.Client` (it is not closed here)."""
+    """A netfit API client.
+
+    The server is `base_url`, else the base_url of the `http` client you pass, else
+    $NETFIT_API_URL, else http://127.0.0.1:8000. A client passed as `http` (for your own
+    transport, proxies or headers) is not closed here.
+    """
 
     def __init__(
         self,
@@ -74,7 +79,8 @@ class Client:
         http: httpx.Client | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
     ):
-        self.base_url = (base_url or os.environ.get("NETFIT_API_URL") or DEFAULT_URL).rstrip("/")
+        own_base = str(http.base_url) if http is not None else ""
+        self.base_url = (base_url or own_base or os.environ.get("NETFIT_API_URL") or DEFAULT_URL).rstrip("/")
         api_key = api_key if api_key is not None else os.environ.get("NETFIT_API_KEY")
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._owns_http = http is None

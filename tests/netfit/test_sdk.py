@@ -212,3 +212,10 @@ def test_the_environment_picks_the_server(monkeypatch, embedded_service: str, fi
     monkeypatch.setenv("NETFIT_API_URL", embedded_service + "/")
     with Client() as client:
         assert client.job(finished.id).id == finished.id
+
+
+def test_an_injected_http_client_is_used_and_left_open(embedded_service: str, finished):
+    with httpx.Client(base_url=embedded_service) as http:
+        with Client(http=http) as client:
+            assert client.job(finished.id).status == "succeeded"
+        assert not http.is_closed  # the caller's client is the caller's to close
