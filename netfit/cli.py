@@ -172,7 +172,11 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
               f"{job.summary.task} with {job.summary.loss}")
     if not args.follow:
         return 0
-    job = _follow(client, job, lambda line: print(line, flush=True))
+    try:
+        job = _follow(client, job, lambda line: print(line, flush=True))
+    except KeyboardInterrupt:  # stop watching, not training
+        print(f"\nstopped following; {job.id} goes on: `netfit status {job.id}`, `netfit cancel {job.id}`")
+        return 130
     print(final_line(job))
     return 0 if job.status == "succeeded" else 2
 
