@@ -329,37 +329,29 @@ def expired_running(session: Session, *, now: datetime | None = None) -> list[An
 
 def fail_lost(session: Session, job_id: str, *, max_attempts: int, message: str) -> bool:
     """Fail a running job whose lease expired after its last allowed attempt."""
-    now = utcnow()
-    done = session.execute(
-        update(Job).where(
-            Job.id == job_id, Job.status == "running", Job.lease_expires_at < now,
-            Job.attempts - Job.releases >= max_attempts,
-        ).values(status="failed", error=message, finished_at=now, updated_at=now,
-                 lease_owner=None, lease_expires_at=None)
-        .returning(Job.id)
-    ).scalar_one_or_none()
-    if done is None:
-        session.rollback()
-        return False
-    _status_event(session, job_id, "failed", error=message)
-    session.commit()
-    return True
+    return _end_expired(session, job_id, Job.attempts - Job.releases >= max_attempts,
+                        status="failed", error=message)
 
 
 def cancel_expired(session: Session, job_id: str) -> bool:
     """A running job that was asked to cancel and whose worker is gone ends cancelled."""
+    return _end_expired(session, job_id, Job.cancel_requested.is_(True),
+                        status="cancelled", stop_reason="cancelled")
+
+
+def _end_expired(session: Session, job_id: str, condition: Any, *, status: str, **outcome: Any) -> bool:
+    """End a running job whose lease expired, if `condition` holds; one conditional UPDATE."""
     now = utcnow()
     done = session.execute(
-        update(Job).where(Job.id == job_id, Job.status == "running", Job.lease_expires_at < now,
-                          Job.cancel_requested.is_(True))
-        .values(status="cancelled", stop_reason="cancelled", finished_at=now, updated_at=now,
+        update(Job).where(Job.id == job_id, Job.status == "running", Job.lease_expires_at < now, condition)
+        .values(status=status, **outcome, finished_at=now, updated_at=now,
                 lease_owner=None, lease_expires_at=None)
         .returning(Job.id)
     ).scalar_one_or_none()
     if done is None:
         session.rollback()
         return False
-    _status_event(session, job_id, "cancelled", stop_reason="cancelled")
+    _status_event(session, job_id, status, **outcome)
     session.commit()
     return True
 
