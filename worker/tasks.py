@@ -114,14 +114,15 @@ class Lease(threading.Thread):
 class JobCallbacks(FitCallbacks):
     """Persists each epoch (fenced) and tells the loop when to stop."""
 
-    def __init__(self, factory: sessionmaker[Session], job_id: str, attempt: int, lease: Lease):
+    def __init__(self, factory: sessionmaker[Session], job_id: str, attempt: int, lease: Lease, preprocessing: dict[str, Any]):
         self.factory, self.job_id, self.attempt, self.lease = factory, job_id, attempt, lease
+        self.preprocessing = preprocessing
         self._next_check = 0.0
 
     def on_epoch_end(self, report: EpochReport, state: TrainingState) -> None:
         row = {"epoch": report.epoch, **report.metrics, "seconds": report.seconds}
         resume = state.to_bytes()
-        best = (checkpoint_bytes(self.job_id, "best", report.epoch, report.metrics, state.best_weights)
+        best = (checkpoint_bytes(self.job_id, "best", report.epoch, report.metrics, state.best_weights, self.preprocessing)
                 if report.is_best and state.best_weights is not None else None)
         with_db_retry(lambda s: db_jobs.record_epoch(s, self.job_id, self.attempt, row, resume_state=resume, best=best),
                       self.factory, done_if_duplicate=True)
@@ -141,8 +142,11 @@ class JobCallbacks(FitCallbacks):
         return self.lease.cancelled.is_set()
 
 
-def checkpoint_bytes(job_id: str, kind: str, epoch: int, metrics: dict[str, Any], weights: dict[str, Any]) -> bytes:
-    return weights_to_bytes(weights, {"job_id": job_id, "kind": kind, "epoch": epoch, "metrics": metrics})
+def checkpoint_bytes(job_id: str, kind: str, epoch: int, metrics: dict[str, Any], weights: dict[str, Any],
+                     preprocessing: dict[str, Any]) -> bytes:
+    # the preprocessing statistics travel with the weights: without them raw inputs can't be fed
+    return weights_to_bytes(weights, {"job_id": job_id, "kind": kind, "epoch": epoch, "metrics": metrics,
+                                      "preprocessing": preprocessing})
 
 
 def one_line(exc: BaseException) -> str:
@@ -200,7 +204,7 @@ def _train(job_id: str, attempt: int, factory: sessionmaker[Session], lease: Lea
     if resume is not None:
         log.info("job %s: resuming after epoch %d", job_id, resume.epoch)
     data = load_data(spec, uploaded)
-    result = fit(spec, data, callbacks=JobCallbacks(factory, job_id, attempt, lease), resume=resume)
+    result = fit(spec, data, callbacks=JobCallbacks(factory, job_id, attempt, lease, data.preprocessing), resume=resume)
 
     if lease.lost.is_set():
         raise db_jobs.Fenced(job_id)
@@ -221,9 +225,9 @@ def _train(job_id: str, attempt: int, factory: sessionmaker[Session], lease: Lea
         best_epoch = result.best_epoch or result.epochs_completed
         best_metrics = result.best_metrics or last_metrics
         checkpoints = [
-            ("best", best_epoch, best_metrics, checkpoint_bytes(job_id, "best", best_epoch, best_metrics, result.best_weights)),
+            ("best", best_epoch, best_metrics, checkpoint_bytes(job_id, "best", best_epoch, best_metrics, result.best_weights, data.preprocessing)),
             ("last", result.epochs_completed, last_metrics,
-             checkpoint_bytes(job_id, "last", result.epochs_completed, last_metrics, result.last_weights)),
+             checkpoint_bytes(job_id, "last", result.epochs_completed, last_metrics, result.last_weights, data.preprocessing)),
         ]
     status = "cancelled" if result.stop_reason == "cancelled" else "succeeded"
     with_db_retry(lambda s: db_jobs.finish(
