@@ -76,11 +76,11 @@ class EarlyStopper:
         target = self.reference - delta if self.mode == "min" else self.reference + delta
         return self._better(value, target)
 
+    STATE = ("best", "best_epoch", "reference", "wait")  # all that a resumed run needs
+
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch, "reference": self.reference, "wait": self.wait}
+        return {name: getattr(self, name) for name in self.STATE}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best = state["best"]
-        self.best_epoch = state["best_epoch"]
-        self.reference = state["reference"]
-        self.wait = state["wait"]
+        for name in self.STATE:
+            setattr(self, name, state[name])

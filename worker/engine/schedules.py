@@ -61,14 +61,14 @@ class Schedule:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
 
+    STATE = ("epochs_done", "lr", "best", "bad_epochs")  # plain numbers: JSON in the resume state
+
     def state_dict(self) -> dict[str, Any]:
-        return {"epochs_done": self.epochs_done, "lr": self.lr, "best": self.best, "bad_epochs": self.bad_epochs}
+        return {name: getattr(self, name) for name in self.STATE}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epochs_done = state["epochs_done"]
-        self.lr = state["lr"]
-        self.best = state["best"]
-        self.bad_epochs = state["bad_epochs"]
+        for name in self.STATE:
+            setattr(self, name, state[name])
         self._apply()
 
 
