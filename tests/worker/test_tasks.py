@@ -268,7 +268,8 @@ def test_frozen_worker_past_its_lease_writes_nothing_when_it_wakes(fault_stack):
         wait_until(lambda: fs["row"](job_id).epochs_completed >= 2, timeout=60, what="two epochs")
         frozen = _owner(workers, fs["row"](job_id))
         frozen.signal(signal.SIGSTOP)
-        wait_until(lambda: fs["row"](job_id).status == "succeeded", timeout=90,
+        # a deadline, not a pace: takeover needs the lease (4 s) to lapse, a re-send and 18 epochs
+        wait_until(lambda: fs["row"](job_id).status == "succeeded", timeout=180,
                    what="the other worker to take over and finish")
     finally:
         stop_reconciler.set()
