@@ -226,14 +226,16 @@ class Client:
         target.write_bytes(self.checkpoint_bytes(job_id, which))
         return target
 
-    def load_model(self, job_id: str, which: str = "best"):
+    def load_model(self, job_id: str, which: str = "best", raw_inputs: bool = True):
         """The trained network as a torch module in eval mode, rebuilt here from the job's
         spec and summary and the downloaded safetensors weights.
 
+        raw_inputs=True: the module takes raw features and applies the job's preprocessing
+        (statistics of its training split, kept in the checkpoint) first; `.network` is the
+        bare network. raw_inputs=False: the bare network, for inputs already preprocessed.
         Needs torch and the engine (a netfit checkout with the `server` extra).
-        Its inputs are preprocessed the way the job's were (see the checkpoint metadata).
         """
-        return _rebuild_model(self.job(job_id), self.checkpoint_bytes(job_id, which))
+        return _rebuild_model(self.job(job_id), self.checkpoint_bytes(job_id, which), raw_inputs)
 
     def curves(self, job_id: str, path: str | Path | None = None, fmt: str | None = None) -> bytes:
         """The learning curves as PNG or SVG bytes (format from `fmt`, else from `path`'s suffix,
@@ -271,13 +273,13 @@ def metrics_columns(rows: list[EpochMetrics]) -> dict[str, list]:
     return {n: [getattr(r, n) for r in rows] for n in names}
 
 
-def _rebuild_model(job: Job, weights: bytes):
+def _rebuild_model(job: Job, weights: bytes, raw_inputs: bool):
     """spec + summary + safetensors → torch module. The engine builds the network exactly as
     the worker did, from a data signature recovered from the job's summary."""
     try:
         from worker.engine.checkpoints import weights_from_bytes
         from worker.engine.data import DataSignature
-        from worker.engine.layers import build_model
+        from worker.engine.layers import Preprocessed, build_model
     except ImportError as exc:
         raise ImportError(f"load_model needs the server extra / a checkout (torch and worker.engine): {exc}") from None
     if job.summary is None:
@@ -293,8 +295,10 @@ def _rebuild_model(job: Job, weights: bytes):
         has_test_split=False,
     )
     model = build_model(JobSpec.model_validate(job.spec), signature)
-    state, _metadata = weights_from_bytes(weights)
+    state, metadata = weights_from_bytes(weights)
     model.load_state_dict(state)
+    if raw_inputs:
+        model = Preprocessed(model, metadata.get("preprocessing") or {"features": "none"})
     return model.eval()
 
 

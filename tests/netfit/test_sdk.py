@@ -157,12 +157,21 @@ def test_downloaded_weights_rebuild_the_network_and_reproduce_the_test_accuracy(
     path = client.download_checkpoint(finished.id, "best", tmp_path / "best.safetensors")
     assert set(load_file(path)) == {"0.weight", "0.bias", "2.weight", "2.bias"}
 
-    model = client.load_model(finished.id)
-    assert not model.training
-    test = load_data(JobSpec.model_validate(finished.spec)).test  # the same seeded split, preprocessed
+    spec = JobSpec.model_validate(finished.spec)
+    assert spec.preprocess.features == "standardize"
+    prepared = load_data(spec)
+    test = prepared.test  # the same seeded split, preprocessed
+    raw_test_x = test.x * torch.tensor(prepared.preprocessing["std"]) + torch.tensor(prepared.preprocessing["mean"])
+
+    model = client.load_model(finished.id)  # takes raw features, as a user has them
+    bare = client.load_model(finished.id, raw_inputs=False)
+    assert not model.training and not bare.training
     with torch.inference_mode():
-        accuracy = (model(test.x).argmax(1) == test.y).float().mean().item()
-    assert accuracy == pytest.approx(finished.test_metrics["test_accuracy"], abs=1e-6)
+        for net, x in ((model, raw_test_x), (bare, test.x)):
+            accuracy = (net(x).argmax(1) == test.y).float().mean().item()
+            assert accuracy == pytest.approx(finished.test_metrics["test_accuracy"], abs=1e-6)
+        # the raw-input model really standardizes: the bare network on raw features disagrees
+        assert not torch.allclose(bare(raw_test_x), model(raw_test_x))
 
 
 def test_errors_carry_the_status_and_a_message_naming_the_problem(client: Client):

@@ -17,7 +17,7 @@ from torch import nn
 from netfit.models import LayerSummary, ModelSummary
 from netfit.spec import JobSpec, Loss
 
-from .data import DataSignature
+from .data import DataSignature, apply_preprocessing
 from .errors import SpecError
 
 MAX_PARAMS = 50_000_000
@@ -33,6 +33,18 @@ class Head:
     loss: Loss
     n_outputs: int
     folded: str | None  # the dropped trailing activation, for predictions
+
+
+class Preprocessed(nn.Module):
+    """A trained network that takes raw inputs: the job's preprocessing (statistics of its
+    training split, from the checkpoint) runs first. `.network` is the bare network."""
+
+    def __init__(self, network: nn.Module, preprocessing: dict[str, Any]):
+        super().__init__()
+        self.network, self.preprocessing = network, preprocessing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(apply_preprocessing(x, self.preprocessing))
 
 
 class Reshape(nn.Module):
