@@ -29,6 +29,9 @@ class Settings:
     max_upload_bytes: int = 200 * 1024 * 1024
     max_body_bytes: int = 1024 * 1024  # a job spec is a few KB
     api_keys: dict[str, str] = field(default_factory=dict)  # empty: no auth, tenant "default"
+    # may jobs ask for device "cuda"? None: only if this machine has CUDA (embedded mode, whose
+    # worker runs here); the stack sets NETFIT_GPU_JOBS=1 when it runs GPU workers
+    gpu_jobs: bool | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -38,6 +41,7 @@ class Settings:
             max_upload_bytes=_int("NETFIT_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             max_body_bytes=_int("NETFIT_MAX_BODY_BYTES", cls.max_body_bytes),
             api_keys=_api_keys(os.environ.get("NETFIT_API_KEYS", "")),
+            gpu_jobs={"1": True, "0": False}.get(os.environ.get("NETFIT_GPU_JOBS", "")),
         )
 
 

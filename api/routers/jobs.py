@@ -9,10 +9,11 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from api.deps import PrincipalDep, SessionDep
+from api.deps import PrincipalDep, SessionDep, SettingsDep
 from api.errors import ApiError, describe, not_found
 from api.events import job_event_stream
 from api.examples import JOB_EXAMPLES
+from api.settings import Settings
 from db import datasets as db_datasets
 from db import jobs as db_jobs
 from netfit.models import Checkpoint, EpochMetrics, Job, JobStatus, ModelSummary, Page
@@ -32,13 +33,26 @@ def _owned(session: Session, tenant: str, job_id: str) -> Any:
     return job
 
 
-def validate_spec(session: Session, tenant: str, spec: JobSpec) -> ModelSummary:
+def gpu_jobs_accepted(settings: Settings) -> bool:
+    if settings.gpu_jobs is not None:
+        return settings.gpu_jobs
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def validate_spec(session: Session, settings: Settings, tenant: str, spec: JobSpec) -> ModelSummary:
     """Dry-run the spec against its data (shapes, output size, parameter count): a bad spec
     is a 422 naming the layer or field, and never reaches the database or a worker."""
     from worker.engine.data import signature_of
     from worker.engine.errors import DataError, SpecError
     from worker.engine.layers import summarize
 
+    if spec.training.device.startswith("cuda") and not gpu_jobs_accepted(settings):
+        detail = {"loc": ["training", "device"],
+                  "msg": f"'{spec.training.device}' needs a GPU worker and this service has none; "
+                         "use 'auto' (a GPU when the worker has one) or 'cpu'"}
+        raise ApiError(422, describe([detail], "the job spec is invalid"), details=[detail])
     uploaded = None
     if spec.dataset.id is not None:
         uploaded = db_datasets.dataset_bytes(session, tenant, spec.dataset.id)
@@ -59,13 +73,13 @@ def validate_spec(session: Session, tenant: str, spec: JobSpec) -> ModelSummary:
 @router.post("", status_code=201, response_model=Job, summary="Submit a training job")
 def submit_job(
     spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)],
-    request: Request, session: SessionDep, tenant: PrincipalDep,
+    request: Request, session: SessionDep, settings: SettingsDep, tenant: PrincipalDep,
 ) -> Job:
     """Validate the spec completely (a dry run of the network on its data), store the job,
     then enqueue it. If the broker is down the job stays queued and the reconciler sends it."""
     from worker.celery_app import queue_for
 
-    summary = validate_spec(session, tenant, spec)
+    summary = validate_spec(session, settings, tenant, spec)
     queue = queue_for(spec.training.device)
     job = db_jobs.create_job(session, tenant=tenant, spec=spec.model_dump(mode="json"),
                              summary=summary.model_dump(mode="json"), queue=queue)

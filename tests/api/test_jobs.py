@@ -31,9 +31,19 @@ def test_submit_stores_enqueues_and_returns_queued_job(client, queued_messages):
     assert client.get(f"/v1/jobs/{job['id']}/metrics").json() == []
 
 
-def test_device_routes_to_queue(client, queued_messages):
-    assert client.post("/v1/jobs", json=iris_spec(device="cuda")).json()["queue"] == "gpu"
+def test_device_routes_to_queue_when_the_service_runs_gpu_workers(pg_url, redis_url, queued_messages):
+    with make_client(pg_url, redis_url, gpu_jobs=True) as gpu_client:
+        assert gpu_client.post("/v1/jobs", json=iris_spec(device="cuda")).json()["queue"] == "gpu"
     assert (queued_messages("gpu"), queued_messages("cpu")) == (1, 0)
+
+
+def test_cuda_job_without_gpu_workers_is_422_instead_of_queued_forever(pg_url, redis_url, queued_messages):
+    with make_client(pg_url, redis_url, gpu_jobs=False) as cpu_only:
+        body = assert_error_body(cpu_only.post("/v1/jobs", json=iris_spec(device="cuda:0")), 422, "invalid")
+        assert body["details"][0]["loc"] == ["training", "device"]
+        assert "'cpu'" in body["details"][0]["msg"] and "GPU" in body["details"][0]["msg"]
+        assert cpu_only.get("/v1/jobs").json()["items"] == []
+    assert (queued_messages("gpu"), queued_messages("cpu")) == (0, 0)
 
 
 def test_bad_spec_is_422_naming_the_layer_and_nothing_is_stored(client, queued_messages):

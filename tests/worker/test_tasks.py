@@ -49,7 +49,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """PostgreSQL + Redis + the API under uvicorn + two workers, shared by this module's tests."""
     logs = tmp_path_factory.mktemp("stack")
     with fresh_pg_database() as db_url, claimed_redis_db() as broker_url:
-        env = service_env(db_url, broker_url)
+        # GPU jobs accepted (as a stack with GPU workers would), though no worker here takes them
+        env = service_env(db_url, broker_url, NETFIT_GPU_JOBS="1")
         workers = [start_worker_process(env, logs / f"worker-{i}.log", wait=False) for i in range(2)]
         api, base_url = start_api_process(env, logs / "api.log")
         try:
