@@ -17,6 +17,11 @@ MAX_LAYERS = 64
 MAX_UNITS = 65_536
 MAX_EPOCHS = 10_000
 MAX_SAMPLES = 1_000_000
+# data sets: values per sample (features, or channels x height x width) and in all
+MAX_SAMPLE_VALUES = 1_048_576
+MAX_VALUES = 100_000_000
+# epochs x samples: what one job may ask a worker to push through its network
+MAX_SAMPLE_EPOCHS = 1_000_000_000
 
 
 class Strict(BaseModel):

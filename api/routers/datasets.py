@@ -9,10 +9,11 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
 from api.errors import ApiError, describe, not_found
+from api.responses import errors
 from db import datasets as db_datasets
 from netfit.models import Dataset
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=errors(401, 404, 422, 503))
 
 FORMATS = {".csv": "csv", ".npz": "npz"}
 PICKLES = {".pt", ".pth", ".pkl", ".pickle", ".joblib", ".ckpt"}
@@ -29,7 +30,8 @@ def _format(filename: str) -> str:
                         "with arrays x, y (or x_train, y_train, x_test, y_test)")
 
 
-@router.post("", status_code=201, response_model=Dataset, summary="Upload a data set (CSV or NPZ)")
+@router.post("", status_code=201, response_model=Dataset, summary="Upload a data set (CSV or NPZ)",
+             responses=errors(400, 413, 415))
 def upload_dataset(
     file: Annotated[UploadFile, File(description="a .csv (header row) or .npz (x, y / x_train, y_train, x_test, y_test)")],
     session: SessionDep, tenant: PrincipalDep, settings: SettingsDep,
@@ -38,7 +40,7 @@ def upload_dataset(
 ) -> Dataset:
     from worker.engine.data import describe as describe_data
     from worker.engine.data import read_upload, to_npz_bytes
-    from worker.engine.errors import DataError
+    from worker.engine.errors import DataError, UnsupportedFile
 
     filename = file.filename or "upload"
     fmt = _format(filename)
@@ -46,10 +48,12 @@ def upload_dataset(
     if len(content) > settings.max_upload_bytes:
         raise ApiError(413, f"'{filename}' is larger than the {settings.max_upload_bytes // 2**20} MiB upload limit "
                             "(NETFIT_MAX_UPLOAD_BYTES)")
-    try:
+    try:  # the content decides what the file is; a pickle renamed .csv is still refused
         raw = read_upload(content, filename, target)
         signature = describe_data(raw)
         canonical = to_npz_bytes(raw)
+    except UnsupportedFile as exc:
+        raise ApiError(415, str(exc), details=[{"loc": ["file"], "msg": str(exc)}]) from None
     except DataError as exc:
         detail = {"loc": ["file"], "msg": str(exc)}
         raise ApiError(422, describe([detail], f"'{filename}' cannot be used"), details=[detail]) from None

@@ -7,6 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
 
 from api.errors import error_response
+from api.responses import errors
 
 router = APIRouter(tags=["health"])
 
@@ -16,7 +17,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: the database and the broker answer")
+@router.get("/readyz", summary="Readiness: the database and the broker answer", responses=errors(503))
 async def readyz(request: Request):  # noqa: ANN201 - a dict or an ErrorBody response
     state = request.app.state
     problems = []

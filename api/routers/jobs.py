@@ -13,6 +13,7 @@ from api.deps import PrincipalDep, SessionDep, SettingsDep
 from api.errors import ApiError, describe, not_found
 from api.events import job_event_stream
 from api.examples import JOB_EXAMPLES
+from api.responses import errors
 from api.settings import Settings
 from db import datasets as db_datasets
 from db import jobs as db_jobs
@@ -20,7 +21,11 @@ from netfit.models import Checkpoint, EpochMetrics, Job, JobStatus, ModelSummary
 from netfit.spec import JobSpec
 
 log = logging.getLogger("netfit.api")
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=errors(401, 404, 422, 503))
+# the job a POST returns can be read, listed by metric and cancelled (schemathesis follows these)
+JOB_LINKS = {name: {"operationRef": f"#/paths/~1v1~1jobs~1{{job_id}}{path}", "parameters": {"job_id": "$response.body#/id"}}
+             for name, path in (("GetJob", "/get"), ("GetMetrics", "~1metrics/get"), ("CancelJob", "~1cancel/post"),
+                                ("ListCheckpoints", "~1checkpoints/get"))}
 
 def to_wire(job: Any) -> Job:
     return Job.model_validate(job, from_attributes=True)
@@ -70,7 +75,8 @@ def validate_spec(session: Session, settings: Settings, tenant: str, spec: JobSp
         raise ApiError(422, describe([detail], "the job's data set cannot be used"), details=[detail]) from None
 
 
-@router.post("", status_code=201, response_model=Job, summary="Submit a training job")
+@router.post("", status_code=201, response_model=Job, summary="Submit a training job",
+             responses={201: {"links": JOB_LINKS}, **errors(400, 413, 429)})
 def submit_job(
     spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)],
     request: Request, session: SessionDep, settings: SettingsDep, tenant: PrincipalDep,

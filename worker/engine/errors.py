@@ -21,3 +21,7 @@ class SpecError(ValueError):
 
 class DataError(ValueError):
     """A data set that cannot be read or used: the message names the file, column or array."""
+
+
+class UnsupportedFile(DataError):
+    """A file netfit will not read at all: a pickle, a compressed or an unknown format."""

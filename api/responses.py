@@ -1,0 +1,28 @@
+"""The error responses each route documents in the OpenAPI schema.
+
+Every 4xx/5xx body is netfit.models.ErrorBody; documenting them (instead of FastAPI's
+default 422 shape) keeps the schema true to what clients receive, which the schemathesis
+run in tests/api/test_schemathesis.py checks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netfit.models import ErrorBody
+
+WHY = {
+    400: "the body is not valid JSON or multipart",
+    401: "a valid API key is required",
+    404: "no such resource for this API key",
+    413: "the body or upload is larger than the limit",
+    415: "the upload is not a CSV or NPZ file (pickles are refused)",
+    422: "the request is invalid; details name each field",
+    429: "too many jobs queued or running; retry after Retry-After seconds",
+    503: "the database or broker is unavailable; retry after Retry-After seconds",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """responses= for a route or router: these statuses, each an ErrorBody."""
+    return {code: {"model": ErrorBody, "description": WHY[code]} for code in codes}
