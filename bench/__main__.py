@@ -1,35 +1,50 @@
-"""python -m bench [SUITE ...] [--rounds N] [--batch-sizes 64 256] [--threads N] [--save]"""
+"""python -m bench [engine|service|api|throughput|all ...] [--quick] [--out PATH] [--threads N]"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from pathlib import Path
 
 import torch
 
 from bench import engine
+from bench.report import Report
 
-SUITES = {"engine": engine}
-RESULTS = Path(__file__).parent / "results"
+SECTIONS = ("engine", "service", "api", "throughput")
+DEFAULT_OUT = Path(__file__).parent / "results" / "latest.json"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description="netfit benchmarks")
-    parser.add_argument("suites", nargs="*", metavar="SUITE", help=f"one of {', '.join(SUITES)}; default: all")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds after one warm-up round")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
-    parser.add_argument("--contenders", nargs="+", choices=list(engine.CONTENDERS), help="default: all")
-    parser.add_argument("--save", action="store_true", help="also write JSON to bench/results/SUITE.json")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's); 1 is steadier on a busy machine")
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m bench", description="netfit benchmarks; every goal is printed PASS or MISS")
+    parser.add_argument("sections", nargs="*", metavar="SECTION", help=f"{', '.join(SECTIONS)} or all (default: all)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: small data, one round, few jobs")
+    parser.add_argument("--rounds", type=int, help="engine: timed rounds after one warm-up round (default 5)")
+    parser.add_argument("--contenders", nargs="+", choices=list(engine.CONTENDERS), help="engine: default all")
+    parser.add_argument("--threads", type=int, help="torch CPU threads for every contender (default: torch's)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON summary (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
+    chosen = list(SECTIONS) if not args.sections or "all" in args.sections else args.sections
+    unknown = [name for name in chosen if name not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section {', '.join(unknown)}; choose from {', '.join(SECTIONS)} or all")
     if args.threads:
         torch.set_num_threads(args.threads)
-    unknown = [name for name in args.suites if name not in SUITES]
-    if unknown:
-        parser.error(f"unknown suite {', '.join(unknown)}; choose from {', '.join(SUITES)}")
-    for name in args.suites or list(SUITES):
-        SUITES[name].run(args.batch_sizes, args.rounds, args.contenders,
-                         save=RESULTS / f"{name}.json" if args.save else None)
+
+    report = Report()
+    began = time.monotonic()
+    if "engine" in chosen:
+        engine.run(report, quick=args.quick, rounds=args.rounds, names=args.contenders)
+    services = [name for name in chosen if name != "engine"]
+    if services:
+        from bench import services as service_benchmarks
+
+        service_benchmarks.run(report, services, quick=args.quick)
+    report.summary()
+    print(f"\n({time.monotonic() - began:.0f} s)")
+    report.write(args.out, argv)
 
 
 if __name__ == "__main__":

@@ -1,37 +1,60 @@
-"""How fast is an epoch of the engine's fit, next to hand-written PyTorch loops?
+"""How fast is an epoch of the engine's fit, next to hand-written PyTorch, Lightning and Keras?
 
 MNIST-shaped synthetic data (60k x 784 float32 to train on, 10k to validate, 10 classes),
-an MLP 784-128-10 and Adam. Every contender does the same work per epoch: train on all
-60k samples in shuffled batches, track training loss and accuracy, evaluate the 10k
-validation samples. Contenders run interleaved, one epoch each per round after a warm-up
-round, so that a slow moment of a shared machine hits all of them alike; medians are reported.
+three set-ups: an MLP 784-128-10 at batch 64 and 256, and 784-512-256-10 with dropout at
+batch 256, all with Adam (lr 1e-3). Every contender does the same work per epoch: train on
+all samples in shuffled batches, track training loss and accuracy, evaluate the validation
+samples. Contenders run interleaved, one epoch each per round after a warm-up round, so
+that a slow moment of a shared machine hits all of them alike; a ratio is the median of
+the per-round ratios.
 
-A contender is one function: (data, batch_size) -> a callable that runs one epoch.
-Add Lightning or Keras by writing one more and listing it in CONTENDERS.
+A contender is one function: (data, setup) -> a callable that runs one epoch and returns
+None (the caller times the call) or the seconds of the epoch as the framework itself ran
+it (Lightning and Keras: their own epoch callbacks, so their per-call set-up is not
+counted against them).
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from bench.report import Report, median_ratio
 from netfit.spec import JobSpec
 from worker.engine.data import DataSignature, PreparedData, Split
 from worker.engine.fit import fit
 
-N_TRAIN, N_VAL, N_FEATURES, N_CLASSES, HIDDEN = 60_000, 10_000, 784, 10, 128
+N_FEATURES, N_CLASSES = 784, 10
 LR = 1e-3
 EVAL_BATCH = 8192
 
-Epoch = Callable[[], None]
+Epoch = Callable[[], "float | None"]
+
+
+@dataclass(frozen=True)
+class Setup:
+    hidden: tuple[int, ...]
+    dropout: float
+    batch_size: int
+
+    @property
+    def label(self) -> str:
+        net = "-".join(map(str, (N_FEATURES, *self.hidden, N_CLASSES)))
+        return f"MLP {net}{f' dropout {self.dropout:g}' if self.dropout else ''}, batch {self.batch_size}"
+
+    @property
+    def params(self) -> int:
+        sizes = (N_FEATURES, *self.hidden, N_CLASSES)
+        return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+
+
+SETUPS = [Setup((128,), 0.0, 64), Setup((128,), 0.0, 256), Setup((512, 256), 0.2, 256)]
 
 
 @dataclass
@@ -42,34 +65,48 @@ class BenchData:
     y_val: torch.Tensor
 
 
-def make_data(seed: int = 0) -> BenchData:
+def make_data(n_train: int = 60_000, n_val: int = 10_000, seed: int = 0) -> BenchData:
     """Random pixels in [0, 1) labelled by a fixed random linear map: learnable, like digits."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.rand(N_TRAIN + N_VAL, N_FEATURES, generator=g)
+    x = torch.rand(n_train + n_val, N_FEATURES, generator=g)
     y = (x @ torch.randn(N_FEATURES, N_CLASSES, generator=g)).argmax(1)
-    return BenchData(x[:N_TRAIN], y[:N_TRAIN], x[N_TRAIN:], y[N_TRAIN:])
+    return BenchData(x[:n_train], y[:n_train], x[n_train:], y[n_train:])
 
 
-def mlp() -> nn.Sequential:
-    return nn.Sequential(nn.Linear(N_FEATURES, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, N_CLASSES))
+def mlp(setup: Setup) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    width = N_FEATURES
+    for units in setup.hidden:
+        layers += [nn.Linear(width, units), nn.ReLU()] + ([nn.Dropout(setup.dropout)] if setup.dropout else [])
+        width = units
+    return nn.Sequential(*layers, nn.Linear(width, N_CLASSES))
+
+
+def spec_layers(setup: Setup) -> list[dict[str, object]]:
+    """The same network as mlp(), in the job spec's words."""
+    layers: list[dict[str, object]] = []
+    for units in setup.hidden:
+        layers += [{"type": "linear", "units": units}, {"type": "relu"}]
+        layers += [{"type": "dropout", "p": setup.dropout}] if setup.dropout else []
+    return layers + [{"type": "linear", "units": N_CLASSES}]
 
 
 # --------------------------------------------------------------------------- contenders
 
 
-def engine(data: BenchData, batch_size: int) -> Epoch:
+def engine(data: BenchData, setup: Setup) -> Epoch:
     """netfit's fit() for one epoch, timed whole (model set-up included)."""
+    n = len(data.x) + len(data.x_val)
     spec = JobSpec.model_validate({
         # the data come from `prepared` below; the dataset entry only describes their shape
-        "dataset": {"synthetic": {"kind": "classification", "n_samples": N_TRAIN + N_VAL,
+        "dataset": {"synthetic": {"kind": "classification", "n_samples": n,
                                   "n_features": N_FEATURES, "n_informative": 8, "n_classes": N_CLASSES}},
-        "model": {"layers": [{"type": "linear", "units": HIDDEN}, {"type": "relu"},
-                             {"type": "linear", "units": N_CLASSES}]},
-        "training": {"epochs": 1, "batch_size": batch_size, "optimizer": {"type": "adam", "lr": LR},
+        "model": {"layers": spec_layers(setup)},
+        "training": {"epochs": 1, "batch_size": setup.batch_size, "optimizer": {"type": "adam", "lr": LR},
                      "device": "cpu"},
     })
     signature = DataSignature(input_shape=(N_FEATURES,), task="classification", n_classes=N_CLASSES,
-                              n_targets=1, n_samples=N_TRAIN + N_VAL, has_test_split=False)
+                              n_targets=1, n_samples=n, has_test_split=False)
     prepared = PreparedData(train=Split(data.x, data.y), val=Split(data.x_val, data.y_val), test=None,
                             signature=signature, preprocessing={})
 
@@ -79,12 +116,12 @@ def engine(data: BenchData, batch_size: int) -> Epoch:
     return epoch
 
 
-def _hand(data: BenchData, batch_size: int, **adam_options: object) -> Epoch:
+def _hand(data: BenchData, setup: Setup, **adam_options: object) -> Epoch:
     """The loop an expert writes: tensors, one randperm, slices, device-side metric sums."""
-    model = mlp()
+    model = mlp(setup)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR, **adam_options)
     loss_fn = nn.CrossEntropyLoss()
-    n = len(data.x)
+    n, batch_size = len(data.x), setup.batch_size
 
     def epoch() -> None:
         model.train()
@@ -113,21 +150,21 @@ def _hand(data: BenchData, batch_size: int, **adam_options: object) -> Epoch:
     return epoch
 
 
-def hand_fused(data: BenchData, batch_size: int) -> Epoch:
-    return _hand(data, batch_size, fused=True)
+def hand_fused(data: BenchData, setup: Setup) -> Epoch:
+    return _hand(data, setup, fused=True)
 
 
-def hand_plain(data: BenchData, batch_size: int) -> Epoch:
-    return _hand(data, batch_size)
+def hand_plain(data: BenchData, setup: Setup) -> Epoch:
+    return _hand(data, setup)
 
 
-def tutorial(data: BenchData, batch_size: int) -> Epoch:
+def tutorial(data: BenchData, setup: Setup) -> Epoch:
     """The PyTorch quick-start loop: DataLoader(shuffle=True), .item() per batch."""
-    model = mlp()
+    model = mlp(setup)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     loss_fn = nn.CrossEntropyLoss()
-    train_loader = DataLoader(TensorDataset(data.x, data.y), batch_size=batch_size, shuffle=True)
-    val_loader = DataLoader(TensorDataset(data.x_val, data.y_val), batch_size=batch_size)
+    train_loader = DataLoader(TensorDataset(data.x, data.y), batch_size=setup.batch_size, shuffle=True)
+    val_loader = DataLoader(TensorDataset(data.x_val, data.y_val), batch_size=setup.batch_size)
 
     def epoch() -> None:
         model.train()
@@ -151,77 +188,105 @@ def tutorial(data: BenchData, batch_size: int) -> Epoch:
     return epoch
 
 
-CONTENDERS: dict[str, Callable[[BenchData, int], Epoch]] = {
+def _lightning(data: BenchData, setup: Setup) -> Epoch:
+    from bench.frameworks import lightning_epoch
+
+    return lightning_epoch(data, mlp(setup), setup.batch_size, LR, EVAL_BATCH)
+
+
+def _keras(data: BenchData, setup: Setup) -> Epoch:
+    from bench.frameworks import keras_epoch
+
+    return keras_epoch(data, setup.hidden, setup.dropout, setup.batch_size, LR, EVAL_BATCH)
+
+
+CONTENDERS: dict[str, Callable[[BenchData, Setup], Epoch]] = {
     "engine": engine,
     "hand_fused": hand_fused,
     "hand_plain": hand_plain,
     "tutorial": tutorial,
+    "lightning": _lightning,
+    "keras": _keras,
 }
 LABELS = {
     "engine": "netfit engine fit()",
     "hand_fused": "hand-optimized, fused Adam",
     "hand_plain": "hand-optimized, plain Adam",
     "tutorial": "tutorial DataLoader loop",
+    "lightning": "PyTorch Lightning Trainer.fit",
+    "keras": "Keras 3 (torch backend) fit",
 }
 
 
 # --------------------------------------------------------------------------- running and reporting
 
 
-def measure(batch_sizes: list[int], rounds: int, names: list[str]) -> dict[int, dict[str, list[float]]]:
-    data = make_data()
+def measure(data: BenchData, setups: list[Setup], rounds: int, names: list[str]) -> dict[Setup, dict[str, list[float]]]:
     torch.manual_seed(0)
-    epochs = {bs: {name: CONTENDERS[name](data, bs) for name in names} for bs in batch_sizes}
-    times: dict[int, dict[str, list[float]]] = {bs: {name: [] for name in names} for bs in batch_sizes}
+    epochs = {s: {name: CONTENDERS[name](data, s) for name in names} for s in setups}
+    times: dict[Setup, dict[str, list[float]]] = {s: {name: [] for name in names} for s in setups}
     for r in range(rounds + 1):  # round 0 warms up caches, allocator and thread pool
-        for bs in batch_sizes:
+        for s in setups:
             for name in names if r % 2 else names[::-1]:  # alternate the order: no one always goes first
                 began = time.perf_counter()
-                epochs[bs][name]()
+                own = epochs[s][name]()
                 if r:
-                    times[bs][name].append(time.perf_counter() - began)
+                    times[s][name].append(own if own is not None else time.perf_counter() - began)
     return times
 
 
-RATIOS = {"engine/hand_fused": ("engine", "hand_fused"), "tutorial/engine": ("tutorial", "engine")}
+def peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """This machine's fp32 matmul rate: the median of timed n x n torch.mm calls."""
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    torch.mm(a, b)
+    seconds = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        torch.mm(a, b)
+        seconds.append(time.perf_counter() - began)
+    return 2 * n**3 / statistics.median(seconds) / 1e9
 
 
-def summarize(times: dict[int, dict[str, list[float]]]) -> dict[str, object]:
-    """Medians per contender, and each ratio as the median of its per-round ratios: contenders that
-    ran side by side in one round share that moment's load, so pairing them cancels most of it."""
-    medians = {bs: {name: statistics.median(ts) for name, ts in per.items()} for bs, per in times.items()}
-    ratios: dict[int, dict[str, float]] = {}
-    for bs, per in times.items():
-        for key, (a, b) in RATIOS.items():
-            if a in per and b in per:
-                ratios.setdefault(bs, {})[key] = statistics.median(x / y for x, y in zip(per[a], per[b]))
-    return {"seconds_per_epoch_median": medians, "ratios": ratios, "samples": times}
+# (numerator, denominator, goal at batch 64, goal at other batch sizes)
+RATIOS = [
+    ("engine", "hand_fused", ("<=", 1.05), ("<=", 1.05)),
+    ("lightning", "engine", (">=", 2.5), None),
+    ("keras", "engine", (">=", 2.5), None),
+    ("tutorial", "engine", None, None),
+    ("hand_plain", "engine", None, None),
+]
 
 
-def print_table(summary: dict[str, object], rounds: int) -> None:
-    medians: dict = summary["seconds_per_epoch_median"]  # type: ignore[assignment]
-    ratios: dict = summary["ratios"]  # type: ignore[assignment]
-    sizes = list(medians)
-    print(f"\nseconds per epoch, median of {rounds} interleaved rounds "
-          f"(MNIST-shaped {N_TRAIN}x{N_FEATURES}, MLP {N_FEATURES}-{HIDDEN}-{N_CLASSES}, Adam, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__})")
-    print(f"{'loop':<30}" + "".join(f"{'batch ' + str(bs):>12}" for bs in sizes))
-    for name in medians[sizes[0]]:
-        print(f"{LABELS.get(name, name):<30}" + "".join(f"{medians[bs][name]:>12.3f}" for bs in sizes))
-    goals = {"engine/hand_fused": "goal <= 1.05", "tutorial/engine": "goal >= 1.5"}
-    print("ratios: median of per-round ratios")
-    for key, goal in goals.items():
-        if all(key in ratios.get(bs, {}) for bs in sizes):
-            print(f"{key:<30}" + "".join(f"{ratios[bs][key]:>12.3f}" for bs in sizes) + f"   ({goal})")
-
-
-def run(batch_sizes: list[int], rounds: int, names: list[str] | None = None, save: Path | None = None) -> dict[str, object]:
+def run(report: Report, *, quick: bool = False, rounds: int | None = None, names: list[str] | None = None) -> None:
     names = names or list(CONTENDERS)
-    summary = summarize(measure(batch_sizes, rounds, names))
-    print_table(summary, rounds)
-    if save is not None:
-        save.parent.mkdir(parents=True, exist_ok=True)
-        record = {"torch": torch.__version__, "threads": torch.get_num_threads(), "rounds": rounds, **summary}
-        save.write_text(json.dumps(record, indent=2))
-        print(f"wrote {save}")
-    return summary
+    rounds = rounds or (1 if quick else 5)
+    data = make_data(6_000, 1_000) if quick else make_data()
+    report.begin("engine", f"training throughput, {len(data.x)}x{N_FEATURES} train + {len(data.x_val)} validation "
+                           f"(MNIST-shaped), Adam, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    report.note("  Lightning: Trainer(accelerator='cpu', devices=1, logger=False, enable_checkpointing=False,\n"
+                "    enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0), fused Adam,\n"
+                "    DataLoader(shuffle=True), self.log(on_epoch=True); Keras: fit(verbose=0), validation_batch_size\n"
+                f"    {EVAL_BATCH}; both timed by their own epoch callbacks (set-up per call not counted)")
+    peak = peak_gflops(1024 if quick else 2048)
+    report.figure("matmul_peak_gflops", peak, "GFLOP/s", label="fp32 matmul peak (torch.mm)")
+    times = measure(data, SETUPS, rounds, names)
+    report.record("rounds", rounds)
+    for setup in SETUPS:
+        per = times[setup]
+        key = f"{'-'.join(map(str, setup.hidden))}{'_dropout' if setup.dropout else ''}_b{setup.batch_size}"
+        medians = {name: statistics.median(ts) for name, ts in per.items()}
+        report.note(f"\n  {setup.label}: seconds per epoch, median of {rounds} interleaved rounds")
+        for name, seconds in medians.items():
+            report.note(f"    {LABELS[name]:<36} {seconds:8.3f} s")
+        report.record(f"{key}_seconds", {"median": medians, "samples": per})
+        # matmul FLOPs: 2 per weight per sample forward, 4 backward; validation is forward only
+        flops = setup.params * (6 * len(data.x) + 2 * len(data.x_val))
+        for name in ("engine", "hand_fused"):
+            if name in medians:
+                gflops = flops / medians[name] / 1e9
+                report.figure(f"{key}_{name}_gflops", gflops, "GFLOP/s",
+                              label=f"{LABELS[name]}: {gflops / peak:.0%} of peak")
+        for a, b, goal64, goal in RATIOS:
+            if a in per and b in per:
+                report.figure(f"{key}_{a}/{b}", median_ratio(per[a], per[b]), "x",
+                              goal=goal64 if setup.batch_size == 64 else goal, label=f"{a} / {b}")

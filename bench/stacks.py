@@ -1,0 +1,63 @@
+"""The two ways the service runs, started for a benchmark: embedded (`api.server.serve`: SQLite,
+file broker, one worker) and Redis + PostgreSQL (`run_api` and `python -m worker` processes
+on a fresh PostgreSQL database and a claimed Redis db index). The process and database
+helpers are the test suite's, so the benchmark runs exactly what the tests run."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import (
+    Proc, claimed_redis_db, free_port, fresh_pg_database, service_env, start_api_process, start_worker_process,
+    wait_healthy, wait_ready, wait_until,
+)
+
+
+@dataclass
+class Stack:
+    key: str  # embedded | redis_pg
+    title: str
+    base_url: str
+    db_url: str
+    workers: int
+    client: httpx.Client
+
+
+@contextmanager
+def embedded(workdir: Path) -> Iterator[Stack]:
+    """`netfit serve` as a user runs it, in workdir."""
+    port = free_port()
+    proc = Proc([sys.executable, "-c", f"from api.server import serve; serve('127.0.0.1', {port})"], {},
+                workdir / "serve.log", cwd=workdir)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base_url, proc)
+        wait_until(lambda: "ready." in proc.output(), timeout=90, what="the embedded worker to be ready")
+        with httpx.Client(base_url=base_url, timeout=120) as client:
+            yield Stack("embedded", "embedded (serve: SQLite + file broker, 1 worker)", base_url,
+                        f"sqlite:///{workdir / 'netfit.db'}", 1, client)
+    finally:
+        proc.stop(grace=20)
+
+
+@contextmanager
+def redis_pg(workdir: Path, workers: int = 2) -> Iterator[Stack]:
+    """run_api + `workers` worker processes; the production lease and heartbeat (30 s, 10 s)."""
+    with ExitStack() as stack:
+        pg = stack.enter_context(fresh_pg_database())
+        redis = stack.enter_context(claimed_redis_db())
+        env = service_env(pg, redis, NETFIT_LEASE_SECONDS="30", NETFIT_HEARTBEAT_SECONDS="10")
+        procs = [start_worker_process(env, workdir / f"worker-{i}.log", wait=False) for i in range(workers)]
+        stack.callback(lambda: [p.stop() for p in procs])
+        api, base_url = start_api_process(env, workdir / "api.log")
+        stack.callback(api.stop)
+        for proc in procs:
+            wait_ready(proc)
+        client = stack.enter_context(httpx.Client(base_url=base_url, timeout=120))
+        yield Stack("redis_pg", f"Redis + PostgreSQL (run_api, {workers} workers)", base_url, pg, workers, client)
