@@ -101,6 +101,11 @@ def mark_enqueued(session: Session, job_id: str, when: datetime | None = None) -
     session.commit()
 
 
+def count_active(session: Session, tenant: str) -> int:
+    """The tenant's queued and running jobs (what NETFIT_MAX_ACTIVE_JOBS limits)."""
+    return session.scalar(select(func.count()).select_from(Job).where(Job.tenant == tenant, Job.status.in_(ACTIVE)))
+
+
 def get_job(session: Session, tenant: str, job_id: str) -> Job | None:
     return session.scalars(select(Job).where(Job.id == job_id, Job.tenant == tenant)).one_or_none()
 

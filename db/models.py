@@ -1,4 +1,5 @@
-"""Tables: jobs, their per-epoch metrics, status/epoch events, checkpoints, uploaded data sets."""
+"""Tables: jobs, their per-epoch metrics, status/epoch events, checkpoints, uploaded data sets,
+API keys."""
 
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ class Job(Base):
         Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
         # the reconciler's scans
         Index("ix_jobs_status_updated", "status", "updated_at"),
+        # the per-tenant limit on queued + running jobs, counted at every submit
+        Index("ix_jobs_tenant_status", "tenant", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -156,3 +159,20 @@ class Dataset(Base):
     size: Mapped[int]
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """A bearer key of a tenant. Only its SHA-256 is stored; `prefix` is the start of the key,
+    shown in listings so that a person can tell keys apart without seeing them."""
+
+    __tablename__ = "api_keys"
+    # unique: the per-request lookup is one indexed equality
+    __table_args__ = (UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
