@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from api import errors
+from api.middleware import RequestContext
 from api.routers import datasets, health, jobs
 from api.settings import Settings, get_settings
 from db.session import make_session_factory
@@ -18,7 +19,9 @@ log = logging.getLogger("netfit.api")
 
 DESCRIPTION = """`model.fit` as a service: POST a network, a data set and a training recipe as
 JSON; a worker trains it with PyTorch; fetch every epoch's metrics and the best/last weights.
-Errors are JSON `{"error", "message", "details": [{"loc", "msg"}]}`."""
+Errors are JSON `{"error", "message", "details": [{"loc", "msg"}], "request_id"}`.
+With API keys (`netfit keys create`) every call but /healthz and /readyz needs
+`Authorization: Bearer <key>` and sees only its tenant's jobs and data sets."""
 
 
 class BodyLimit:
@@ -76,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="netfit", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                   default_response_class=errors.SafeJSONResponse)
     app.state.settings = settings
+    app.state.auth_on = settings.require_auth  # api.deps.auth_required: becomes True with the first key
     app.state.session_factory = session_factory
     app.state.enqueue = lambda job_id, queue: enqueue(job_id, queue, celery)
     app.state.ping_broker = lambda: ping(celery)
@@ -83,4 +87,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (jobs.router, datasets.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimit, settings=settings)
+    app.add_middleware(RequestContext)  # added last = outermost: its headers and id reach every response
     return app

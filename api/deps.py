@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
 from api.settings import Settings
+from db import keys as db_keys
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -21,17 +23,42 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_principal(request: Request) -> str:
-    """The tenant: "default" while no API keys are configured, else the bearer key's tenant."""
-    keys = request.app.state.settings.api_keys
-    if not keys:
-        return "default"
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    tenant = keys.get(token.strip()) if scheme.lower() == "bearer" else None
+def auth_required(state: Any) -> bool:
+    """On once any key exists (or NETFIT_REQUIRE_AUTH). Keys are revoked, never deleted, so
+    once seen the answer is kept and a locked API asks the database nothing more."""
+    if not state.auth_on:
+        with state.session_factory() as session:
+            state.auth_on = state.settings.require_auth or db_keys.any_keys(session)
+    return state.auth_on
+
+
+# only for the OpenAPI schema (the docs' "Authorize" button); get_principal reads the header itself
+_bearer = HTTPBearer(auto_error=False, description="an API key from `netfit keys create`")
+
+
+def get_principal(request: Request, _credentials: Annotated[object, Depends(_bearer)] = None) -> str:
+    """The tenant of the bearer key. With auth off (no key was ever made) requests without a
+    key act as tenant "default"; a key that is sent is always checked."""
+    state = request.app.state
+    header = request.headers.get("authorization")
+    if header is None:
+        if not auth_required(state):
+            return "default"
+        raise _unauthorized("a valid API key is required: send 'Authorization: Bearer <key>' "
+                            "(NETFIT_API_KEY in the SDK/CLI; `netfit keys create` makes one)")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("the Authorization header must be 'Bearer <key>'")
+    # looked up on every request (one indexed equality), so a revoked key is refused at once
+    with state.session_factory() as session:
+        tenant = db_keys.tenant_for(session, token.strip())
     if tenant is None:
-        raise ApiError(401, "a valid API key is required: send 'Authorization: Bearer <key>' (NETFIT_API_KEY in the SDK/CLI)",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise _unauthorized("this API key is unknown or revoked; ask for a new one (`netfit keys create`)")
     return tenant
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, message, headers={"WWW-Authenticate": "Bearer"})
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api import request_ids
 
 log = logging.getLogger("netfit.api")
 
@@ -54,8 +55,16 @@ class SafeJSONResponse(JSONResponse):
 
 def error_response(status: int, error: str, message: str, details: list[dict[str, Any]] | None = None,
                    headers: dict[str, str] | None = None) -> SafeJSONResponse:
-    return SafeJSONResponse({"error": error, "message": message, "details": details or []},
-                            status_code=status, headers=headers)
+    return SafeJSONResponse({"error": error, "message": message, "details": details or [],
+                             "request_id": request_ids.current.get()}, status_code=status, headers=headers)
+
+
+def internal_error() -> SafeJSONResponse:
+    """The 500 for an unhandled exception (call it inside `except`): logged with its traceback
+    under the request id, which the body gives the user to quote."""
+    log.exception("unhandled error")
+    return error_response(500, "internal", f"internal error; quote request id {request_ids.current.get()} "
+                                           "when reporting it")
 
 
 def _loc(loc: tuple[Any, ...] | list[Any]) -> list[str | int]:
@@ -100,8 +109,4 @@ def install(app: FastAPI) -> None:
         return error_response(503, "unavailable", "the database is unavailable; retry in a few seconds",
                               headers={"Retry-After": "5"})
 
-    @app.exception_handler(Exception)
-    async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
-        request_id = uuid.uuid4().hex[:12]
-        log.exception("unhandled error (request %s)", request_id)
-        return error_response(500, "internal", f"internal error; quote request id {request_id} when reporting it")
+    # unhandled exceptions: api.middleware.RequestContext answers with internal_error()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import shutil
@@ -16,19 +17,55 @@ log = logging.getLogger("netfit.server")
 def _uvicorn(app: object, host: str, port: int) -> None:
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level=os.environ.get("NETFIT_LOG_LEVEL", "info").lower(),
-                timeout_graceful_shutdown=5)
+    # log_config None: keep api.request_ids' logging (request ids on every line, access log included)
+    uvicorn.run(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=5)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def check_auth(host: str, port: int, database_url: str, require_auth: bool) -> str:
+    """The start-up line about auth; SystemExit (a message, status 1) instead of listening
+    beyond this machine while anyone could act without a key."""
+    from db.keys import list_keys
+    from db.session import make_session_factory
+
+    if os.environ.get("NETFIT_API_KEYS"):
+        raise SystemExit("netfit: NETFIT_API_KEYS is no longer read (keys in the environment cannot be revoked "
+                         "and are stored in clear). Create keys with `netfit keys create --tenant NAME` "
+                         "and unset NETFIT_API_KEYS.")
+    factory = make_session_factory(database_url)
+    with factory() as session:
+        keys = list_keys(session)
+    factory.kw["bind"].dispose()
+    active = sum(k.revoked_at is None for k in keys)
+    if keys or require_auth:
+        return f"auth: on, {active} active API key(s); requests need 'Authorization: Bearer <key>'"
+    if not _is_loopback(host):
+        raise SystemExit(f"netfit: refusing to listen on {host}:{port} with auth off: anyone who can reach it "
+                         "could run and read every job. Create a key first (`netfit keys create --tenant NAME`, "
+                         "with the same NETFIT_DATABASE_URL), set NETFIT_REQUIRE_AUTH=1, or listen on 127.0.0.1.")
+    return (f"auth: off (no API keys yet); only this machine can reach {host}:{port}, and every request acts "
+            "as tenant 'default'. `netfit keys create --tenant NAME` turns auth on.")
 
 
 def run_api(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Apply migrations, then serve the API with uvicorn (NETFIT_DATABASE_URL, NETFIT_BROKER_URL)."""
     from api.app import create_app
+    from api.request_ids import configure_logging
     from api.settings import get_settings
     from db.migrate import upgrade
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     settings = get_settings()
     upgrade(settings.database_url)
+    log.info(check_auth(host, port, settings.database_url, settings.require_auth))
     _uvicorn(create_app(settings), host, port)
 
 
@@ -40,17 +77,19 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | os.PathLike
     data.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("NETFIT_DATABASE_URL", f"sqlite:///{data / 'netfit.db'}")
     os.environ.setdefault("NETFIT_BROKER_URL", f"filesystem://{data / '.netfit' / 'broker'}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from api.app import create_app
+    from api.request_ids import configure_logging
     from api.settings import get_settings
     from db.migrate import upgrade
     from db.session import make_session_factory
     from worker.celery_app import broker_settings, create_celery, enqueue
     from worker.reconciler import start_thread
 
+    configure_logging()
     settings = get_settings()
     upgrade(settings.database_url)
+    auth = check_auth(host, port, settings.database_url, settings.require_auth)
     _, options = broker_settings(settings.broker_url)
     if "processed_folder" in options:
         # messages already consumed by an earlier run: only the DB knows what is left to do
@@ -62,7 +101,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | os.PathLike
     stop_reconciler = start_thread(make_session_factory(settings.database_url),
                                    lambda job_id, queue: enqueue(job_id, queue, celery))
     url = f"http://{host}:{port}"
-    print(f"netfit is serving at {url}  (database: {settings.database_url}; docs: {url}/docs)\n"
+    print(f"netfit is serving at {url}  (database: {settings.database_url}; docs: {url}/docs)\n{auth}\n"
           f"try:\n  curl -s -X POST {url}/v1/jobs -H 'content-type: application/json' \\\n"
           f"    -d '{{\"dataset\": {{\"builtin\": \"iris\"}}, \"preprocess\": {{\"features\": \"standardize\"}}, "
           f"\"model\": {{\"layers\": [{{\"type\": \"linear\", \"units\": 16}}, {{\"type\": \"relu\"}}, "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 DEFAULT_DATABASE_URL = "sqlite:///./netfit.db"
@@ -13,13 +13,8 @@ def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-def _api_keys(raw: str) -> dict[str, str]:
-    """NETFIT_API_KEYS="key1=tenant-a,key2=tenant-b" -> {key: tenant}."""
-    keys = {}
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        key, _, tenant = item.partition("=")
-        keys[key.strip()] = tenant.strip() or "default"
-    return keys
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -28,7 +23,10 @@ class Settings:
     broker_url: str | None = None  # None: the embedded file broker (worker.celery_app)
     max_upload_bytes: int = 200 * 1024 * 1024
     max_body_bytes: int = 1024 * 1024  # a job spec is a few KB
-    api_keys: dict[str, str] = field(default_factory=dict)  # empty: no auth, tenant "default"
+    # Auth is on once any API key exists in the database (db.keys); require_auth turns it on
+    # before the first key is made (the compose stack sets it), so the API is never open by accident.
+    require_auth: bool = False
+    max_active_jobs: int = 100  # queued + running per tenant; the next submit is a 429
     # may jobs ask for device "cuda"? None: only if this machine has CUDA (embedded mode, whose
     # worker runs here); the stack sets NETFIT_GPU_JOBS=1 when it runs GPU workers
     gpu_jobs: bool | None = None
@@ -40,7 +38,8 @@ class Settings:
             broker_url=os.environ.get("NETFIT_BROKER_URL") or None,
             max_upload_bytes=_int("NETFIT_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             max_body_bytes=_int("NETFIT_MAX_BODY_BYTES", cls.max_body_bytes),
-            api_keys=_api_keys(os.environ.get("NETFIT_API_KEYS", "")),
+            require_auth=_flag("NETFIT_REQUIRE_AUTH"),
+            max_active_jobs=_int("NETFIT_MAX_ACTIVE_JOBS", cls.max_active_jobs),
             gpu_jobs={"1": True, "0": False}.get(os.environ.get("NETFIT_GPU_JOBS", "")),
         )
 

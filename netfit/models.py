@@ -117,3 +117,4 @@ class ErrorBody(Wire):
     error: str
     message: str
     details: list[ErrorDetail] = []
+    request_id: str | None = None  # also the X-Request-ID response header; quote it when reporting

@@ -75,6 +75,15 @@ def validate_spec(session: Session, settings: Settings, tenant: str, spec: JobSp
         raise ApiError(422, describe([detail], "the job's data set cannot be used"), details=[detail]) from None
 
 
+def check_active_limit(session: Session, tenant: str, limit: int) -> None:
+    """429 once the tenant has `limit` jobs queued or running. Counted without a lock: submits
+    racing each other may pass the limit by how many run at once, which a soft cap allows."""
+    if db_jobs.count_active(session, tenant) >= limit:
+        raise ApiError(429, f"you have {limit} jobs queued or running, the most allowed at once "
+                            "(NETFIT_MAX_ACTIVE_JOBS); wait for some to finish or cancel some "
+                            "(POST /v1/jobs/{id}/cancel), then submit again", headers={"Retry-After": "30"})
+
+
 @router.post("", status_code=201, response_model=Job, summary="Submit a training job",
              responses={201: {"links": JOB_LINKS}, **errors(400, 413, 429)})
 def submit_job(
@@ -85,6 +94,7 @@ def submit_job(
     then enqueue it. If the broker is down the job stays queued and the reconciler sends it."""
     from worker.celery_app import queue_for
 
+    check_active_limit(session, tenant, settings.max_active_jobs)
     summary = validate_spec(session, settings, tenant, spec)
     queue = queue_for(spec.training.device)
     job = db_jobs.create_job(session, tenant=tenant, spec=spec.model_dump(mode="json"),

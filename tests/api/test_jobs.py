@@ -137,16 +137,6 @@ def test_post_with_broker_down_is_kept_and_sent_by_the_reconciler(pg_url, redis_
     assert reconcile_once(factory, lambda *_: None, requeue_after=60)["requeued"] == 0
 
 
-def test_api_keys_scope_jobs_by_tenant(pg_url, redis_url):
-    keys = {"key-a": "team-a", "key-b": "team-b"}
-    with make_client(pg_url, redis_url, api_keys=keys) as c:
-        assert_error_body(c.get("/v1/jobs"), 401, "unauthorized")
-        job = c.post("/v1/jobs", json=iris_spec(), headers={"Authorization": "Bearer key-a"}).json()
-        assert c.get(f"/v1/jobs/{job['id']}", headers={"Authorization": "Bearer key-a"}).status_code == 200
-        assert_error_body(c.get(f"/v1/jobs/{job['id']}", headers={"Authorization": "Bearer key-b"}), 404, "not_found")
-        assert c.get("/v1/jobs", headers={"Authorization": "Bearer key-b"}).json()["items"] == []
-
-
 def test_openapi_docs_show_the_iris_example(client):
     schema = client.get("/openapi.json").json()
     examples = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["examples"]

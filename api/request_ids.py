@@ -1,0 +1,54 @@
+"""Request ids: the current request's id (a context variable), and the logging set-up that
+prints it on every line the request causes, uvicorn's access line included.
+
+An incoming X-Request-ID is kept when it is 1-64 of [A-Za-z0-9._-] (a UUID, a proxy's
+trace id); anything else is replaced, so a header cannot forge or break log lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import os
+import re
+import uuid
+from contextvars import ContextVar
+
+HEADER = "X-Request-ID"
+ACCEPTED = re.compile(r"[A-Za-z0-9._-]{1,64}")
+FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+# Set by api.middleware.RequestContext in the task that serves the request; uvicorn runs each
+# request in its own task, so the value never leaks into another request.
+current: ContextVar[str | None] = ContextVar("netfit_request_id", default=None)
+
+
+def accept(incoming: str | None) -> str:
+    """The client's id if it is safe to echo and log, else a new one."""
+    if incoming is not None and ACCEPTED.fullmatch(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds record.request_id ("-" outside a request) for the formatter."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = current.get() or "-"
+        return True
+
+
+def configure_logging() -> None:
+    """One handler on the root logger; uvicorn's loggers (access log included) propagate to
+    it, so every line has the same format and the request id. NETFIT_LOG_LEVEL sets the level."""
+    level = os.environ.get("NETFIT_LOG_LEVEL", "info").upper()
+    logging.config.dictConfig({
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": RequestIdFilter}},
+        "formatters": {"plain": {"format": FORMAT}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}},
+        "root": {"level": level, "handlers": ["stderr"]},
+        "loggers": {name: {"level": level, "handlers": [], "propagate": True}
+                    for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
+    })
