@@ -4,6 +4,7 @@
     netfit submit examples/iris_two_layers_small.json --follow
     netfit metrics ID --format csv
     netfit plot ID -o curves.png
+    netfit keys create --tenant team-a            # on the server: an API key, printed once
 
 Errors from the API end the command with one line and exit status 1.
 """
@@ -12,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
 from importlib import metadata
+from typing import Any
 
 from netfit import __version__
 from netfit.client import Client, NetfitError, metrics_columns
@@ -29,6 +34,14 @@ environment:
                        (default sqlite:///./netfit.db; production: postgresql+psycopg://...)
   NETFIT_BROKER_URL    the Celery broker (default: a file broker under ./.netfit/,
                        no server needed; production: redis://...)
+"""
+
+KEYS_HELP = """\
+The first key turns auth on: from then on every request needs a key and sees only its
+tenant's jobs and data sets (revoking every key does not turn auth off again).
+
+environment:
+  NETFIT_DATABASE_URL  the server's database (default sqlite:///./netfit.db, as `netfit serve`)
 """
 
 CLIENT_ENV_HELP = """\
@@ -250,16 +263,20 @@ def cmd_datasets_list(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def _server_runner(module: str, function: str) -> Callable:
-    """The server code lives in a netfit checkout (api/, worker/), not in the published SDK."""
+def _server_module(module: str) -> Any:
+    """The server code lives in a netfit checkout (api/, db/, worker/), not in the published SDK,
+    so it is imported here, when a server command runs: `import netfit` never loads it."""
     try:
-        imported = __import__(module, fromlist=[function])
+        return importlib.import_module(module)
     except ImportError as exc:
         raise SystemExit(
             f"netfit: `{module}` is not importable ({exc}). The server runs from a netfit checkout "
             "with the server extra: `make install` there, or use the docker image."
         ) from None
-    return getattr(imported, function)
+
+
+def _server_runner(module: str, function: str) -> Callable:
+    return getattr(_server_module(module), function)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -275,6 +292,58 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     queues = [q for q in (args.queues or "").split(",") if q] or None
     _server_runner("worker.main", "run_worker")(queues=queues, concurrency=args.concurrency)
+    return 0
+
+
+@contextmanager
+def _key_store() -> Iterator[tuple[Any, Any]]:
+    """(db.keys, a session) on the server's database: NETFIT_DATABASE_URL, default the embedded
+    ./netfit.db that `netfit serve` uses; migrated first, as `serve` and `api` do at start."""
+    keys = _server_module("db.keys")
+    url = _server_module("api.settings").Settings.from_env().database_url
+    _server_module("db.migrate").upgrade(url)
+    factory = _server_module("db.session").make_session_factory(url)
+    try:
+        with factory() as session:
+            yield keys, session
+    finally:
+        factory.kw["bind"].dispose()
+
+
+def _when(moment: datetime | None) -> str | None:
+    return moment and moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    with _key_store() as (keys, session):
+        try:
+            row, key = keys.create_key(session, tenant=args.tenant, name=args.name)
+        except ValueError as exc:
+            raise SystemExit(f"netfit: {exc}") from None
+    # the key alone on stdout (KEY=$(netfit keys create ...)); the rest is for the person
+    print(key)
+    print(f"created API key {row.id} ({row.prefix}…) for tenant '{row.tenant}'. It is shown only this once: "
+          "the server keeps only its hash. Clients send it as 'Authorization: Bearer <key>' "
+          "(NETFIT_API_KEY for the SDK and CLI).", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    with _key_store() as (keys, session):
+        rows = [[k.id, k.prefix + "…", k.tenant, k.name, _when(k.created_at), _when(k.revoked_at)]
+                for k in keys.list_keys(session)]
+    print(_table(["id", "prefix", "tenant", "name", "created", "revoked"], rows))
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    with _key_store() as (keys, session):
+        try:
+            row, revoked_now = keys.revoke_key(session, args.key)
+        except LookupError as exc:
+            raise SystemExit(f"netfit: {exc}") from None
+    what = "revoked" if revoked_now else f"was already revoked at {_when(row.revoked_at)}:"
+    print(f"{what} API key {row.id} ({row.prefix}…, tenant '{row.tenant}'); requests with it now get 401")
     return 0
 
 
@@ -358,6 +427,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(run=cmd_datasets_upload)
     sub = actions.add_parser("list", help="list uploaded data sets", description="list uploaded data sets")
     sub.set_defaults(run=cmd_datasets_list)
+
+    keys = command("keys", "create, list and revoke API keys (on the server's database)", None, KEYS_HELP)
+    keys.set_defaults(server=True)
+    actions = keys.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, help, run in (("create", "make a key for a tenant; prints it once", cmd_keys_create),
+                            ("list", "list keys: id, prefix, tenant, name, created, revoked (never the keys)",
+                             cmd_keys_list),
+                            ("revoke", "revoke a key at once (by id or prefix)", cmd_keys_revoke)):
+        sub = actions.add_parser(name, help=help, description=help, epilog=KEYS_HELP, formatter_class=formatter)
+        sub.set_defaults(run=run)
+        if name == "create":
+            sub.add_argument("--tenant", required=True, help="whose jobs and data sets the key sees")
+            sub.add_argument("--name", help="a note to tell keys apart, e.g. who holds it")
+        elif name == "revoke":
+            sub.add_argument("key", metavar="ID-or-PREFIX", help="the id or prefix shown by `netfit keys list`")
     return parser
 
 
