@@ -177,6 +177,7 @@ def test_stack_commands_train_jobs_and_beat_resends_a_lost_one(pg_url, redis_url
     pointed at the local servers): a posted job trains, and a queued job whose message never
     reached the broker is sent again by beat's reconciler and trains too."""
     from db.jobs import create_job
+    from db.keys import create_key
     from db.session import make_session_factory
 
     def start(service: str, args: list[str]) -> Proc:
@@ -199,17 +200,22 @@ def test_stack_commands_train_jobs_and_beat_resends_a_lost_one(pg_url, redis_url
         wait_healthy(base_url, api)
         wait_ready(worker)
 
-        posted = httpx.post(f"{base_url}/v1/jobs", json=iris_spec(epochs=3), timeout=30)
-        assert posted.status_code == 201, posted.text
+        # the stack requires a key (NETFIT_REQUIRE_AUTH): without one, nothing
+        assert httpx.get(f"{base_url}/v1/jobs", timeout=30).status_code == 401
         factory = make_session_factory(pg_url)
-        with factory() as session:  # written but never enqueued: its message is "lost"
-            lost = create_job(session, tenant="default", spec=iris_spec(epochs=3), summary=None,
+        with factory() as session:
+            _, key = create_key(session, tenant="team")
+            # written but never enqueued: its message is "lost"
+            lost = create_job(session, tenant="team", spec=iris_spec(epochs=3), summary=None,
                               queue="cpu", device="cpu").id
         factory.kw["bind"].dispose()
+        auth = {"Authorization": f"Bearer {key}"}
+        posted = httpx.post(f"{base_url}/v1/jobs", json=iris_spec(epochs=3), headers=auth, timeout=30)
+        assert posted.status_code == 201, posted.text
 
         for job_id in (posted.json()["id"], lost):
             def finished(job_id=job_id):
-                job = httpx.get(f"{base_url}/v1/jobs/{job_id}", timeout=10).json()
+                job = httpx.get(f"{base_url}/v1/jobs/{job_id}", headers=auth, timeout=10).json()
                 return job if job["status"] in ("succeeded", "failed", "cancelled") else None
             job = wait_until(finished, timeout=90, what=f"job {job_id} to finish")
             assert job["status"] == "succeeded", job
