@@ -26,3 +26,10 @@ WHY = {
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """responses= for a route or router: these statuses, each an ErrorBody."""
     return {code: {"model": ErrorBody, "description": WHY[code]} for code in codes}
+
+
+def link(path: str, method: str, **parameters: str) -> dict[str, Any]:
+    """An OpenAPI link to the operation at `path`, e.g. job_id="$response.body#/id": what a
+    client (and schemathesis' stateful phase) can call next with what a response returned."""
+    pointer = path.replace("~", "~0").replace("/", "~1")
+    return {"operationRef": f"#/paths/{pointer}/{method}", "parameters": parameters}

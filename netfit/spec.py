@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Strict as NoCoercion
 
 MAX_LAYERS = 64
 MAX_UNITS = 65_536
@@ -25,7 +26,8 @@ MAX_SAMPLE_EPOCHS = 1_000_000_000
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+    # strict: JSON types as the schema says them (no "5" for 5, no 0 for false, no true for 1.0)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True, strict=True)
 
 
 # --------------------------------------------------------------------------- data sets
@@ -152,7 +154,9 @@ Activation = Literal[
     "relu", "leaky_relu", "elu", "gelu", "silu", "sigmoid", "tanh", "softmax", "log_softmax",
     "softplus", "linear", "identity",
 ]
-IntPair = Union[Annotated[int, Field(ge=1, le=4096)], tuple[Annotated[int, Field(ge=1, le=4096)], Annotated[int, Field(ge=1, le=4096)]]]
+Size = Annotated[int, NoCoercion(), Field(ge=1, le=4096)]
+# a JSON array or a Python tuple/list; its items as strict as the rest
+IntPair = Union[Size, Annotated[tuple[Size, Size], NoCoercion(False)]]
 Padding = Union[Annotated[int, Field(ge=0, le=1024)], Literal["same", "valid"]]
 
 # Keras and PyTorch spellings (lower-cased, underscores removed) → canonical type.
@@ -276,8 +280,15 @@ Layer = Annotated[
 ]
 
 
+def _without_discriminator(schema: dict[str, Any]) -> None:
+    # the OpenAPI discriminator would map a dozen activation names to ActivationLayer, which
+    # schema tools (schemathesis) read as one name; the branches' distinct `type` values
+    # already make the oneOf exact
+    schema["items"].pop("discriminator", None)
+
+
 class Model(Strict):
-    layers: list[Layer] = Field(min_length=1, max_length=MAX_LAYERS)
+    layers: list[Layer] = Field(min_length=1, max_length=MAX_LAYERS, json_schema_extra=_without_discriminator)
 
     @field_validator("layers", mode="before")
     @classmethod
@@ -306,13 +317,16 @@ def metric_mode(metric: str) -> Literal["min", "max"]:
     return "max" if metric.endswith("accuracy") else "min"
 
 
+Beta = Annotated[float, NoCoercion(), Field(ge=0, lt=1)]
+
+
 class Optimizer(Strict):
     type: Literal["sgd", "adam", "adamw", "rmsprop"] = "adam"
     lr: float = Field(1e-3, gt=0, le=100)
     weight_decay: float = Field(0.0, ge=0, le=10)
     momentum: float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    betas: Annotated[tuple[Beta, Beta], NoCoercion(False)] = (0.9, 0.999)
 
     @model_validator(mode="after")
     def _options_fit(self) -> Optimizer:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
 from api.errors import ApiError, describe, not_found
-from api.responses import errors
+from api.responses import errors, link
 from db import datasets as db_datasets
 from netfit.models import Dataset
 
@@ -31,7 +31,9 @@ def _format(filename: str) -> str:
 
 
 @router.post("", status_code=201, response_model=Dataset, summary="Upload a data set (CSV or NPZ)",
-             responses=errors(400, 413, 415))
+             responses={201: {"links": {"GetDataset": link("/v1/datasets/{dataset_id}", "get",
+                                                                         dataset_id="$response.body#/id")}},
+                        **errors(400, 413, 415)})
 def upload_dataset(
     file: Annotated[UploadFile, File(description="a .csv (header row) or .npz (x, y / x_train, y_train, x_test, y_test)")],
     session: SessionDep, tenant: PrincipalDep, settings: SettingsDep,

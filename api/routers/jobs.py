@@ -13,7 +13,7 @@ from api.deps import PrincipalDep, SessionDep, SettingsDep
 from api.errors import ApiError, describe, not_found
 from api.events import job_event_stream
 from api.examples import JOB_EXAMPLES
-from api.responses import errors
+from api.responses import errors, link
 from api.settings import Settings
 from db import datasets as db_datasets
 from db import jobs as db_jobs
@@ -22,10 +22,11 @@ from netfit.spec import JobSpec
 
 log = logging.getLogger("netfit.api")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=errors(401, 404, 422, 503))
-# the job a POST returns can be read, listed by metric and cancelled (schemathesis follows these)
-JOB_LINKS = {name: {"operationRef": f"#/paths/~1v1~1jobs~1{{job_id}}{path}", "parameters": {"job_id": "$response.body#/id"}}
-             for name, path in (("GetJob", "/get"), ("GetMetrics", "~1metrics/get"), ("CancelJob", "~1cancel/post"),
-                                ("ListCheckpoints", "~1checkpoints/get"))}
+# what a client can do with the job a POST returns (schemathesis' stateful phase follows these)
+JOB_LINKS = {name: link(f"/v1/jobs/{{job_id}}{tail}", method, job_id="$response.body#/id") for name, tail, method in (
+    ("GetJob", "", "get"), ("GetMetrics", "/metrics", "get"), ("FollowEvents", "/events", "get"),
+    ("CancelJob", "/cancel", "post"), ("ListCheckpoints", "/checkpoints", "get"),
+    ("DownloadCheckpoint", "/checkpoints/{kind}", "get"), ("PlotCurves", "/curves.{fmt}", "get"))}
 
 def to_wire(job: Any) -> Job:
     return Job.model_validate(job, from_attributes=True)
