@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import datasets as db_datasets
 from db import jobs as db_jobs
-from db.session import make_session_factory
+from db.session import make_engine, make_session_factory
 from netfit.spec import JobSpec
 from worker.celery_app import RECONCILE_TASK, TRAIN_TASK, app, enqueue
 from worker.engine.checkpoints import TrainingState, weights_to_bytes
@@ -44,6 +44,11 @@ HEARTBEAT_SECONDS = _env_float("NETFIT_HEARTBEAT_SECONDS", 10)  # lease renewal 
 MAX_ATTEMPTS = int(os.environ.get("NETFIT_MAX_ATTEMPTS", "3"))  # lost attempts before "worker_lost"
 DB_RETRY_SECONDS = _env_float("NETFIT_DB_RETRY_SECONDS", 60)  # ride out a database restart
 CANCEL_POLL_SECONDS = 1.0  # should_stop() reads the database at most this often
+# A worker frozen inside a transaction (SIGSTOP, a paused VM, a swap storm) keeps the job row
+# locked, so the next worker's claim and the reconciler would wait behind it for as long as it
+# sleeps. PostgreSQL ends such a session after this long (half a lease: the row is free before
+# the lease expires); a merely slow worker's with_db_retry runs its transaction again.
+IDLE_IN_TRANSACTION_SECONDS = LEASE_SECONDS / 2
 
 # Set when Celery starts its warm shutdown (SIGTERM): the job saves its epoch and is released.
 shutting_down = threading.Event()
@@ -56,7 +61,12 @@ def _on_shutdown(**_: Any) -> None:
 
 @lru_cache
 def session_factory() -> sessionmaker[Session]:
-    return make_session_factory(os.environ.get("NETFIT_DATABASE_URL") or "sqlite:///./netfit.db")
+    url = os.environ.get("NETFIT_DATABASE_URL") or "sqlite:///./netfit.db"
+    if not url.startswith("postgresql"):
+        return make_session_factory(url)
+    timeout_ms = int(IDLE_IN_TRANSACTION_SECONDS * 1000)
+    return make_session_factory(make_engine(url, connect_args={
+        "options": f"-c idle_in_transaction_session_timeout={timeout_ms}"}))
 
 
 def with_db_retry(action: Callable[[Session], T], factory: sessionmaker[Session], *, deadline: float | None = None,
