@@ -1,10 +1,9 @@
 """The service end to end on PostgreSQL + Redis with real `python -m worker` processes:
-train, follow, download; two workers; cancel; SIGTERM and kill -9 mid-job; latency."""
+train, follow, download; two workers; cancel; latency. The fault tests are in test_faults.py."""
 
 from __future__ import annotations
 
 import json
-import signal
 import statistics
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -21,7 +20,6 @@ from tests.conftest import (
     start_worker_process, test_accuracy_of, wait_ready, wait_until,
 )
 from worker.celery_app import create_celery, enqueue
-from worker.reconciler import start_thread
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -163,159 +161,3 @@ def test_a_job_that_fails_in_the_worker_gets_a_one_line_error(stack):
     failed = stack.wait_status(job_id, "failed", "succeeded")
     assert failed["status"] == "failed" and failed["error"] and "\n" not in failed["error"]
     assert "Traceback" not in failed["error"] and len(failed["error"]) < 500
-
-
-# --------------------------------------------------------------------------- worker faults
-
-
-@pytest.fixture
-def fault_stack(tmp_path) -> Iterator[dict[str, Any]]:
-    """Own DB and broker; jobs are created through db.jobs and sent like the API sends them."""
-    with fresh_pg_database() as db_url, claimed_redis_db() as broker_url:
-        factory = make_session_factory(db_url)
-        celery = create_celery(broker_url)
-        procs: list[Proc] = []
-
-        def submit(spec: dict[str, Any]) -> str:
-            with factory() as session:
-                job = db_jobs.create_job(session, tenant="default", spec=spec, summary=None, queue="cpu")
-            enqueue(job.id, "cpu", celery)
-            return job.id
-
-        def worker(name: str) -> Proc:
-            proc = start_worker_process(service_env(db_url, broker_url), tmp_path / f"{name}.log", wait=False)
-            procs.append(proc)
-            return proc
-
-        def row(job_id: str) -> Job:
-            with factory() as session:
-                return session.get(Job, job_id)
-
-        def epochs(job_id: str) -> list[int]:
-            with factory() as session:
-                return [m.epoch for m in db_jobs.list_metrics(session, "default", job_id)]
-
-        try:
-            yield {"submit": submit, "worker": worker, "row": row, "epochs": epochs, "factory": factory,
-                   "enqueue": lambda job_id, queue: enqueue(job_id, queue, celery)}
-        finally:
-            for proc in procs:
-                proc.stop()
-            factory.kw["bind"].dispose()
-
-
-def _owner(workers: list[Proc], row: Job) -> Proc:
-    return next(w for w in workers if row.lease_owner and row.lease_owner.endswith(f":{w.pid}"))
-
-
-def test_sigterm_saves_releases_and_another_worker_finishes(fault_stack):
-    fs = fault_stack
-    first = fs["worker"]("first")
-    wait_ready(first)
-    job_id = fs["submit"](iris_spec(epochs=30, batch_size=16))
-    wait_until(lambda: fs["row"](job_id).epochs_completed >= 2, timeout=60, what="two epochs")
-    first.signal(signal.SIGTERM)
-    wait_until(lambda: not first.alive(), timeout=30, what="the worker to exit after SIGTERM")
-    released = fs["row"](job_id)
-    assert (released.status, released.releases, released.lease_expires_at) == ("queued", 1, None)
-    second = fs["worker"]("second")  # the release re-sent the message: the new worker picks it up
-    wait_ready(second)
-    wait_until(lambda: fs["row"](job_id).status == "succeeded", timeout=90, what="the job to finish on the second worker")
-    assert fs["row"](job_id).attempts == 2
-    assert fs["epochs"](job_id) == list(range(1, 31))
-
-
-def test_kill_9_mid_job_resumes_on_another_worker_with_identical_results(fault_stack):
-    fs = fault_stack
-    spec = iris_spec(epochs=20, batch_size=16)
-    workers = [fs["worker"]("a"), fs["worker"]("b")]
-    for w in workers:
-        wait_ready(w)
-    stop_reconciler = start_thread(fs["factory"], fs["enqueue"], interval=0.5, requeue_after=2.0)
-    try:
-        job_id = fs["submit"](spec)
-        wait_until(lambda: fs["row"](job_id).epochs_completed >= 3, timeout=60, what="three epochs")
-        victim = _owner(workers, fs["row"](job_id))
-        victim.signal(signal.SIGKILL)
-        killed_at = fs["row"](job_id).epochs_completed
-        wait_until(lambda: fs["row"](job_id).status == "succeeded", timeout=90, what="the job to finish after kill -9")
-    finally:
-        stop_reconciler.set()
-    done = fs["row"](job_id)
-    assert done.attempts == 2 and not done.lease_owner.endswith(f":{victim.pid}")
-    assert fs["epochs"](job_id) == list(range(1, 21))  # every epoch exactly once
-    assert killed_at < 20
-
-    # the same spec trained without interruption gives the same numbers
-    from netfit.spec import JobSpec
-    from worker.engine.data import load_data
-    from worker.engine.fit import fit
-
-    reference = fit(JobSpec.model_validate(spec), load_data(JobSpec.model_validate(spec)))
-    with fs["factory"]() as session:
-        rows = db_jobs.list_metrics(session, "default", job_id)
-    assert [r.val_loss for r in rows] == pytest.approx([h.metrics["val_loss"] for h in reference.history], rel=1e-5)
-    assert done.test_metrics["test_accuracy"] == pytest.approx(reference.test_metrics["test_accuracy"])
-
-
-@pytest.mark.xfail(strict=False, reason="in the full suite the surviving worker sometimes never takes the job over (see the issue 5 note); passes alone")
-def test_frozen_worker_past_its_lease_writes_nothing_when_it_wakes(fault_stack):
-    fs = fault_stack
-    workers = [fs["worker"]("a"), fs["worker"]("b")]
-    for w in workers:
-        wait_ready(w)
-    stop_reconciler = start_thread(fs["factory"], fs["enqueue"], interval=0.5, requeue_after=2.0)
-    try:
-        job_id = fs["submit"](iris_spec(epochs=20, batch_size=16))
-        wait_until(lambda: fs["row"](job_id).epochs_completed >= 2, timeout=60, what="two epochs")
-        frozen = _owner(workers, fs["row"](job_id))
-        frozen.signal(signal.SIGSTOP)
-        wait_until(lambda: fs["row"](job_id).status == "succeeded", timeout=90,
-                   what="the other worker to take over and finish")
-    finally:
-        stop_reconciler.set()
-        frozen.signal(signal.SIGCONT)
-    finished = fs["row"](job_id)
-    wait_until(lambda: "was superseded" in frozen.output(), timeout=30, what="the woken worker to notice it lost the job")
-    after = fs["row"](job_id)
-    assert (after.status, after.attempts, after.lease_owner, after.finished_at) == (
-        "succeeded", 2, finished.lease_owner, finished.finished_at)
-    assert not finished.lease_owner.endswith(f":{frozen.pid}")
-    assert fs["epochs"](job_id) == list(range(1, 21))
-
-
-def test_reconciler_resends_lost_work_and_gives_up_after_max_attempts(pg_url):
-    from datetime import timedelta
-
-    from sqlalchemy import update
-
-    from db.models import utcnow
-    from worker.reconciler import reconcile_once
-
-    factory = make_session_factory(pg_url)
-    sent: list[str] = []
-    with factory() as s:
-        lost = db_jobs.create_job(s, tenant="default", spec=iris_spec(), summary=None, queue="cpu").id
-        never_sent = db_jobs.create_job(s, tenant="default", spec=iris_spec(), summary=None, queue="gpu").id
-        db_jobs.mark_enqueued(s, lost)
-
-    def expire() -> None:
-        with factory() as s:
-            s.execute(update(Job).where(Job.id == lost).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
-            s.commit()
-
-    def reconcile() -> dict[str, int]:
-        return reconcile_once(factory, lambda job_id, queue: sent.append(f"{job_id}@{queue}"),
-                              max_attempts=2, requeue_after=0)
-
-    assert reconcile()["requeued"] == 2 and set(sent) == {f"{lost}@cpu", f"{never_sent}@gpu"}
-    for attempt in (1, 2):  # a worker claims it and dies, twice
-        with factory() as s:
-            assert db_jobs.claim(s, lost, "doomed", lease_seconds=30, max_attempts=2) == attempt
-        expire()
-        counts = reconcile()
-        assert counts["resumed" if attempt == 1 else "failed"] == 1
-    with factory() as s:
-        job = s.get(Job, lost)
-        assert job.status == "failed" and job.error.startswith("worker_lost")
-    factory.kw["bind"].dispose()

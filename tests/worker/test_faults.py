@@ -1,0 +1,317 @@
+"""Issue 5's fault tests: real `python -m worker` processes, PostgreSQL and Redis, and the
+faults a deployment meets — kill -9, SIGSTOP past the lease, SIGTERM, Redis restarted
+without persistence, PostgreSQL stopped mid-training, a job that kills its worker every time.
+Tests that kill a server run a private one (tests/worker/servers.py)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from db import jobs as db_jobs
+from db.models import Job
+from db.session import make_session_factory
+from tests.conftest import (
+    Proc, claimed_redis_db, fresh_pg_database, iris_spec, service_env, start_api_process,
+    start_worker_process, wait_ready, wait_until,
+)
+from tests.worker.servers import private_postgres, private_redis
+from worker.celery_app import create_celery, enqueue
+from worker.reconciler import start_thread
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+class FaultStack:
+    """A database and broker of the test's own, worker processes, a reconciler thread, and
+    jobs created and sent the way the API does it."""
+
+    def __init__(self, db_url: str, broker_url: str, logs: Path):
+        self.db_url, self.broker_url, self.logs = db_url, broker_url, logs
+        self.factory = make_session_factory(db_url)
+        self.celery = create_celery(broker_url)
+        self.workers: list[Proc] = []
+        self._stop_reconciler: list[Any] = []
+
+    def submit(self, spec: dict[str, Any]) -> str:
+        with self.factory() as session:
+            job = db_jobs.create_job(session, tenant="default", spec=spec, summary=None, queue="cpu")
+        self.enqueue(job.id, "cpu")
+        return job.id
+
+    def enqueue(self, job_id: str, queue: str) -> None:
+        enqueue(job_id, queue, self.celery)
+
+    def worker(self, **env: str) -> Proc:
+        """Start a worker (not waited for: start several, then wait_ready each)."""
+        proc = start_worker_process(service_env(self.db_url, self.broker_url, **env),
+                                    self.logs / f"worker-{len(self.workers)}.log", wait=False)
+        self.workers.append(proc)
+        return proc
+
+    def reconciler(self, **options: float) -> None:
+        """The reconciler every half second, re-sending after 2 s (the stack's beat, sped up)."""
+        self._stop_reconciler.append(start_thread(self.factory, self.enqueue, interval=0.5,
+                                                  **{"requeue_after": 2.0, **options}))
+
+    def row(self, job_id: str) -> Job:
+        with self.factory() as session:
+            return session.get(Job, job_id)
+
+    def epochs(self, job_id: str) -> list[int]:
+        with self.factory() as session:
+            return [m.epoch for m in db_jobs.list_metrics(session, "default", job_id)]
+
+    def owner(self, job_id: str) -> Proc | None:
+        """The worker process holding the job's lease."""
+        owner = self.row(job_id).lease_owner or ""
+        return next((w for w in self.workers if owner.endswith(f":{w.pid}")), None)
+
+    def wait_finished(self, job_id: str, timeout: float = 90) -> Job:
+        return wait_until(lambda: (r := self.row(job_id)).status in FINISHED and r, timeout=timeout,
+                          interval=0.1, what=f"job {job_id} to finish")
+
+    def close(self) -> None:
+        for stop in self._stop_reconciler:
+            stop.set()
+        for proc in self.workers:
+            proc.stop()
+        self.factory.kw["bind"].dispose()
+
+
+@pytest.fixture
+def fault_stack(tmp_path: Path) -> Iterator[FaultStack]:
+    with fresh_pg_database() as db_url, claimed_redis_db() as broker_url:
+        stack = FaultStack(db_url, broker_url, tmp_path)
+        try:
+            yield stack
+        finally:
+            stack.close()
+
+
+def start_workers(fs: FaultStack, n: int, **env: str) -> list[Proc]:
+    workers = [fs.worker(**env) for _ in range(n)]
+    for w in workers:
+        wait_ready(w)
+    return workers
+
+
+# --------------------------------------------------------------------------- worker faults
+
+
+def test_sigterm_saves_releases_and_another_worker_finishes(fault_stack):
+    fs = fault_stack
+    [first] = start_workers(fs, 1)
+    job_id = fs.submit(iris_spec(epochs=30, batch_size=16))
+    wait_until(lambda: fs.row(job_id).epochs_completed >= 2, timeout=60, what="two epochs")
+    first.signal(signal.SIGTERM)
+    wait_until(lambda: not first.alive(), timeout=30, what="the worker to exit after SIGTERM")
+    released = fs.row(job_id)
+    assert (released.status, released.releases, released.lease_expires_at) == ("queued", 1, None)
+    start_workers(fs, 1)  # the release re-sent the message: the new worker picks it up
+    assert fs.wait_finished(job_id).status == "succeeded"
+    assert fs.row(job_id).attempts == 2
+    assert fs.epochs(job_id) == list(range(1, 31))
+
+
+def test_kill_9_mid_job_resumes_on_another_worker_with_identical_results(fault_stack):
+    fs = fault_stack
+    spec = iris_spec(epochs=20, batch_size=16)
+    start_workers(fs, 2)
+    fs.reconciler()
+    job_id = fs.submit(spec)
+    wait_until(lambda: fs.row(job_id).epochs_completed >= 3, timeout=60, what="three epochs")
+    victim = fs.owner(job_id)
+    victim.signal(signal.SIGKILL)
+    killed_at = fs.row(job_id).epochs_completed
+    done = fs.wait_finished(job_id)
+    assert done.status == "succeeded"
+    assert done.attempts == 2 and not done.lease_owner.endswith(f":{victim.pid}")
+    assert fs.epochs(job_id) == list(range(1, 21))  # every epoch exactly once
+    assert killed_at < 20
+
+    # the same spec trained without interruption gives the same numbers
+    from netfit.spec import JobSpec
+    from worker.engine.data import load_data
+    from worker.engine.fit import fit
+
+    reference = fit(JobSpec.model_validate(spec), load_data(JobSpec.model_validate(spec)))
+    with fs.factory() as session:
+        rows = db_jobs.list_metrics(session, "default", job_id)
+    assert [r.val_loss for r in rows] == pytest.approx([h.metrics["val_loss"] for h in reference.history], rel=1e-5)
+    assert done.test_metrics["test_accuracy"] == pytest.approx(reference.test_metrics["test_accuracy"])
+
+
+def test_frozen_worker_past_its_lease_writes_nothing_when_it_wakes(fault_stack):
+    # Iris epochs are short, so the freeze often lands inside a transaction that holds the job
+    # row's lock; the takeover then relies on PostgreSQL ending that idle session (worker.tasks).
+    fs = fault_stack
+    start_workers(fs, 2)
+    fs.reconciler()
+    job_id = fs.submit(iris_spec(epochs=20, batch_size=16))
+    wait_until(lambda: fs.row(job_id).epochs_completed >= 2, timeout=60, what="two epochs")
+    frozen = fs.owner(job_id)
+    frozen.signal(signal.SIGSTOP)
+    try:
+        finished = fs.wait_finished(job_id)
+    finally:
+        frozen.signal(signal.SIGCONT)
+    wait_until(lambda: "was superseded" in frozen.output(), timeout=30, what="the woken worker to notice it lost the job")
+    after = fs.row(job_id)
+    assert (after.status, after.attempts, after.lease_owner, after.finished_at) == (
+        "succeeded", 2, finished.lease_owner, finished.finished_at)
+    assert not finished.lease_owner.endswith(f":{frozen.pid}")
+    assert fs.epochs(job_id) == list(range(1, 21))
+
+
+def test_a_job_that_kills_its_worker_every_time_fails_as_worker_lost(fault_stack):
+    """The test plays the OOM killer: whichever worker takes the job is killed -9."""
+    fs = fault_stack
+    workers = start_workers(fs, 3, NETFIT_MAX_ATTEMPTS="2")
+    fs.reconciler(max_attempts=2)
+    job_id = fs.submit(iris_spec(epochs=500, batch_size=4))
+    killed: list[Proc] = []
+
+    def oom_kill_until_it_ends() -> Job | None:
+        row = fs.row(job_id)
+        if row.status == "running" and row.attempts > len(killed) and (victim := fs.owner(job_id)):
+            victim.signal(signal.SIGKILL)
+            killed.append(victim)
+        return row if row.status in FINISHED else None
+
+    failed = wait_until(oom_kill_until_it_ends, timeout=90, interval=0.1, what="the job to give up")
+    assert (failed.status, failed.attempts, len(killed)) == ("failed", 2, 2)
+    assert failed.error.startswith("worker_lost") and "NETFIT_MAX_ATTEMPTS=2" in failed.error
+
+    # the worker it did not reach is healthy and runs the next job...
+    [survivor] = [w for w in workers if w not in killed]
+    next_job = fs.submit(iris_spec(epochs=3))
+    assert fs.wait_finished(next_job).status == "succeeded"
+    assert fs.row(next_job).lease_owner.endswith(f":{survivor.pid}") and survivor.alive()
+    # ...and the failed job was not taken up again meanwhile
+    again = fs.row(job_id)
+    assert (again.status, again.attempts) == ("failed", 2)
+
+
+# --------------------------------------------------------------------------- server faults
+
+
+def test_redis_restarted_without_persistence_forgets_queued_jobs_and_all_still_run(tmp_path):
+    """5 jobs wait in Redis behind a long one; Redis is killed and comes back empty. The worker
+    reconnects and goes on with the long job (cancelled then, to free it), and the reconciler
+    re-sends the 5."""
+    import redis
+
+    with fresh_pg_database() as db_url, private_redis() as server:
+        fs = FaultStack(db_url, server.url, tmp_path)
+        try:
+            start_workers(fs, 1)
+            long = fs.submit(iris_spec(epochs=10_000, batch_size=16))
+            wait_until(lambda: fs.row(long).status == "running", timeout=60, what="the long job to start")
+            queued = [fs.submit(iris_spec(epochs=3, seed=i)) for i in range(5)]
+            broker = redis.Redis(port=server.port)
+            assert broker.llen("cpu") == 5
+            broker.close()
+            before = fs.row(long).epochs_completed
+
+            server.kill()
+            server.start()  # same port, no data
+            fs.reconciler()
+            wait_until(lambda: fs.row(long).epochs_completed > before, timeout=60, what="the long job to go on")
+            with fs.factory() as session:
+                db_jobs.request_cancel(session, "default", long)
+            assert fs.wait_finished(long).status == "cancelled"
+            for job_id in queued:
+                done = fs.wait_finished(job_id)
+                assert done.status == "succeeded" and fs.epochs(job_id) == [1, 2, 3]
+            assert fs.row(long).attempts == 1  # the long job was never taken from its worker
+        finally:
+            fs.close()
+
+
+def test_postgres_stopped_during_training_the_job_completes_and_the_api_says_503(tmp_path):
+    outage = 10.0
+    with private_postgres() as pg, claimed_redis_db() as broker_url:
+        fs = FaultStack(pg.url, broker_url, tmp_path)
+        api = None
+        try:
+            worker = fs.worker()  # starts while the API does
+            api, base_url = start_api_process(service_env(pg.url, broker_url), tmp_path / "api.log")
+            wait_ready(worker)
+            fs.reconciler()
+            http = httpx.Client(base_url=base_url, timeout=10)
+            posted = http.post("/v1/jobs", json=iris_spec(epochs=15, batch_size=2))
+            assert posted.status_code == 201, posted.text
+            job_id = posted.json()["id"]
+            wait_until(lambda: fs.row(job_id).epochs_completed >= 1, timeout=60, what="the first epoch")
+
+            pg.stop()
+            answers = []
+            stopped_at = time.monotonic()
+
+            def ask_until_the_outage_is_over() -> bool:
+                for response in (http.get(f"/v1/jobs/{job_id}"), http.post("/v1/jobs", json=iris_spec())):
+                    answers.append((response.status_code, response.headers.get("retry-after"),
+                                    response.json().get("error")))
+                return time.monotonic() - stopped_at >= outage
+            wait_until(ask_until_the_outage_is_over, timeout=outage + 30, interval=0.5, what="the outage to last")
+            pg.start()
+
+            assert answers and set(answers) == {(503, "5", "unavailable")}, answers
+            done = fs.wait_finished(job_id)
+            assert "database unavailable" in worker.output(), "the job ended before the outage"
+            assert done.status == "succeeded" and done.epochs_completed == 15
+            assert fs.epochs(job_id) == list(range(1, 16))  # every epoch exactly once
+            assert http.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"
+        finally:
+            if api:
+                api.stop()
+            fs.close()
+
+
+# --------------------------------------------------------------------------- reconciler
+
+
+def test_reconciler_resends_lost_work_and_gives_up_after_max_attempts(pg_url):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from db.models import utcnow
+    from worker.reconciler import reconcile_once
+
+    factory = make_session_factory(pg_url)
+    sent: list[str] = []
+    with factory() as s:
+        lost = db_jobs.create_job(s, tenant="default", spec=iris_spec(), summary=None, queue="cpu").id
+        never_sent = db_jobs.create_job(s, tenant="default", spec=iris_spec(), summary=None, queue="gpu").id
+        db_jobs.mark_enqueued(s, lost)
+
+    def expire() -> None:
+        with factory() as s:
+            s.execute(update(Job).where(Job.id == lost).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+            s.commit()
+
+    def reconcile() -> dict[str, int]:
+        return reconcile_once(factory, lambda job_id, queue: sent.append(f"{job_id}@{queue}"),
+                              max_attempts=2, requeue_after=0)
+
+    assert reconcile()["requeued"] == 2 and set(sent) == {f"{lost}@cpu", f"{never_sent}@gpu"}
+    for attempt in (1, 2):  # a worker claims it and dies, twice
+        with factory() as s:
+            assert db_jobs.claim(s, lost, "doomed", lease_seconds=30, max_attempts=2) == attempt
+        expire()
+        counts = reconcile()
+        assert counts["resumed" if attempt == 1 else "failed"] == 1
+    with factory() as s:
+        job = s.get(Job, lost)
+        assert job.status == "failed" and job.error.startswith("worker_lost")
+    factory.kw["bind"].dispose()
