@@ -46,7 +46,8 @@ def check_auth(host: str, port: int, database_url: str, require_auth: bool) -> s
     factory.kw["bind"].dispose()
     active = sum(k.revoked_at is None for k in keys)
     if keys or require_auth:
-        return f"auth: on, {active} active API key(s); requests need 'Authorization: Bearer <key>'"
+        hint = "" if active else " (none yet: `netfit keys create --tenant NAME` on this database makes one)"
+        return f"auth: on, {active} active API key(s){hint}; requests need 'Authorization: Bearer <key>'"
     if not _is_loopback(host):
         raise SystemExit(f"netfit: refusing to listen on {host}:{port} with auth off: anyone who can reach it "
                          "could run and read every job. Create a key first (`netfit keys create --tenant NAME`, "

@@ -252,7 +252,7 @@ def test_start_up_auth_rules(sqlite_url, monkeypatch):
 
     monkeypatch.delenv("NETFIT_API_KEYS", raising=False)
     assert "auth: off" in check_auth("127.0.0.1", 8000, sqlite_url, require_auth=False)
-    assert "auth: on" in check_auth("0.0.0.0", 8000, sqlite_url, require_auth=True)
+    assert "none yet: `netfit keys create" in check_auth("0.0.0.0", 8000, sqlite_url, require_auth=True)
     with pytest.raises(SystemExit, match="refusing"):
         check_auth("::", 8000, sqlite_url, require_auth=False)
     new_key(sqlite_url, "team-a")
