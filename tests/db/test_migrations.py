@@ -15,8 +15,36 @@ def test_migration_matches_models_and_is_idempotent(db_url):
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
         assert diff == []
-        assert set(inspect(conn).get_table_names()) >= {"jobs", "epoch_metrics", "job_events", "checkpoints", "datasets"}
+        assert set(inspect(conn).get_table_names()) >= {"jobs", "epoch_metrics", "job_events", "checkpoints", "datasets",
+                                                         "api_keys"}
         if conn.dialect.name == "sqlite":
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    engine.dispose()
+
+
+def test_0002_downgrades_and_upgrades_a_database_with_jobs(db_url):
+    """A database from before API keys (0001, reached by downgrading): 0002 adds the table and
+    the index, and the jobs stay."""
+    from alembic import command
+
+    from db import jobs, keys
+    from db.migrate import config
+    from db.session import make_session_factory
+    from tests.conftest import iris_spec
+
+    command.downgrade(config(db_url), "0001")
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert "api_keys" not in inspect(conn).get_table_names()
+    factory = make_session_factory(engine)
+    with factory() as session:
+        job_id = jobs.create_job(session, tenant="team-a", spec=iris_spec(), summary=None, queue="cpu").id
+    upgrade(db_url)
+    with factory() as session:
+        assert jobs.count_active(session, "team-a") == 1 and jobs.get_job(session, "team-a", job_id)
+        _, key = keys.create_key(session, tenant="team-a")
+        assert keys.tenant_for(session, key) == "team-a"
+    with engine.connect() as conn:
+        assert "ix_jobs_tenant_status" in {i["name"] for i in inspect(conn).get_indexes("jobs")}
     engine.dispose()
