@@ -4,7 +4,7 @@ No Docker engine runs here, so the files are checked the way a user depends on t
 services start in the right order on healthy dependencies, every process finds the same
 database and broker, every command names a real entry point of this checkout, the GPU
 worker stays in its profile, the image build copies what exists. The migrate, api,
-worker-cpu and beat commands run as written against the local PostgreSQL and Redis.
+worker-cpu and control commands run as written against the local PostgreSQL and Redis.
 `docker-compose config` validates the file as well where that binary is installed.
 """
 
@@ -55,8 +55,8 @@ def command(service: str) -> list[str]:
 
 
 def test_stack_has_every_process_of_the_design():
-    assert set(SERVICES) == {"postgres", "redis", "migrate", "api", "worker-cpu", "worker-gpu", "beat"}
-    assert NETFIT_SERVICES == ["api", "beat", "migrate", "worker-cpu", "worker-gpu"]
+    assert set(SERVICES) == {"postgres", "redis", "migrate", "api", "worker-cpu", "worker-gpu", "control"}
+    assert NETFIT_SERVICES == ["api", "control", "migrate", "worker-cpu", "worker-gpu"]
     assert SERVICES["api"]["ports"] == ["8000:8000"]
     assert SERVICES["worker-cpu"]["deploy"]["replicas"] >= 2
 
@@ -80,7 +80,7 @@ def test_processes_start_after_a_migrated_database_and_a_live_broker():
     assert depends_on("migrate") == {"postgres": "service_healthy"}
     # A one-shot job: restarting it would keep `service_completed_successfully` from firing.
     assert SERVICES["migrate"]["restart"] == "no"
-    for name in ["api", "worker-cpu", "worker-gpu", "beat"]:
+    for name in ["api", "worker-cpu", "worker-gpu", "control"]:
         assert depends_on(name) == {
             "migrate": "service_completed_successfully",
             "redis": "service_healthy",
@@ -172,12 +172,14 @@ def test_migrate_command_creates_the_schema_on_postgresql():
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.slow
-def test_stack_commands_train_jobs_and_beat_resends_a_lost_one(pg_url, redis_url, tmp_path):
-    """api, worker-cpu and beat started with their compose commands and environment (hosts
-    pointed at the local servers): a posted job trains, and a queued job whose message never
-    reached the broker is sent again by beat's reconciler and trains too."""
+def test_stack_commands_train_jobs_and_control_resends_a_lost_one_while_workers_are_busy(pg_url, redis_url, tmp_path):
+    """api, worker-cpu and control started with their compose commands and environment (hosts
+    pointed at the local servers). While the only CPU worker trains a posted job, a queued job
+    whose message never reached the broker is sent again by control's reconciler (on the cpu
+    queue that pass would wait for the job to end); once the first job is cancelled it trains."""
     from db.jobs import create_job
     from db.keys import create_key
+    from db.models import Job
     from db.session import make_session_factory
 
     def start(service: str, args: list[str]) -> Proc:
@@ -190,9 +192,10 @@ def test_stack_commands_train_jobs_and_beat_resends_a_lost_one(pg_url, redis_url
         return procs[-1]
 
     procs: list[Proc] = []
+    factory = make_session_factory(pg_url)
     try:
         worker = start("worker-cpu", command("worker-cpu"))
-        start("beat", command("beat"))
+        start("control", command("control"))
         port = str(free_port())
         api_args = [port if a == "8000" else "127.0.0.1" if a == "0.0.0.0" else a for a in command("api")]
         api = start("api", api_args)
@@ -202,27 +205,37 @@ def test_stack_commands_train_jobs_and_beat_resends_a_lost_one(pg_url, redis_url
 
         # the stack requires a key (NETFIT_REQUIRE_AUTH): without one, nothing
         assert httpx.get(f"{base_url}/v1/jobs", timeout=30).status_code == 401
-        factory = make_session_factory(pg_url)
         with factory() as session:
             _, key = create_key(session, tenant="team")
-            # written but never enqueued: its message is "lost"
+        auth = {"Authorization": f"Bearer {key}"}
+        http = httpx.Client(base_url=base_url, headers=auth, timeout=30)
+        posted = http.post("/v1/jobs", json=iris_spec(epochs=10_000))
+        assert posted.status_code == 201, posted.text
+        busy = posted.json()["id"]
+        wait_until(lambda: http.get(f"/v1/jobs/{busy}").json()["epochs_completed"] >= 1, timeout=90,
+                   what="the posted job to train")
+        with factory() as session:  # written but never enqueued: its message is "lost"
             lost = create_job(session, tenant="team", spec=iris_spec(epochs=3), summary=None,
                               queue="cpu", device="cpu").id
-        factory.kw["bind"].dispose()
-        auth = {"Authorization": f"Bearer {key}"}
-        posted = httpx.post(f"{base_url}/v1/jobs", json=iris_spec(epochs=3), headers=auth, timeout=30)
-        assert posted.status_code == 201, posted.text
 
-        for job_id in (posted.json()["id"], lost):
+        def resent() -> bool:
+            with factory() as session:
+                return session.get(Job, lost).enqueued_at is not None
+        wait_until(resent, timeout=60, what="the reconciler to re-send the lost job")
+        assert http.get(f"/v1/jobs/{busy}").json()["status"] == "running"  # the worker is still busy
+
+        assert http.post(f"/v1/jobs/{busy}/cancel").status_code == 200
+        for job_id, status, epochs in ((busy, "cancelled", None), (lost, "succeeded", 3)):
             def finished(job_id=job_id):
-                job = httpx.get(f"{base_url}/v1/jobs/{job_id}", headers=auth, timeout=10).json()
+                job = http.get(f"/v1/jobs/{job_id}", timeout=10).json()
                 return job if job["status"] in ("succeeded", "failed", "cancelled") else None
             job = wait_until(finished, timeout=90, what=f"job {job_id} to finish")
-            assert job["status"] == "succeeded", job
-            assert job["epochs_completed"] == 3
+            assert job["status"] == status, job
+            assert epochs is None or job["epochs_completed"] == epochs
     finally:
         for proc in procs:
             proc.stop()
+        factory.kw["bind"].dispose()
 
 
 def test_api_healthcheck_fails_when_the_api_is_unhealthy():

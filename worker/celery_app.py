@@ -1,10 +1,10 @@
 """The Celery app: broker settings and routing only. No torch here — the API imports this
-module to enqueue, and `celery beat` runs from it.
+module to enqueue, and the stack's `control` service (beat + the reconcile task) runs from it.
 
 Settings come from the environment (the same variables in every process):
   NETFIT_BROKER_URL   redis://… in the stack; default: a file broker under ./.netfit/broker
                       that needs no server (embedded mode). "filesystem://PATH" picks its folder.
-  NETFIT_RECONCILE_SECONDS  how often beat runs the reconciler (default 15).
+  NETFIT_RECONCILE_SECONDS  how often beat sends the reconcile task (default 15).
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ from celery import Celery
 from kombu import Queue
 
 TRAIN_TASK = "worker.tasks.train_job"
-RECONCILE_TASK = "worker.tasks.reconcile"
-QUEUES = ("cpu", "gpu")
+RECONCILE_TASK = "worker.reconciler.reconcile"
+QUEUES = ("cpu", "gpu")  # training
+# The reconcile task's own queue: a training worker runs one job at a time (solo pool), so on
+# cpu a reconcile would wait until some job ends — exactly when jobs may be lost.
+CONTROL_QUEUE = "control"
 DEFAULT_BROKER = "filesystem://.netfit/broker"
 
 
@@ -63,7 +66,7 @@ def create_celery(broker_url: str | None = None) -> Celery:
         # results and status live in our database, not in a Celery result backend
         task_ignore_result=True,
         result_backend=None,
-        task_queues=[Queue(name) for name in QUEUES],
+        task_queues=[Queue(name) for name in (*QUEUES, CONTROL_QUEUE)],
         task_default_queue="cpu",
         task_serializer="json",
         accept_content=["json"],
@@ -80,7 +83,7 @@ def create_celery(broker_url: str | None = None) -> Celery:
             "reconcile": {
                 "task": RECONCILE_TASK,
                 "schedule": float(os.environ.get("NETFIT_RECONCILE_SECONDS", "15")),
-                "options": {"queue": "cpu", "expires": 30},  # a stale reconcile message is useless
+                "options": {"queue": CONTROL_QUEUE, "expires": 30},  # a stale reconcile message is useless
             },
         },
     )

@@ -5,7 +5,9 @@
 - a running job whose lease expired lost its worker: send it again so another worker claims
   it and resumes from its last saved epoch — or, after NETFIT_MAX_ATTEMPTS lost attempts,
   fail it with "worker_lost".
-It runs as a Celery beat task in the stack and as a thread in `netfit serve`.
+It runs as a thread in `netfit serve` and, in the stack, as the `reconcile` task that Celery
+beat schedules every NETFIT_RECONCILE_SECONDS on the `control` queue: the `control` service
+consumes it with beat embedded, so a pass never waits behind a training job.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import jobs as db_jobs
 from db.models import utcnow
+from worker.celery_app import RECONCILE_TASK, app, enqueue
 
 log = logging.getLogger("netfit.reconciler")
 
@@ -70,3 +73,10 @@ def start_thread(session_factory: sessionmaker[Session], enqueue: Callable[[str,
 
     threading.Thread(target=loop, name="reconciler", daemon=True).start()
     return stop
+
+
+@app.task(name=RECONCILE_TASK)
+def reconcile() -> dict[str, int]:
+    from worker.database import session_factory
+
+    return reconcile_once(session_factory(), enqueue)

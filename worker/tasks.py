@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any, TypeVar
 
 from celery.signals import worker_shutting_down
@@ -23,9 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import datasets as db_datasets
 from db import jobs as db_jobs
-from db.session import make_engine, make_session_factory
 from netfit.spec import JobSpec
-from worker.celery_app import RECONCILE_TASK, TRAIN_TASK, app, enqueue
+from worker.celery_app import TRAIN_TASK, app, enqueue
+from worker.database import LEASE_SECONDS, session_factory
 from worker.engine.checkpoints import TrainingState, weights_to_bytes
 from worker.engine.data import load_data
 from worker.engine.errors import DataError, SpecError
@@ -39,16 +38,10 @@ def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
-LEASE_SECONDS = _env_float("NETFIT_LEASE_SECONDS", 30)  # a silent worker loses its job after this
 HEARTBEAT_SECONDS = _env_float("NETFIT_HEARTBEAT_SECONDS", 10)  # lease renewal period
 MAX_ATTEMPTS = int(os.environ.get("NETFIT_MAX_ATTEMPTS", "3"))  # lost attempts before "worker_lost"
 DB_RETRY_SECONDS = _env_float("NETFIT_DB_RETRY_SECONDS", 60)  # ride out a database restart
 CANCEL_POLL_SECONDS = 1.0  # should_stop() reads the database at most this often
-# A worker frozen inside a transaction (SIGSTOP, a paused VM, a swap storm) keeps the job row
-# locked, so the next worker's claim and the reconciler would wait behind it for as long as it
-# sleeps. PostgreSQL ends such a session after this long (half a lease: the row is free before
-# the lease expires); a merely slow worker's with_db_retry runs its transaction again.
-IDLE_IN_TRANSACTION_SECONDS = LEASE_SECONDS / 2
 
 # Set when Celery starts its warm shutdown (SIGTERM): the job saves its epoch and is released.
 shutting_down = threading.Event()
@@ -57,16 +50,6 @@ shutting_down = threading.Event()
 @worker_shutting_down.connect
 def _on_shutdown(**_: Any) -> None:
     shutting_down.set()
-
-
-@lru_cache
-def session_factory() -> sessionmaker[Session]:
-    url = os.environ.get("NETFIT_DATABASE_URL") or "sqlite:///./netfit.db"
-    if not url.startswith("postgresql"):
-        return make_session_factory(url)
-    timeout_ms = int(IDLE_IN_TRANSACTION_SECONDS * 1000)
-    return make_session_factory(make_engine(url, connect_args={
-        "options": f"-c idle_in_transaction_session_timeout={timeout_ms}"}))
 
 
 def with_db_retry(action: Callable[[Session], T], factory: sessionmaker[Session], *, deadline: float | None = None,
@@ -261,9 +244,3 @@ def warm_up() -> None:
 def train_job(job_id: str) -> str:
     return run_job(job_id)
 
-
-@app.task(name=RECONCILE_TASK)
-def reconcile() -> dict[str, int]:
-    from worker.reconciler import reconcile_once
-
-    return reconcile_once(session_factory(), enqueue)

@@ -1,0 +1,30 @@
+"""The database sessions of the worker processes: the training workers and the reconciler.
+
+Kept apart from worker.tasks so that the reconciler's process does not import torch.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.session import make_engine, make_session_factory
+
+LEASE_SECONDS = float(os.environ.get("NETFIT_LEASE_SECONDS", 30))  # a silent worker loses its job after this
+# A worker frozen inside a transaction (SIGSTOP, a paused VM, a swap storm) keeps the job row
+# locked, so the next worker's claim and the reconciler would wait behind it for as long as it
+# sleeps. PostgreSQL ends such a session after this long (half a lease: the row is free before
+# the lease expires); a merely slow worker's with_db_retry runs its transaction again.
+IDLE_IN_TRANSACTION_SECONDS = LEASE_SECONDS / 2
+
+
+@lru_cache
+def session_factory() -> sessionmaker[Session]:
+    url = os.environ.get("NETFIT_DATABASE_URL") or "sqlite:///./netfit.db"
+    if not url.startswith("postgresql"):
+        return make_session_factory(url)
+    timeout_ms = int(IDLE_IN_TRANSACTION_SECONDS * 1000)
+    return make_session_factory(make_engine(url, connect_args={
+        "options": f"-c idle_in_transaction_session_timeout={timeout_ms}"}))
