@@ -130,6 +130,19 @@ def test_metrics_are_visible_while_running_and_cancel_stops_it(stack):
     assert {c["kind"] for c in stack.http.get(f"/v1/jobs/{job['id']}/checkpoints").json()} == {"best", "last"}
 
 
+def test_cancel_stops_a_job_inside_a_long_epoch(stack):
+    # one epoch is 180,000 steps of batch 1 (well over 10 s): only the in-epoch check can stop it
+    spec = iris_spec(epochs=1, batch_size=1)
+    spec["dataset"] = {"synthetic": {"kind": "moons", "n_samples": 300_000}}
+    spec["model"]["layers"][-1]["units"] = 2
+    job = stack.submit(spec)
+    stack.wait_status(job["id"], "running")
+    assert stack.http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    done = stack.wait_status(job["id"], "cancelled", "succeeded", "failed", timeout=60)
+    assert (done["status"], done["stop_reason"], done["epochs_completed"]) == ("cancelled", "cancelled", 0)
+    assert stack.http.get(f"/v1/jobs/{job['id']}/metrics").json() == []
+
+
 def test_cancel_queued_job_is_never_run(stack):
     job = stack.submit(iris_spec(device="cuda"))  # the gpu queue: no worker here consumes it
     assert job["queue"] == "gpu"
