@@ -27,9 +27,11 @@ services:
 test: install services
 	$(VENV)/bin/pytest
 
-bench: install
+# every benchmark (engine, service, api, throughput) with its goal, PASS or MISS; ~10 min.
+# needs PostgreSQL and Redis (like `make test`); BENCH="engine --rounds 9" picks sections and options
+bench: install services
 	$(PY) -m pip install -q -e '.[bench]'
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) netfit.db* .pytest_cache

@@ -225,6 +225,7 @@ def measure(data: BenchData, setups: list[Setup], rounds: int, names: list[str])
     torch.manual_seed(0)
     epochs = {s: {name: CONTENDERS[name](data, s) for name in names} for s in setups}
     times: dict[Setup, dict[str, list[float]]] = {s: {name: [] for name in names} for s in setups}
+    threads = torch.get_num_threads()
     for r in range(rounds + 1):  # round 0 warms up caches, allocator and thread pool
         for s in setups:
             for name in names if r % 2 else names[::-1]:  # alternate the order: no one always goes first
@@ -232,6 +233,9 @@ def measure(data: BenchData, setups: list[Setup], rounds: int, names: list[str])
                 own = epochs[s][name]()
                 if r:
                     times[s][name].append(own if own is not None else time.perf_counter() - began)
+                if torch.get_num_threads() != threads:  # every contender must get the same threads
+                    raise RuntimeError(f"{name} changed torch's threads from {threads} to {torch.get_num_threads()}")
+        print(f"  {'warm-up round' if r == 0 else f'round {r}/{rounds}'} done", flush=True)
     return times
 
 

@@ -181,10 +181,14 @@ def api_load(report: Report, stack: stacks.Stack, quick: bool, concurrency: int 
                 f"one process) shares the CPU with the API")
     for key, path, goal in ((f"metrics_{n_epochs}_epochs", f"/v1/jobs/{long_id}/metrics", ("<=", 50.0)),
                             (f"list_jobs_{n_jobs}", "/v1/jobs", None)):
+        # one client alone first: the time one request costs the server, before any queueing
+        alone, _ = asyncio.run(_hammer(stack.base_url, path, requests // 20, 1))
+        report.figure(f"{key}_1_client_p50_ms", percentile([x * ms for x in alone], 50), "ms",
+                      label=f"GET {path.replace(long_id, '{id}')}, 1 client, p50")
         asyncio.run(_hammer(stack.base_url, path, concurrency, concurrency))  # warm connections and caches
         latencies, seconds = asyncio.run(_hammer(stack.base_url, path, requests, concurrency))
         lat_ms = [x * ms for x in latencies]
-        report.figure(f"{key}_p50_ms", percentile(lat_ms, 50), "ms", label=f"GET {path.replace(long_id, '{id}')} p50")
+        report.figure(f"{key}_p50_ms", percentile(lat_ms, 50), "ms", label=f"  {concurrency} clients, p50")
         report.figure(f"{key}_p99_ms", percentile(lat_ms, 99), "ms", goal=goal, label="  p99")
         report.figure(f"{key}_rps", len(latencies) / seconds, "req/s", label="  requests/s")
 

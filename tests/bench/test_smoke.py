@@ -1,0 +1,78 @@
+"""`python -m bench ... --quick` runs end to end and reports every figure it promises.
+
+Timings are not judged here (speed goals live in the benchmark's own PASS/MISS lines); what
+is checked is that each section ran and measured something real: positive, finite figures,
+and a PASS or MISS printed for every goal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT
+
+# looked up, not imported: keras picks its backend once, at import, and this process needs none
+pytestmark = pytest.mark.skipif(not all(find_spec(name) for name in ("lightning", "keras")),
+                                reason="the bench extras are not installed: pip install -e '.[bench]'")
+
+
+def run_bench(args: list[str], out: Path) -> tuple[str, dict[str, Any]]:
+    # one torch thread: two would spin against the suite's other processes on a small machine
+    command = [sys.executable, "-m", "bench", *args, "--quick", "--threads", "1", "--out", str(out)]
+    done = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout, json.loads(out.read_text())
+
+
+def figures(section: dict[str, Any]) -> dict[str, float]:
+    return {key: entry["value"] for key, entry in section.items() if isinstance(entry, dict) and "value" in entry}
+
+
+def assert_judged(stdout: str, summary: dict[str, Any]) -> None:
+    assert summary["goals"], "no goal was judged"
+    for goal in summary["goals"]:
+        verdict = "PASS" if goal["passed"] else "MISS"
+        assert f"{verdict}  {goal['section']}: {goal['key']}" in stdout
+
+
+@pytest.mark.slow
+def test_engine_section_times_every_contender(tmp_path: Path) -> None:
+    stdout, summary = run_bench(["engine"], tmp_path / "engine.json")
+    engine = summary["sections"]["engine"]
+    for setup in ("128_b64", "128_b256", "512-256_dropout_b256"):
+        seconds = engine[f"{setup}_seconds"]["median"]
+        assert set(seconds) == {"engine", "hand_fused", "hand_plain", "tutorial", "lightning", "keras"}
+        assert all(0 < s < 60 for s in seconds.values()), seconds
+    values = figures(engine)
+    assert values and all(v > 0 and math.isfinite(v) for v in values.values()), values
+    # achieved GFLOP/s can't beat the measured peak by much (a factor of 2 allows for noise)
+    assert values["128_b256_engine_gflops"] < 2 * values["matmul_peak_gflops"]
+    assert_judged(stdout, summary)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.skipif(not os.environ.get("NETFIT_BENCH_SMOKE"),
+                    reason="starts three service stacks (~2 min); set NETFIT_BENCH_SMOKE=1 to run it")
+def test_service_sections_report_every_figure(tmp_path: Path) -> None:
+    stdout, summary = run_bench(["service", "api", "throughput"], tmp_path / "services.json")
+    sections = summary["sections"]
+    assert set(sections) == {"service_embedded", "service_redis_pg", "throughput_redis_pg", "api_redis_pg"}
+    for name, section in sections.items():
+        values = figures(section)
+        assert values and all(v > 0 and math.isfinite(v) for v in values.values()), (name, values)
+    for stack in ("embedded", "redis_pg"):
+        # the service can't train faster than the engine it runs
+        assert sections[f"service_{stack}"]["mnist_5_epochs_overhead"]["value"] >= 1
+    assert_judged(stdout, summary)
