@@ -453,7 +453,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with Client(base_url=args.url, api_key=args.api_key) as client:
             return args.run(client, args)
     except NetfitError as exc:
-        print(f"netfit: {exc}", file=sys.stderr)
+        # a server fault is for its operator: the request id finds it in the server's log
+        trace = f" (request id {exc.request_id})" if exc.status_code >= 500 and exc.request_id else ""
+        print(f"netfit: {exc}{trace}", file=sys.stderr)
         return 1
     except (ValueError, OSError) as exc:  # a spec file that is missing or not JSON, an unwritable -o
         print(f"netfit: {exc}", file=sys.stderr)

@@ -35,12 +35,14 @@ CURVE_FORMATS = ("png", "svg")
 class NetfitError(Exception):
     """An error answer from the API: HTTP status, a short code, a sentence and per-field details."""
 
-    def __init__(self, status_code: int, error: str, message: str, details: list[dict] | None = None):
+    def __init__(self, status_code: int, error: str, message: str, details: list[dict] | None = None,
+                 request_id: str | None = None):
         super().__init__(message)
         self.status_code = status_code
         self.error = error
         self.message = message
         self.details = details or []
+        self.request_id = request_id  # quote it to the operator: the server's log lines carry it
 
     def __str__(self) -> str:
         where = "; ".join(
@@ -58,7 +60,8 @@ class NetfitError(Exception):
             body = None
         if isinstance(body, dict) and "message" in body:
             return cls(response.status_code, str(body.get("error", "error")), str(body["message"]),
-                       [d for d in body.get("details") or [] if isinstance(d, dict)])
+                       [d for d in body.get("details") or [] if isinstance(d, dict)],
+                       body.get("request_id") or response.headers.get("x-request-id"))
         # not our error body (a proxy, a server too old or too broken to answer properly)
         text = response.text.strip().splitlines()[0][:200] if response.text.strip() else response.reason_phrase
         return cls(response.status_code, "http_error", f"HTTP {response.status_code} from {response.request.url}: {text}")

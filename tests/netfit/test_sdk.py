@@ -178,6 +178,7 @@ def test_errors_carry_the_status_and_a_message_naming_the_problem(client: Client
     with pytest.raises(NetfitError) as missing:
         client.job("no-such-job")
     assert missing.value.status_code == 404 and "no-such-job" in str(missing.value)
+    assert missing.value.request_id  # what an operator greps the server's log for
 
     bad = iris_spec()
     bad["model"] = {"layers": [{"type": "linear", "units": 16}, {"type": "relu"}, {"type": "linear", "units": 5}]}
