@@ -46,6 +46,7 @@ class PrivateRedis:
     def kill(self) -> None:
         self.proc.signal(signal.SIGKILL)
         self.proc.popen.wait(10)
+        self.proc.stop()  # closes its log
 
 
 @contextmanager

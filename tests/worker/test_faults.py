@@ -6,6 +6,7 @@ Tests that kill a server run a private one (tests/worker/servers.py)."""
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,6 +171,39 @@ def test_frozen_worker_past_its_lease_writes_nothing_when_it_wakes(fault_stack):
         "succeeded", 2, finished.lease_owner, finished.finished_at)
     assert not finished.lease_owner.endswith(f":{frozen.pid}")
     assert fs.epochs(job_id) == list(range(1, 21))
+
+
+def test_a_worker_frozen_inside_a_transaction_does_not_keep_the_job_row_locked(pg_url, tmp_path):
+    """The cause of the takeover above hanging, made certain: a worker process stops while its
+    transaction holds the job row's lock. PostgreSQL ends that session after half a lease
+    (worker.database), so the next worker's claim goes through instead of waiting for it."""
+    from sqlalchemy import text
+
+    factory = make_session_factory(pg_url)
+    with factory() as session:
+        job_id = db_jobs.create_job(session, tenant="default", spec=iris_spec(), summary=None, queue="cpu").id
+        assert db_jobs.claim(session, job_id, "frozen", lease_seconds=0, max_attempts=3) == 1
+    code = f"""
+import os, signal
+from sqlalchemy import update
+from db.models import Job
+from worker.database import session_factory
+with session_factory()() as session:
+    session.execute(update(Job).where(Job.id == {job_id!r}).values(epochs_completed=1))
+    print("row locked", flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)
+"""
+    frozen = Proc([sys.executable, "-c", code], {"NETFIT_DATABASE_URL": pg_url, "NETFIT_LEASE_SECONDS": "2"},
+                  tmp_path / "frozen.log")
+    try:
+        wait_until(lambda: "row locked" in frozen.output() or not frozen.alive(), timeout=60, what="the row lock")
+        with factory() as session:
+            session.execute(text("SET lock_timeout = '20s'"))  # without the fix: fail, not hang
+            assert db_jobs.claim(session, job_id, "next", lease_seconds=30, max_attempts=3) == 2
+    finally:
+        frozen.signal(signal.SIGCONT)
+        frozen.stop()
+        factory.kw["bind"].dispose()
 
 
 def test_a_job_that_kills_its_worker_every_time_fails_as_worker_lost(fault_stack):
