@@ -30,6 +30,12 @@ def format_event(event_id: int, kind: str, data: dict[str, Any]) -> str:
     return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(finite_json(data), separators=(',', ':'))}\n\n"
 
 
+def _event_id(header: str | None) -> int:
+    """Last-Event-ID as a row id; anything else ("²", 30 digits, text) replays from the start."""
+    value = (header or "").strip()
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else 0
+
+
 async def job_event_stream(request: Request, tenant: str, job_id: str,
                            last_event_id: str | None) -> AsyncIterator[str] | None:
     """The stream of a job's events after last_event_id; None if the tenant has no such job."""
@@ -42,7 +48,7 @@ async def job_event_stream(request: Request, tenant: str, job_id: str,
                 return [], None
             return [(e.id, e.kind, e.data) for e in db_jobs.events_after(session, job_id, after)], job.status
 
-    after = int(last_event_id) if last_event_id and last_event_id.strip().isdigit() else 0
+    after = _event_id(last_event_id)
     rows, status = await run_in_threadpool(read, after)
     if status is None:
         return None

@@ -23,6 +23,8 @@ MAX_SAMPLE_VALUES = 1_048_576
 MAX_VALUES = 100_000_000
 # epochs x samples: what one job may ask a worker to push through its network
 MAX_SAMPLE_EPOCHS = 1_000_000_000
+# ids of jobs and data sets: url-safe, so that a stray byte never reaches a query
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 class Strict(BaseModel):
@@ -115,7 +117,7 @@ class DatasetRef(Strict):
 
     builtin: BuiltinName | None = None
     synthetic: SyntheticSet | None = None
-    id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    id: str | None = Field(None, pattern=ID_PATTERN)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DatasetRef:
@@ -413,6 +415,14 @@ class Training(Strict):
 
 class JobSpec(Strict):
     name: str | None = Field(None, max_length=200)
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, name: str | None) -> str | None:
+        # stored and shown: no NUL (PostgreSQL refuses it), control characters or lone surrogates
+        if name is not None and not name.isprintable():
+            raise ValueError("use printable text, without control characters")
+        return name
     dataset: DatasetRef
     split: Split = Split()
     preprocess: Preprocess = Preprocess()

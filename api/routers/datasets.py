@@ -5,18 +5,25 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Path, UploadFile
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
 from api.errors import ApiError, describe, not_found
 from api.responses import errors, link
 from db import datasets as db_datasets
 from netfit.models import Dataset
+from netfit.spec import ID_PATTERN
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=errors(401, 404, 422, 503))
 
+DatasetId = Annotated[str, Path(pattern=ID_PATTERN, description="the id that POST /v1/datasets returned")]
 FORMATS = {".csv": "csv", ".npz": "npz"}
 PICKLES = {".pt", ".pth", ".pkl", ".pickle", ".joblib", ".ckpt"}
+
+
+def printable(text: str) -> str:
+    """A client's file name as netfit stores and quotes it: control characters become '?'."""
+    return "".join(c if c.isprintable() else "?" for c in text)[:200]
 
 
 def _format(filename: str) -> str:
@@ -44,7 +51,10 @@ def upload_dataset(
     from worker.engine.data import read_upload, to_npz_bytes
     from worker.engine.errors import DataError, UnsupportedFile
 
-    filename = file.filename or "upload"
+    filename = printable(file.filename or "upload")
+    if name is not None and not name.isprintable():
+        detail = {"loc": ["name"], "msg": "use printable text, without control characters"}
+        raise ApiError(422, describe([detail], "the upload is invalid"), details=[detail])
     fmt = _format(filename)
     content = file.file.read(settings.max_upload_bytes + 1)
     if len(content) > settings.max_upload_bytes:
@@ -73,7 +83,7 @@ def list_datasets(session: SessionDep, tenant: PrincipalDep) -> list[Dataset]:
 
 
 @router.get("/{dataset_id}", response_model=Dataset, summary="One uploaded data set")
-def get_dataset(dataset_id: str, session: SessionDep, tenant: PrincipalDep) -> Dataset:
+def get_dataset(dataset_id: DatasetId, session: SessionDep, tenant: PrincipalDep) -> Dataset:
     row = db_datasets.get_dataset(session, tenant, dataset_id)
     if row is None:
         raise not_found("data set", dataset_id)

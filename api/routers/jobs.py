@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
@@ -18,9 +18,10 @@ from api.settings import Settings
 from db import datasets as db_datasets
 from db import jobs as db_jobs
 from netfit.models import Checkpoint, EpochMetrics, Job, JobStatus, ModelSummary, Page
-from netfit.spec import JobSpec
+from netfit.spec import ID_PATTERN, JobSpec
 
 log = logging.getLogger("netfit.api")
+JobId = Annotated[str, Path(pattern=ID_PATTERN, description="the id that POST /v1/jobs returned")]
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=errors(401, 404, 422, 503))
 # what a client can do with the job a POST returns (schemathesis' stateful phase follows these)
 JOB_LINKS = {name: link(f"/v1/jobs/{{job_id}}{tail}", method, job_id="$response.body#/id") for name, tail, method in (
@@ -124,18 +125,18 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=Job, summary="A job's status and results")
-def get_job(job_id: str, session: SessionDep, tenant: PrincipalDep) -> Job:
+def get_job(job_id: JobId, session: SessionDep, tenant: PrincipalDep) -> Job:
     return to_wire(_owned(session, tenant, job_id))
 
 
 @router.get("/{job_id}/metrics", response_model=list[EpochMetrics], summary="One row per finished epoch")
-def get_metrics(job_id: str, session: SessionDep, tenant: PrincipalDep) -> list[EpochMetrics]:
+def get_metrics(job_id: JobId, session: SessionDep, tenant: PrincipalDep) -> list[EpochMetrics]:
     _owned(session, tenant, job_id)
     return [EpochMetrics.model_validate(r, from_attributes=True) for r in db_jobs.list_metrics(session, tenant, job_id)]
 
 
 @router.post("/{job_id}/cancel", response_model=Job, summary="Stop a queued or running job")
-def cancel_job(job_id: str, session: SessionDep, tenant: PrincipalDep) -> Job:
+def cancel_job(job_id: JobId, session: SessionDep, tenant: PrincipalDep) -> Job:
     """A queued job ends `cancelled` at once; a running one within an epoch or ~2 s. A job
     that already ended is returned unchanged."""
     job = db_jobs.request_cancel(session, tenant, job_id)
@@ -145,7 +146,7 @@ def cancel_job(job_id: str, session: SessionDep, tenant: PrincipalDep) -> Job:
 
 
 @router.get("/{job_id}/checkpoints", response_model=list[Checkpoint], summary="The saved weights")
-def list_checkpoints(job_id: str, session: SessionDep, tenant: PrincipalDep) -> list[Checkpoint]:
+def list_checkpoints(job_id: JobId, session: SessionDep, tenant: PrincipalDep) -> list[Checkpoint]:
     _owned(session, tenant, job_id)
     return [Checkpoint(kind=c.kind, epoch=c.epoch, metrics=c.metrics, size_bytes=c.size, sha256=c.sha256,
                        created_at=c.created_at) for c in db_jobs.list_checkpoints(session, tenant, job_id)]
@@ -153,7 +154,7 @@ def list_checkpoints(job_id: str, session: SessionDep, tenant: PrincipalDep) -> 
 
 @router.get("/{job_id}/checkpoints/{kind}", summary="Download weights as safetensors",
             response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
-def download_checkpoint(job_id: str, kind: Literal["best", "last"], session: SessionDep, tenant: PrincipalDep) -> Response:
+def download_checkpoint(job_id: JobId, kind: Literal["best", "last"], session: SessionDep, tenant: PrincipalDep) -> Response:
     job = _owned(session, tenant, job_id)
     checkpoint = db_jobs.get_checkpoint(session, tenant, job_id, kind)
     if checkpoint is None:
@@ -167,7 +168,7 @@ def download_checkpoint(job_id: str, kind: Literal["best", "last"], session: Ses
 
 @router.get("/{job_id}/curves.{fmt}", summary="Learning curves (train vs validation)",
             response_class=Response, responses={200: {"content": {"image/svg+xml": {}, "image/png": {}}}})
-def curves(job_id: str, fmt: Literal["svg", "png"], session: SessionDep, tenant: PrincipalDep) -> Response:
+def curves(job_id: JobId, fmt: Literal["svg", "png"], session: SessionDep, tenant: PrincipalDep) -> Response:
     from netfit.plots import learning_curves
 
     job = _owned(session, tenant, job_id)
@@ -182,7 +183,7 @@ def curves(job_id: str, fmt: Literal["svg", "png"], session: SessionDep, tenant:
 @router.get("/{job_id}/events", summary="Live events (Server-Sent Events)",
             response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
 async def events(
-    job_id: str, request: Request, tenant: PrincipalDep,
+    job_id: JobId, request: Request, tenant: PrincipalDep,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """`event: status` (data: status, stop_reason, error, …) and `event: epoch` (data: the

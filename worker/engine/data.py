@@ -76,7 +76,7 @@ def _encode_labels(y: np.ndarray, y_test: np.ndarray | None, name: str):
         values = np.unique(both)
         if y.dtype.kind in "US" or len(values) <= MAX_CLASSES:
             if len(values) < 2:
-                raise DataError(f"{name} holds a single class ({values[0]!r}); a classifier needs at least 2")
+                raise DataError(f"{name} holds a single class ('{values[0]}'); a classifier needs at least 2")
             codes = lambda a: None if a is None else np.searchsorted(values, a).astype(np.int64)  # noqa: E731
             return codes(y), codes(y_test), [str(v) for v in values]
     if y.dtype.kind in "US":
