@@ -120,6 +120,10 @@ def claimed_redis_db() -> Iterator[str]:
         client = redis.Redis(host=REDIS_HOST, port=6379, db=index)
         # claim the index for this run; a parallel run holding it is skipped
         if client.set("netfit-test-owner", owner, nx=True, ex=1800):
+            # a run that was killed leaves its messages behind; a new worker would get them
+            for key in client.scan_iter():
+                if key != b"netfit-test-owner":
+                    client.delete(key)
             break
         client.close()
     else:
