@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: small data, one round, few jobs")
     parser.add_argument("--rounds", type=int, help="engine: timed rounds after one warm-up round (default 5)")
     parser.add_argument("--contenders", nargs="+", choices=list(engine.CONTENDERS), help="engine: default all")
-    parser.add_argument("--threads", type=int, help="torch CPU threads for every contender (default: torch's)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads for every contender and service process (default: torch's)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON summary (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
     chosen = list(SECTIONS) if not args.sections or "all" in args.sections else args.sections
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    # a kill runs the same clean-up as Ctrl-C: the service processes stop, the database is dropped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = Report()
     began = time.monotonic()
     if "engine" in chosen:
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     if services:
         from bench import services as service_benchmarks
 
-        service_benchmarks.run(report, services, quick=args.quick)
+        service_benchmarks.run(report, services, quick=args.quick, threads=args.threads)
     report.summary()
     print(f"\n({time.monotonic() - began:.0f} s)")
     report.write(args.out, argv)

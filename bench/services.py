@@ -152,15 +152,18 @@ def insert_jobs(db_url: str, template: dict[str, Any], n_jobs: int, n_epochs: in
     return long_id
 
 
-async def _hammer(base_url: str, path: str, requests: int, concurrency: int) -> tuple[list[float], float]:
-    """`concurrency` clients, each sending its next GET when the last one answered."""
+async def _hammer(base_url: str, path: str, requests: int, concurrency: int,
+                  seconds: float = 30) -> tuple[list[float], float]:
+    """`concurrency` clients, each sending its next GET when the last one answered, until
+    `requests` were sent or `seconds` have passed (a slow server must not stall the run)."""
     latencies: list[float] = []
     left = requests
+    deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
         async def one_client() -> None:
             nonlocal left
-            while left > 0:
+            while left > 0 and time.perf_counter() < deadline:
                 left -= 1
                 began = time.perf_counter()
                 response = await client.get(path)
@@ -174,7 +177,7 @@ async def _hammer(base_url: str, path: str, requests: int, concurrency: int) -> 
 
 def api_load(report: Report, stack: stacks.Stack, quick: bool, concurrency: int = 50) -> None:
     report.begin(f"api_{stack.key}", f"API reads under load, {concurrency} concurrent clients, {stack.title}")
-    n_jobs, n_epochs, requests = (500, 100, 200) if quick else (10_000, 1_000, 2_000)
+    n_jobs, n_epochs, requests, seconds = (500, 100, 200, 5) if quick else (10_000, 1_000, 2_000, 30)
     template = wait_done(stack.client, submit(stack.client, IRIS_SPEC)[0])
     long_id = insert_jobs(stack.db_url, template, n_jobs, n_epochs)
     report.note(f"  {n_jobs} jobs and one {n_epochs}-epoch job inserted; the load generator (httpx.AsyncClient, "
@@ -182,15 +185,15 @@ def api_load(report: Report, stack: stacks.Stack, quick: bool, concurrency: int 
     for key, path, goal in ((f"metrics_{n_epochs}_epochs", f"/v1/jobs/{long_id}/metrics", ("<=", 50.0)),
                             (f"list_jobs_{n_jobs}", "/v1/jobs", None)):
         # one client alone first: the time one request costs the server, before any queueing
-        alone, _ = asyncio.run(_hammer(stack.base_url, path, requests // 20, 1))
+        alone, _ = asyncio.run(_hammer(stack.base_url, path, requests // 20, 1, seconds))
         report.figure(f"{key}_1_client_p50_ms", percentile([x * ms for x in alone], 50), "ms",
                       label=f"GET {path.replace(long_id, '{id}')}, 1 client, p50")
         asyncio.run(_hammer(stack.base_url, path, concurrency, concurrency))  # warm connections and caches
-        latencies, seconds = asyncio.run(_hammer(stack.base_url, path, requests, concurrency))
+        latencies, took = asyncio.run(_hammer(stack.base_url, path, requests, concurrency, seconds))
         lat_ms = [x * ms for x in latencies]
         report.figure(f"{key}_p50_ms", percentile(lat_ms, 50), "ms", label=f"  {concurrency} clients, p50")
         report.figure(f"{key}_p99_ms", percentile(lat_ms, 99), "ms", goal=goal, label="  p99")
-        report.figure(f"{key}_rps", len(latencies) / seconds, "req/s", label="  requests/s")
+        report.figure(f"{key}_rps", len(latencies) / took, "req/s", label=f"  requests/s ({len(latencies)} requests)")
 
 
 def throughput(report: Report, stack: stacks.Stack, quick: bool) -> None:
@@ -209,17 +212,18 @@ SECTIONS: dict[str, Callable[[Report, stacks.Stack, bool], None]] = {
 }
 
 
-def run(report: Report, names: list[str], *, quick: bool = False) -> None:
+def run(report: Report, names: list[str], *, quick: bool = False, threads: int | None = None) -> None:
     """Start each stack once and run the chosen sections on it (the API load last: it adds 10k rows).
     The processes' logs are kept if a section fails."""
     tmp = Path(tempfile.mkdtemp(prefix="netfit-bench-"))
+    env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
     try:
         if "service" in names:
             (tmp / "embedded").mkdir()
-            with stacks.embedded(tmp / "embedded") as stack:
+            with stacks.embedded(tmp / "embedded", env) as stack:
                 service(report, stack, quick)
         (tmp / "redis_pg").mkdir()
-        with stacks.redis_pg(tmp / "redis_pg") as stack:
+        with stacks.redis_pg(tmp / "redis_pg", env) as stack:
             for name in ("service", "throughput", "api"):
                 if name in names:
                     SECTIONS[name](report, stack, quick)

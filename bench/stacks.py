@@ -1,7 +1,8 @@
 """The two ways the service runs, started for a benchmark: embedded (`api.server.serve`: SQLite,
 file broker, one worker) and Redis + PostgreSQL (`run_api` and `python -m worker` processes
 on a fresh PostgreSQL database and a claimed Redis db index). The process and database
-helpers are the test suite's, so the benchmark runs exactly what the tests run."""
+helpers are the test suite's, so the benchmark runs exactly what the tests run. `env` is
+passed on to every process (OMP_NUM_THREADS when the run sets torch's threads)."""
 
 from __future__ import annotations
 
@@ -30,10 +31,10 @@ class Stack:
 
 
 @contextmanager
-def embedded(workdir: Path) -> Iterator[Stack]:
+def embedded(workdir: Path, env: dict[str, str]) -> Iterator[Stack]:
     """`netfit serve` as a user runs it, in workdir."""
     port = free_port()
-    proc = Proc([sys.executable, "-c", f"from api.server import serve; serve('127.0.0.1', {port})"], {},
+    proc = Proc([sys.executable, "-c", f"from api.server import serve; serve('127.0.0.1', {port})"], env,
                 workdir / "serve.log", cwd=workdir)
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -47,12 +48,12 @@ def embedded(workdir: Path) -> Iterator[Stack]:
 
 
 @contextmanager
-def redis_pg(workdir: Path, workers: int = 2) -> Iterator[Stack]:
+def redis_pg(workdir: Path, env: dict[str, str], workers: int = 2) -> Iterator[Stack]:
     """run_api + `workers` worker processes; the production lease and heartbeat (30 s, 10 s)."""
     with ExitStack() as stack:
         pg = stack.enter_context(fresh_pg_database())
         redis = stack.enter_context(claimed_redis_db())
-        env = service_env(pg, redis, NETFIT_LEASE_SECONDS="30", NETFIT_HEARTBEAT_SECONDS="10")
+        env = service_env(pg, redis, NETFIT_LEASE_SECONDS="30", NETFIT_HEARTBEAT_SECONDS="10", **env)
         procs = [start_worker_process(env, workdir / f"worker-{i}.log", wait=False) for i in range(workers)]
         stack.callback(lambda: [p.stop() for p in procs])
         api, base_url = start_api_process(env, workdir / "api.log")
