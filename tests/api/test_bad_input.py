@@ -225,6 +225,7 @@ def bad_files() -> list[tuple[str, str, bytes, dict[str, str], int, str]]:
         ("NaN features", "nan.npz", npz(x=np.array([[np.nan, 0]] * 6), y=Y), {}, 422, "nan"),
         ("infinite targets", "inf.npz", npz(x=X, y=np.array([0.5, np.inf, 1, 2, 3, 4])), {}, 422, "infinite"),
         ("arrays named otherwise", "other.npz", npz(features=X, labels=Y), {}, 422, "expected x, y"),
+        ("complex labels", "complex.npz", npz(x=X, y=Y + 1j), {}, 422, "dtype"),
         ("a damaged zip", "broken.npz", npz(x=X, y=Y)[:-40], {}, 422, "not a valid .npz"),
         ("Latin-1 text", "latin.csv", "a,b,label\n1,2,café\n3,4,thé\n".encode("latin-1"), {}, 422, "utf-8"),
         ("UTF-16 with its BOM", "wide.csv", CSV.decode().encode("utf-16"), {}, 415, "utf-16"),

@@ -69,6 +69,8 @@ class PreparedData:
 
 def _encode_labels(y: np.ndarray, y_test: np.ndarray | None, name: str):
     """(y, y_test, classes): class codes and names for class labels, floats otherwise."""
+    if y.dtype.kind not in "biufUS":  # complex, dates, records: no label or target we can train on
+        raise DataError(f"{name} has dtype {y.dtype}; labels must be integers, text or real numbers")
     if y.dtype.kind in "biuUS" and y.shape[1:] == (1,):  # a column of labels
         y, y_test = y[:, 0], None if y_test is None else y_test[:, 0]
     both = y if y_test is None else np.concatenate([y, y_test])
@@ -148,6 +150,7 @@ MAGIC = ((b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"), (b"\x1f\x8b", "gzip"), 
          (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\x93NUMPY", "npy"),
          (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
 PICKLE_PROTOCOLS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+NPZ_LAYOUTS = ({"x", "y"}, {"x_train", "y_train"}, {"x_train", "y_train", "x_test", "y_test"})
 # an .npz is a zip: its members' declared sizes are checked before any is inflated
 MAX_NPZ_BYTES = 512 * 2**20
 # a CSV is parsed cell by cell in Python; bigger tables travel as .npz
@@ -190,14 +193,10 @@ def _read_npz(content: bytes, filename: str) -> RawArrays:
     except (ValueError, OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile) as e:
         why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise DataError(f"cannot read '{filename}': it is not a valid .npz file ({why})") from None
-    keys = set(arrays) - {"classes"}
-    layouts = [{"x", "y"}, {"x_train", "y_train"}, {"x_train", "y_train", "x_test", "y_test"}]
-    if keys not in layouts:
-        raise DataError(f"'{filename}' holds arrays {sorted(keys)}; expected x, y or x_train, y_train (+ x_test, y_test)")
     classes = arrays.get("classes")
     if classes is not None and (classes.ndim != 1 or len(classes) > MAX_CLASSES):
         raise DataError(f"'{filename}': array 'classes' must list at most {MAX_CLASSES} class names, one per code")
-    if "x" in keys:
+    if "x" in arrays:
         return _raw(arrays["x"], arrays["y"], classes=classes)
     return _raw(*(arrays.get(k) for k in ("x_train", "y_train", "x_test", "y_test")), classes,
                 names=("array 'x_train'", "array 'y_train'", "array 'x_test'", "array 'y_test'"))
@@ -213,6 +212,10 @@ def _npz_arrays(archive: zipfile.ZipFile, filename: str) -> dict[str, np.ndarray
     if inflated > MAX_NPZ_BYTES:
         raise DataError(f"'{filename}' would decompress to {inflated:,} bytes, more than the limit of "
                         f"{MAX_NPZ_BYTES:,}; upload fewer samples or a smaller dtype (uint8 images)")
+    keys = {m.filename[:-4] for m in members} - {"classes"}
+    if keys not in NPZ_LAYOUTS:  # before reading any: a zip of a million members is read no further
+        raise DataError(f"'{filename}' holds arrays {sorted(keys)[:10]}; expected x, y or x_train, y_train "
+                        "(+ x_test, y_test)")
     return {m.filename[:-4]: _read_npy(archive, m, filename) for m in members}
 
 
