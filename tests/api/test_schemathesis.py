@@ -61,4 +61,4 @@ def test_live_api_conforms_to_its_openapi_schema(pg_url, redis_url, start_api, t
     assert summary["failures"] == [] and summary["errors"] == []
     assert summary["operations"]["tested"] == summary["operations"]["total"] >= 14
     assert cases >= 500  # a run that generated little proves little
-    assert links and int(links.group(1)) >= 5  # the stateful phase got past POST /v1/jobs
+    assert links and int(links.group(1)) >= 3  # the stateful phase got past POST /v1/jobs
