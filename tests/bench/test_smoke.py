@@ -64,7 +64,7 @@ def test_engine_section_times_every_contender(tmp_path: Path) -> None:
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.skipif(not os.environ.get("NETFIT_BENCH_SMOKE"),
-                    reason="starts three service stacks (~2 min); set NETFIT_BENCH_SMOKE=1 to run it")
+                    reason="starts three service stacks (~75 s); set NETFIT_BENCH_SMOKE=1 to run it")
 def test_service_sections_report_every_figure(tmp_path: Path) -> None:
     stdout, summary = run_bench(["service", "api", "throughput"], tmp_path / "services.json")
     sections = summary["sections"]
