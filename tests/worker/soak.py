@@ -1,12 +1,14 @@
 """Soak test (not collected by pytest): many short jobs while workers are killed at random.
 
-    .venv/bin/python -m tests.worker.soak --jobs 60 --workers 3 --faults 200
+    .venv/bin/python -m tests.worker.soak --jobs 150 --workers 4 --faults 200
 
 Uses a fresh PostgreSQL database and a Redis database index like the tests do, N
 `python -m worker` processes, and the reconciler in this process. Every --interval seconds
-it kills the worker that holds a running job (SIGKILL, or SIGTERM with --term-share) and
-starts a replacement. At the end it reports jobs lost (not succeeded) and epochs recorded
-twice or missing. NETFIT_MAX_ATTEMPTS is raised so that repeated kills never exhaust a job.
+it hits a worker that holds a running job: SIGKILL, SIGTERM (--term-share) or SIGSTOP
+(--stop-share; SIGCONT once its lease has long expired, so it wakes up fenced). Exited
+workers are replaced. At the end it reports jobs lost (not succeeded) and jobs whose epochs
+are not exactly 1..N once each. NETFIT_MAX_ATTEMPTS is raised so that repeated faults never
+exhaust a job.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ def main() -> None:
     parser.add_argument("--faults", type=int, default=200, help="stop injecting after this many")
     parser.add_argument("--fault-seconds", type=float, default=900, help="...or after this long")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between faults")
-    parser.add_argument("--term-share", type=float, default=0.25, help="share of faults that are SIGTERM")
+    parser.add_argument("--term-share", type=float, default=0.2, help="share of faults that are SIGTERM")
+    parser.add_argument("--stop-share", type=float, default=0.3, help="share of faults that are SIGSTOP")
     parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="netfit-soak-"))
@@ -44,6 +47,7 @@ def main() -> None:
 
     with fresh_pg_database() as db_url, claimed_redis_db() as broker_url:
         env = service_env(db_url, broker_url, NETFIT_MAX_ATTEMPTS="1000")
+        frozen_for = 2 * float(env["NETFIT_LEASE_SECONDS"])  # another worker has taken over by then
         factory = make_session_factory(db_url)
         celery = create_celery(broker_url)
         send = lambda job_id, queue: enqueue(job_id, queue, celery)  # noqa: E731
@@ -64,6 +68,7 @@ def main() -> None:
             send(ids[-1], "cpu")
 
         faults: Counter[str] = Counter()
+        frozen: dict[int, tuple[Proc, float]] = {}  # pid -> (worker, when to SIGCONT it)
         began = last_report = time.monotonic()
         injecting = True
         try:
@@ -77,13 +82,21 @@ def main() -> None:
                 if time.monotonic() - last_report > 30:
                     last_report = time.monotonic()
                     print(f"{time.monotonic() - began:.0f}s: {pending} jobs pending, faults {dict(faults)}", flush=True)
+                for pid, (proc, wake_at) in list(frozen.items()):
+                    if time.monotonic() >= wake_at:
+                        proc.signal(signal.SIGCONT)
+                        del frozen[pid]
                 if injecting and owners:
                     pids = {int(o.rsplit(":", 1)[1]) for o in owners if o}
-                    victims = [w for w in workers if w.pid in pids and w.alive()]
+                    victims = [w for w in workers if w.pid in pids and w.alive() and w.pid not in frozen]
                     if victims:
                         victim = rng.choice(victims)
-                        kind = "SIGTERM" if rng.random() < args.term_share else "SIGKILL"
-                        victim.signal(signal.SIGTERM if kind == "SIGTERM" else signal.SIGKILL)
+                        draw = rng.random()
+                        kind = ("SIGTERM" if draw < args.term_share else
+                                "SIGSTOP" if draw < args.term_share + args.stop_share else "SIGKILL")
+                        victim.signal(getattr(signal, kind))
+                        if kind == "SIGSTOP":
+                            frozen[victim.pid] = (victim, time.monotonic() + frozen_for)
                         faults[kind] += 1
                 workers = [w for w in workers if w.alive()]
                 workers += [new_worker() for _ in range(args.workers - len(workers))]
@@ -91,6 +104,7 @@ def main() -> None:
         finally:
             stop_reconciler.set()
             for w in workers:
+                w.signal(signal.SIGCONT)
                 w.stop()
 
         with factory() as s:
