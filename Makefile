@@ -27,7 +27,7 @@ services:
 test: install services
 	$(VENV)/bin/pytest
 
-# every benchmark (engine, service, api, throughput) with its goal, PASS or MISS; ~10 min.
+# every benchmark (engine, service, api, throughput) with its goal, PASS or MISS; 5-7 min quiet, < 15.
 # needs PostgreSQL and Redis (like `make test`); BENCH="engine --rounds 9" picks sections and options
 bench: install services
 	$(PY) -m pip install -q -e '.[bench]'
