@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api import request_ids
 
@@ -84,6 +85,14 @@ def describe(details: list[dict[str, Any]], prefix: str) -> str:
     return f"{prefix}: {where + ': ' if where else ''}{first['msg']}{more}"
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this path (Starlette's own 405 names only the
+    first matching route's, e.g. GET alone on /v1/jobs, which also takes POST)."""
+    methods = {method for route in request.app.router.routes
+               if route.matches(request.scope)[0] != Match.NONE for method in getattr(route, "methods", None) or ()}
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -96,12 +105,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = getattr(exc, "headers", None)
         if exc.status_code == 404 and isinstance(exc.detail, str) and exc.detail == "Not Found":
             message = f"there is no {request.method} {request.url.path}; see /docs for the API"
+        elif exc.status_code == 405:
+            allowed = allowed_methods(request)
+            message = f"{request.method} is not allowed on {request.url.path}; use {' or '.join(allowed)}"
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
         else:
             message = str(exc.detail)
-        return error_response(exc.status_code, STATUS_CODES.get(exc.status_code, "error"), message,
-                              headers=getattr(exc, "headers", None))
+        return error_response(exc.status_code, STATUS_CODES.get(exc.status_code, "error"), message, headers=headers)
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:

@@ -86,6 +86,12 @@ def test_unknown_ids_and_routes_are_json_404s(client):
     assert_error_body(client.get("/v1/jobs/nope/checkpoints/middle"), 422, "invalid")
 
 
+def test_wrong_method_is_405_naming_every_allowed_method(client):
+    response = client.delete("/v1/jobs")
+    body = assert_error_body(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "GET, POST" and "GET or POST" in body["message"]
+
+
 def test_list_newest_first_with_cursor_and_status_filter(client):
     ids = [client.post("/v1/jobs", json=iris_spec()).json()["id"] for _ in range(3)]
     first = client.get("/v1/jobs", params={"limit": 2}).json()

@@ -22,7 +22,8 @@ from tests.conftest import service_env
 ST = Path(sys.executable).parent / "st"
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
-          "response_headers_conformance,negative_data_rejection,use_after_free,ensure_resource_availability")
+          "response_headers_conformance,negative_data_rejection,use_after_free,ensure_resource_availability,"
+          "unsupported_method,allow_header_conformance,missing_required_header,ignored_auth")
 
 
 class SchemathesisCases(UserWarning):
@@ -45,7 +46,7 @@ def test_live_api_conforms_to_its_openapi_schema(pg_url, redis_url, start_api, t
         [str(ST), "--config-file", str(CONFIG), "run", f"{base_url}/openapi.json", "--checks", CHECKS,
          "--header", f"Authorization: Bearer {key}",
          # a fixed seed: the same cases every run; few per operation: the coverage phase adds ~1,700
-         "--seed", "1", "--max-examples", "10", "--no-shrink", "--request-timeout", "10", "--workers", "2",
+         "--seed", "1", "--max-examples", "10", "--no-shrink", "--request-timeout", "30", "--workers", "2",
          "--report", "json", "--report-json-path", str(report)],
         capture_output=True, text=True, timeout=240, cwd=tmp_path,  # st keeps a cache in its working directory
     )
