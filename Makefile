@@ -3,6 +3,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 
 .PHONY: install run test services bench clean
 
@@ -18,19 +19,24 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Lightning and Keras: the contenders of `make bench`; the suite runs its smoke test, so
+# `make test` installs them too (`make run` does not need them)
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	touch $(BENCH_STAMP)
+
 run: install
 	$(VENV)/bin/netfit serve
 
 services:
 	bash scripts/services.sh
 
-test: install services
+test: $(BENCH_STAMP) services
 	$(VENV)/bin/pytest
 
 # every benchmark (engine, service, api, throughput) with its goal, PASS or MISS; 5-7 min quiet, < 15.
 # needs PostgreSQL and Redis (like `make test`); BENCH="engine --rounds 9" picks sections and options
-bench: install services
-	$(PY) -m pip install -q -e '.[bench]'
+bench: $(BENCH_STAMP) services
 	$(PY) -m bench $(BENCH)
 
 clean:

@@ -12,7 +12,6 @@ import math
 import os
 import subprocess
 import sys
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-# looked up, not imported: keras picks its backend once, at import, and this process needs none
-pytestmark = pytest.mark.skipif(not all(find_spec(name) for name in ("lightning", "keras")),
-                                reason="the bench extras are not installed: pip install -e '.[bench]'")
+# `make test` installs the bench extras, so `make bench` can't rot unnoticed
 
 
 def run_bench(args: list[str], out: Path) -> tuple[str, dict[str, Any]]:
@@ -63,8 +60,6 @@ def test_engine_section_times_every_contender(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.redis
-@pytest.mark.skipif(not os.environ.get("NETFIT_BENCH_SMOKE"),
-                    reason="starts three service stacks (~75 s); set NETFIT_BENCH_SMOKE=1 to run it")
 def test_service_sections_report_every_figure(tmp_path: Path) -> None:
     stdout, summary = run_bench(["service", "api", "throughput"], tmp_path / "services.json")
     sections = summary["sections"]
