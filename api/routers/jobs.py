@@ -51,7 +51,7 @@ def gpu_jobs_accepted(settings: Settings) -> bool:
 def validate_spec(session: Session, settings: Settings, tenant: str, spec: JobSpec) -> ModelSummary:
     """Dry-run the spec against its data (shapes, output size, parameter count): a bad spec
     is a 422 naming the layer or field, and never reaches the database or a worker."""
-    from worker.engine.data import signature_of
+    from worker.engine.data import DataSignature, signature_of
     from worker.engine.errors import DataError, SpecError
     from worker.engine.layers import summarize
 
@@ -60,15 +60,20 @@ def validate_spec(session: Session, settings: Settings, tenant: str, spec: JobSp
                   "msg": f"'{spec.training.device}' needs a GPU worker and this service has none; "
                          "use 'auto' (a GPU when the worker has one) or 'cpu'"}
         raise ApiError(422, describe([detail], "the job spec is invalid"), details=[detail])
-    uploaded = None
+    uploaded = stored = None
     if spec.dataset.id is not None:
-        uploaded = db_datasets.dataset_bytes(session, tenant, spec.dataset.id)
-        if uploaded is None:
+        row = db_datasets.get_dataset(session, tenant, spec.dataset.id)  # without its blob
+        if row is None:
             detail = {"loc": ["dataset", "id"],
                       "msg": f"no uploaded data set with id '{spec.dataset.id}'; upload one with POST /v1/datasets"}
             raise ApiError(422, describe([detail], "the job spec is invalid"), details=[detail])
+        if row.task == "classification":  # the row holds all a classifier's signature needs
+            stored = DataSignature(tuple(row.input_shape), "classification", row.n_classes, 1, row.n_samples,
+                                   row.has_test_split)
+        else:  # the row does not record how many targets a regression set has: read it
+            uploaded = db_datasets.dataset_bytes(session, tenant, spec.dataset.id)
     try:
-        return summarize(spec, signature_of(spec, uploaded))
+        return summarize(spec, signature_of(spec, uploaded, stored))
     except SpecError as exc:
         details = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", str(exc))} for e in exc.errors]
         raise ApiError(422, describe(details, "the job spec is invalid"), details=details) from None

@@ -43,6 +43,41 @@ def test_npz_images_keep_their_shape(client):
     assert (ds["format"], ds["input_shape"], ds["n_classes"], ds["name"]) == ("npz", [1, 8, 8], 3, "digits")
 
 
+def upload_npz(client, **arrays) -> str:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    response = client.post("/v1/datasets", files={"file": ("data.npz", buf.getvalue())})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def job_on(dataset_id: str, *layers: dict, epochs: int = 5) -> dict:
+    spec = iris_spec(epochs=epochs)
+    spec["dataset"], spec["model"] = {"id": dataset_id}, {"layers": list(layers)}
+    return spec
+
+
+def test_jobs_on_uploads_are_checked_against_what_the_upload_holds(client):
+    rng = np.random.default_rng(0)
+    images = client.post("/v1/datasets", files={"file": ("digits.npz", npz_bytes())}).json()["id"]  # 3 classes
+    job = client.post("/v1/jobs", json=job_on(images, {"type": "flatten"}, {"type": "linear", "units": 3}))
+    assert job.status_code == 201, job.text
+    assert [layer["output_shape"] for layer in job.json()["summary"]["layers"]] == [[64], [3]]
+    body = assert_error_body(client.post("/v1/jobs", json=job_on(images, {"type": "flatten"},
+                                                                 {"type": "linear", "units": 4})), 422, "invalid")
+    assert body["details"][0]["loc"] == ["model", "layers", 1, "units"] and "3 classes" in body["message"]
+    # two real-valued targets: the output size comes from the targets
+    targets = upload_npz(client, x=rng.normal(size=(40, 3)), y=rng.normal(size=(40, 2)))
+    assert client.post("/v1/jobs", json=job_on(targets, {"type": "linear", "units": 2})).status_code == 201
+    body = assert_error_body(client.post("/v1/jobs", json=job_on(targets, {"type": "linear", "units": 1})), 422, "invalid")
+    assert "2 targets" in body["message"]
+    # epochs x samples is capped by the upload's sample count
+    many = upload_npz(client, x=np.zeros((100_001, 1), np.uint8), y=np.arange(100_001) % 2)
+    body = assert_error_body(client.post("/v1/jobs", json=job_on(many, {"type": "linear", "units": 2}, epochs=10_000)),
+                             422, "invalid")
+    assert body["details"][0]["loc"] == ["training", "epochs"] and "100,001 samples" in body["message"]
+
+
 def test_pickles_and_unknown_formats_are_refused(client):
     body = assert_error_body(client.post("/v1/datasets", files={"file": ("model.pt", b"\x80\x04K\x01.")}), 415,
                              "unsupported_media_type")

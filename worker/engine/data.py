@@ -404,9 +404,12 @@ def load_raw(dataset: DatasetRef, uploaded: bytes | None = None) -> RawArrays:
     return from_npz_bytes(uploaded)
 
 
-def signature_of(spec: JobSpec, uploaded: bytes | None = None) -> DataSignature:
-    """What the data looks like, and whether the job's epochs x samples stay within the limit."""
-    if spec.dataset.synthetic is not None:
+def signature_of(spec: JobSpec, uploaded: bytes | None = None, stored: DataSignature | None = None) -> DataSignature:
+    """What the data looks like, and whether the job's epochs x samples stay within the limit.
+    `stored`: an upload's signature as recorded when it was read, so that its blob need not be."""
+    if stored is not None:
+        signature = stored
+    elif spec.dataset.synthetic is not None:
         signature = _synthetic_signature(spec.dataset.synthetic)
     else:
         signature = describe(load_raw(spec.dataset, uploaded))
