@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,12 +11,14 @@ from typing import Any
 from fastapi import FastAPI
 
 from api import errors
+from api.cache import BytesLRU
 from api.middleware import RequestContext
 from api.routers import datasets, health, jobs
 from api.settings import Settings, get_settings
 from db.session import make_session_factory
 
 log = logging.getLogger("netfit.api")
+METRICS_CACHE_BYTES = 32 * 1024 * 1024  # ~150 finished 1,000-epoch jobs' metrics
 
 DESCRIPTION = """`model.fit` as a service: POST a network, a data set and a training recipe as
 JSON; a worker trains it with PyTorch; fetch every epoch's metrics and the best/last weights.
@@ -55,12 +58,20 @@ class BodyLimit:
 
 
 def _warm_engine() -> None:
-    # import torch and the engine's validation now, not in the first POST
+    """Dry-run a tiny conv net once: a process's first check of a spec takes seconds (imports,
+    torch's first meta-device trace), which the first POST would pay otherwise. Runs in a
+    thread so that start-up is not slower; a POST arriving meanwhile does its own check."""
     try:
-        import worker.engine.data  # noqa: F401
-        import worker.engine.layers  # noqa: F401
-    except ImportError as exc:
-        log.warning("engine not importable yet (%s); job validation will fail", exc)
+        from netfit.spec import JobSpec
+        from worker.engine.data import DataSignature
+        from worker.engine.layers import summarize
+
+        spec = JobSpec.model_validate({"dataset": {"builtin": "digits"}, "model": {"layers": [
+            {"type": "conv2d", "filters": 2, "kernel_size": 3}, {"type": "maxpool2d"}, {"type": "flatten"},
+            {"type": "linear", "units": 3}]}})
+        summarize(spec, DataSignature((1, 8, 8), "classification", 3, 1, 30, False))
+    except Exception as exc:  # noqa: BLE001 - only a warm-up; the POST reports what is wrong
+        log.warning("could not warm up job validation (%s); the first POST will be slower", exc)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -72,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        _warm_engine()
+        threading.Thread(target=_warm_engine, name="netfit-warm-up", daemon=True).start()
         yield
         session_factory.kw["bind"].dispose()
 
@@ -80,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   default_response_class=errors.SafeJSONResponse)
     app.state.settings = settings
     app.state.auth_on = settings.require_auth  # api.deps.auth_required: becomes True with the first key
+    app.state.auth_checked_at = float("-inf")
+    app.state.metrics_cache = BytesLRU(METRICS_CACHE_BYTES)  # finished jobs' GET .../metrics bodies
     app.state.session_factory = session_factory
     app.state.enqueue = lambda job_id, queue: enqueue(job_id, queue, celery)
     app.state.ping_broker = lambda: ping(celery)

@@ -234,10 +234,14 @@ def _train(job_id: str, attempt: int, factory: sessionmaker[Session], lease: Lea
 
 def warm_up() -> None:
     """Pay the one-time costs (torch's meta-device tracing, data set imports, the first
-    optimizer step) when the worker starts, not in the first job it trains."""
+    optimizer step, the database engine and its first connection) when the worker starts,
+    not in the first job it trains."""
     spec = JobSpec.model_validate({"dataset": {"builtin": "iris"}, "model": {"layers": [{"type": "linear", "units": 3}]},
                                    "training": {"epochs": 1, "device": "cpu"}})
     fit(spec, load_data(spec))
+    # a claim of an id no job has: connects and compiles the claim's statement, changes nothing
+    with session_factory()() as session:
+        db_jobs.claim(session, "warm-up", owner_name(), lease_seconds=LEASE_SECONDS, max_attempts=MAX_ATTEMPTS)
 
 
 @app.task(name=TRAIN_TASK)
