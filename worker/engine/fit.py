@@ -23,7 +23,7 @@ from .checkpoints import TrainingState, capture_rng, cpu_copy, restore_rng, spec
 from .data import PreparedData, Split
 from .early_stopping import EarlyStopper
 from .errors import SpecError
-from .layers import Head, build_model, resolve_head, summarize
+from .layers import Head, build_model, check
 from .schedules import make_schedule
 
 EVAL_BATCH = 8192  # evaluation keeps no activations for backward, so batches can be large
@@ -78,8 +78,8 @@ def fit(
     listens = type(callbacks).on_epoch_end is not FitCallbacks.on_epoch_end
     polls = type(callbacks).should_stop is not FitCallbacks.should_stop
     dev = resolve_device(device or cfg.device)
-    summarize(spec, data.signature)  # every check the API makes, so a library caller gets the same errors
-    head = resolve_head(spec, data.signature)
+    plan = check(spec, data.signature)  # every check the API makes, so a library caller gets the same errors
+    head = plan.head
     names = metric_names(head)
     es = cfg.early_stopping
     # the best epoch is tracked even without early stopping: on val_loss, or train_loss without validation
@@ -87,7 +87,7 @@ def fit(
 
     # Same seed, same device => same initial weights, same shuffles, same dropout masks.
     torch.manual_seed(cfg.seed)
-    model = build_model(spec, data.signature, device=dev)
+    model = build_model(spec, data.signature, device=dev, plan=plan)
     forward = torch.compile(model) if cfg.compile and dev.type == "cuda" else model
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)

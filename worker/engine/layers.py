@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -259,14 +259,28 @@ def _check(spec: JobSpec, signature: DataSignature, monitors: bool = False) -> t
     return traced, head
 
 
+class Plan(NamedTuple):
+    """A checked network: each layer's traced shapes and parameters, and its loss head."""
+
+    traced: list[_Traced]
+    head: Head
+
+
+def check(spec: JobSpec, signature: DataSignature) -> Plan:
+    """Every check the API makes, with one trace that build_model can reuse (a trace costs
+    10-60 ms)."""
+    return Plan(*_check(spec, signature, monitors=True))
+
+
 def resolve_head(spec: JobSpec, signature: DataSignature) -> Head:
     return _check(spec, signature)[1]
 
 
-def build_model(spec: JobSpec, signature: DataSignature, device: str | torch.device = "cpu") -> nn.Sequential:
+def build_model(spec: JobSpec, signature: DataSignature, device: str | torch.device = "cpu",
+                plan: Plan | None = None) -> nn.Sequential:
     """The real network (initialised on the CPU under the caller's seed, then moved), without the
-    folded trailing activation."""
-    traced, head = _check(spec, signature)
+    folded trailing activation. `plan`: check()'s result for this spec and signature."""
+    traced, head = plan or _check(spec, signature)
     mods = [m for layer, t in zip(spec.model.layers, traced) for m in _modules(layer, t.in_shape, t.index)]
     if head.folded:
         mods.pop()
@@ -274,7 +288,7 @@ def build_model(spec: JobSpec, signature: DataSignature, device: str | torch.dev
 
 
 def summarize(spec: JobSpec, signature: DataSignature) -> ModelSummary:
-    traced, head = _check(spec, signature, monitors=True)
+    traced, head = check(spec, signature)
     return ModelSummary(
         input_shape=list(signature.input_shape), task=head.task, loss=head.loss, n_outputs=head.n_outputs,
         layers=[LayerSummary(index=t.index, type=t.type, output_shape=list(t.shape), params=t.params) for t in traced],
