@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -23,12 +24,21 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+AUTH_OFF_RECHECK_S = 1.0
+
+
 def auth_required(state: Any) -> bool:
     """On once any key exists (or NETFIT_REQUIRE_AUTH). Keys are revoked, never deleted, so
-    once seen the answer is kept and a locked API asks the database nothing more."""
+    once seen the answer is kept and a locked API asks the database nothing more. "Off" is
+    kept for AUTH_OFF_RECHECK_S only: a first key (made by the CLI, in another process)
+    locks the API within a second, and an open API does not ask on every request."""
     if not state.auth_on:
+        now = time.monotonic()
+        if now - state.auth_checked_at < AUTH_OFF_RECHECK_S:
+            return False
         with state.session_factory() as session:
             state.auth_on = state.settings.require_auth or db_keys.any_keys(session)
+        state.auth_checked_at = now
     return state.auth_on
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any
@@ -47,11 +48,23 @@ def finite_json(value: Any) -> Any:
     return value
 
 
+def render_json(content: Any) -> bytes:
+    """JSONResponse's bytes, with NaN/inf as null. Most content has none, so json.dumps tries
+    first and refuses them (allow_nan=False); only then is the content walked to replace them."""
+    def dumps(value: Any) -> bytes:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
+
+    try:
+        return dumps(content)
+    except ValueError:
+        return dumps(finite_json(content))
+
+
 class SafeJSONResponse(JSONResponse):
     """The app's default response: never fails on a non-finite float."""
 
     def render(self, content: Any) -> bytes:
-        return super().render(finite_json(content))
+        return render_json(content)
 
 
 def error_response(status: int, error: str, message: str, details: list[dict[str, Any]] | None = None,

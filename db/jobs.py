@@ -23,8 +23,12 @@ from sqlalchemy import and_, delete, func, literal, or_, select, update
 from sqlalchemy.orm import Session, undefer
 
 from db.models import METRIC_COLUMNS, Checkpoint, EpochMetric, Job, JobEvent, UTCDateTime, new_id, utcnow
+from netfit.models import Job as WireJob
 
 ACTIVE = ("queued", "running")
+# the columns a job has on the wire (netfit.models.Job); list_jobs reads only these
+WIRE_COLUMNS = tuple(name for name in WireJob.model_fields if name in Job.__table__.c)
+METRIC_ROW = ("epoch", *METRIC_COLUMNS)  # metric_rows' columns, in netfit.models.EpochMetrics' order
 
 
 class Fenced(Exception):
@@ -110,7 +114,7 @@ def get_job(session: Session, tenant: str, job_id: str) -> Job | None:
     return session.scalars(select(Job).where(Job.id == job_id, Job.tenant == tenant)).one_or_none()
 
 
-def encode_cursor(job: Job) -> str:
+def encode_cursor(job: Any) -> str:
     raw = f"{job.created_at.isoformat()}|{job.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -127,17 +131,33 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 def list_jobs(session: Session, tenant: str, *, status: str | None = None, limit: int = 50,
               cursor: str | None = None) -> tuple[list[Job], str | None]:
-    """Newest first; returns the page and the cursor of the next page (None at the end)."""
-    query = select(Job).where(Job.tenant == tenant)
+    """Newest first; returns the page and the cursor of the next page (None at the end). Rows
+    hold the columns of WIRE_COLUMNS only, read as plain rows: ORM objects cost more than the query."""
+    query = select(*(getattr(Job, c) for c in WIRE_COLUMNS)).where(Job.tenant == tenant)
     if status:
         query = query.where(Job.status == status)
     if cursor:
         created, job_id = decode_cursor(cursor)
         query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
-    rows = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    rows = list(session.execute(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (encode_cursor(rows[-1]) if more else None)
+
+
+def job_status(session: Session, tenant: str, job_id: str) -> str | None:
+    """The job's status; None if the tenant has no such job."""
+    return session.scalar(select(Job.status).where(Job.id == job_id, Job.tenant == tenant))
+
+
+def metric_rows(session: Session, tenant: str, job_id: str) -> list[tuple[Any, ...]]:
+    """A tuple of METRIC_ROW's values per epoch, in order (the API's fast path: no ORM objects)."""
+    columns = [getattr(EpochMetric, c) for c in METRIC_ROW]
+    return [tuple(r) for r in session.execute(
+        select(*columns).join(Job, Job.id == EpochMetric.job_id)
+        .where(EpochMetric.job_id == job_id, Job.tenant == tenant)
+        .order_by(EpochMetric.epoch)
+    )]
 
 
 def list_metrics(session: Session, tenant: str, job_id: str) -> list[EpochMetric]:

@@ -48,8 +48,10 @@ def bearer(key: str) -> dict[str, str]:
 def test_auth_is_off_until_the_first_key_and_a_revoked_key_is_refused_at_once(pg_url, redis_url):
     with make_client(pg_url, redis_url) as c:
         assert c.get("/v1/jobs").status_code == 200  # no key yet: open, one tenant
-        key = new_key(pg_url, "team-a")
-        response = c.get("/v1/jobs")
+        key = new_key(pg_url, "team-a")  # straight into the database, as `netfit keys create` does
+        # "no key yet" is re-checked after at most a second (api.deps.auth_required)
+        response = wait_until(lambda: (r := c.get("/v1/jobs")).status_code == 401 and r, timeout=10,
+                              what="the first key to lock the API")
         body = assert_error_body(response, 401, "unauthorized")
         assert response.headers["www-authenticate"] == "Bearer" and "Bearer <key>" in body["message"]
         for header in ("Bearer nf_not-a-key", "Basic dXNlcjpwdw==", "Bearer "):

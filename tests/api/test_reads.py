@@ -1,0 +1,54 @@
+"""The read fast paths: GET .../metrics serves a finished job's rows from a cache, a running
+job's fresh from the database; GET /v1/jobs reads plain rows. Same JSON as the models give."""
+
+from __future__ import annotations
+
+from sqlalchemy import insert, update
+
+from db import jobs as db_jobs
+from db.models import EpochMetric, Job
+from db.session import make_session_factory
+from netfit.models import EpochMetrics
+from tests.api.conftest import make_client
+from tests.api.test_auth import bearer, new_key
+from tests.api.test_jobs import assert_error_body
+from tests.conftest import iris_spec
+
+
+def test_metrics_of_a_running_job_are_never_stale_and_a_finished_jobs_are_kept_per_tenant(pg_url, redis_url):
+    factory = make_session_factory(pg_url)
+
+    def add_epoch(job_id: str, epoch: int, **values: float) -> None:
+        with factory() as session:
+            session.execute(insert(EpochMetric).values(job_id=job_id, epoch=epoch, lr=0.01, **values))
+            session.commit()
+
+    def set_status(job_id: str, status: str) -> None:
+        with factory() as session:
+            session.execute(update(Job).where(Job.id == job_id).values(status=status))
+            session.commit()
+
+    with factory() as session:
+        job_id = db_jobs.create_job(session, tenant="team-a", spec=iris_spec(), summary=None, queue="cpu").id
+    owner, other = bearer(new_key(pg_url, "team-a")), bearer(new_key(pg_url, "team-b"))
+    path = f"/v1/jobs/{job_id}/metrics"
+    set_status(job_id, "running")
+    # NaN and inf cannot be JSON: they come back as null, as EpochMetrics renders them
+    add_epoch(job_id, 1, train_loss=float("nan"), val_loss=float("inf"), seconds=0.5)
+    with make_client(pg_url, redis_url) as c:
+        first = c.get(path, headers=owner)
+        assert first.status_code == 200, first.text
+        assert first.json() == [EpochMetrics(epoch=1, lr=0.01, seconds=0.5).model_dump()]
+        add_epoch(job_id, 2, train_loss=0.25)
+        assert [row["epoch"] for row in c.get(path, headers=owner).json()] == [1, 2]  # no stale read
+        add_epoch(job_id, 3, train_loss=0.125)
+        set_status(job_id, "succeeded")
+        finished = c.get(path, headers=owner)
+        assert [row["train_loss"] for row in finished.json()] == [None, 0.25, 0.125]
+        assert c.get(path, headers=owner).content == finished.content  # served again, now kept
+        assert_error_body(c.get(path, headers=other), 404, "not_found")  # kept per tenant
+        listed = c.get("/v1/jobs", headers=owner).json()["items"]
+        assert listed == [c.get(f"/v1/jobs/{job_id}", headers=owner).json()]
+    with make_client(pg_url, redis_url) as fresh:  # another process: nothing kept, read anew
+        assert fresh.get(path, headers=owner).content == finished.content
+    factory.kw["bind"].dispose()
