@@ -32,6 +32,10 @@ def dataset_bytes(session: Session, tenant: str, dataset_id: str) -> bytes | Non
     return session.scalar(select(Dataset.data).where(Dataset.id == dataset_id, Dataset.tenant == tenant))
 
 
+def dataset_sha256(session: Session, tenant: str, dataset_id: str) -> str | None:
+    return session.scalar(select(Dataset.sha256).where(Dataset.id == dataset_id, Dataset.tenant == tenant))
+
+
 def list_datasets(session: Session, tenant: str, *, limit: int = 200) -> list[Dataset]:
     return list(session.scalars(
         select(Dataset).where(Dataset.tenant == tenant)

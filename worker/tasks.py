@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,7 +27,7 @@ from netfit.spec import JobSpec
 from worker.celery_app import TRAIN_TASK, app, enqueue
 from worker.database import LEASE_SECONDS, session_factory
 from worker.engine.checkpoints import TrainingState, weights_to_bytes
-from worker.engine.data import load_data
+from worker.engine.data import RawArrays, from_npz_bytes, load_data
 from worker.engine.errors import DataError, SpecError
 from worker.engine.fit import EpochReport, FitCallbacks, fit
 
@@ -182,21 +183,43 @@ def run_job(job_id: str, factory: sessionmaker[Session] | None = None) -> str:
         lease.stop()
 
 
+# The decoded uploads of this process's last jobs, by content hash: jobs in a row on one data
+# set (a sweep, a lab) read and decode it once. Few are kept: each may take hundreds of MB.
+UPLOADS_KEPT = 2
+_uploads: OrderedDict[str, RawArrays] = OrderedDict()
+
+
+def _decoded(sha256: str | None, uploaded: bytes | None) -> RawArrays | None:
+    """The upload's arrays (None: no upload, or it is gone, which load_data reports)."""
+    if sha256 is None:
+        return None
+    raw = _uploads.pop(sha256, None)
+    if raw is None:
+        raw = from_npz_bytes(uploaded)
+    _uploads[sha256] = raw  # the most recently used last
+    while len(_uploads) > UPLOADS_KEPT:
+        _uploads.popitem(last=False)
+    return raw
+
+
 def _train(job_id: str, attempt: int, factory: sessionmaker[Session], lease: Lease) -> str:
-    def load(session: Session) -> tuple[dict[str, Any], str, bytes | None, bytes | None]:
+    def load(session: Session) -> tuple[dict[str, Any], str, str | None, bytes | None, bytes | None]:
         job = db_jobs.job_for_worker(session, job_id)
         spec = job.spec
         dataset_id = spec.get("dataset", {}).get("id")
-        uploaded = db_datasets.dataset_bytes(session, job.tenant, dataset_id) if dataset_id else None
+        sha256 = db_datasets.dataset_sha256(session, job.tenant, dataset_id) if dataset_id else None
+        # the blob only when this process has not decoded the same content already
+        fresh = sha256 is not None and sha256 not in _uploads
+        uploaded = db_datasets.dataset_bytes(session, job.tenant, dataset_id) if fresh else None
         resume = db_jobs.get_checkpoint(session, None, job_id, "resume")
-        return spec, job.queue, uploaded, resume.data if resume else None
+        return spec, job.queue, sha256, uploaded, resume.data if resume else None
 
-    raw_spec, queue, uploaded, resume_bytes = with_db_retry(load, factory)
+    raw_spec, queue, sha256, uploaded, resume_bytes = with_db_retry(load, factory)
     spec = JobSpec.model_validate(raw_spec)
     resume = TrainingState.from_bytes(resume_bytes) if resume_bytes else None
     if resume is not None:
         log.info("job %s: resuming after epoch %d", job_id, resume.epoch)
-    data = load_data(spec, uploaded)
+    data = load_data(spec, raw=_decoded(sha256, uploaded))
     result = fit(spec, data, callbacks=JobCallbacks(factory, job_id, attempt, lease, data.preprocessing), resume=resume)
 
     if lease.lost.is_set():

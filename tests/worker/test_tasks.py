@@ -3,6 +3,7 @@ train, follow, download; two workers; cancel; latency. The fault tests are in te
 
 from __future__ import annotations
 
+import io
 import json
 import statistics
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from db import jobs as db_jobs
@@ -141,6 +143,32 @@ def test_cancel_stops_a_job_inside_a_long_epoch(stack):
     done = stack.wait_status(job["id"], "cancelled", "succeeded", "failed", timeout=60)
     assert (done["status"], done["stop_reason"], done["epochs_completed"]) == ("cancelled", "cancelled", 0)
     assert stack.http.get(f"/v1/jobs/{job['id']}/metrics").json() == []
+
+
+def test_jobs_on_uploads_train_on_their_own_data_each_time(stack):
+    """Workers keep decoded uploads between jobs: repeats of a job on one upload give the same
+    epochs, and a job on another upload in between gets its own data."""
+    def upload(seed: int) -> str:
+        rng, buf = np.random.default_rng(seed), io.BytesIO()
+        np.savez(buf, x=rng.normal(size=(60, 4)), y=np.arange(60) % 3)
+        response = stack.http.post("/v1/datasets", files={"file": (f"set{seed}.npz", buf.getvalue())})
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    def losses(dataset_id: str) -> list[float]:
+        spec = iris_spec(epochs=3)
+        # raw features: a scaled or shifted copy would standardize to the same thing
+        spec["dataset"], spec["preprocess"] = {"id": dataset_id}, {"features": "none"}
+        job = stack.submit(spec)
+        assert stack.wait_status(job["id"], "succeeded", "failed")["status"] == "succeeded"
+        metrics = stack.http.get(f"/v1/jobs/{job['id']}/metrics").json()
+        return [m[key] for m in metrics for key in ("train_loss", "val_loss")]
+
+    a, b = upload(1), upload(2)
+    # 3 jobs on `a` over 2 workers: one worker trains on `a` at least twice, from what it kept
+    runs = [losses(a), losses(b), losses(a), losses(a)]
+    assert runs[2] == pytest.approx(runs[0], rel=1e-6) and runs[3] == pytest.approx(runs[0], rel=1e-6)
+    assert runs[1] != pytest.approx(runs[0], rel=1e-3)
 
 
 def test_cancel_queued_job_is_never_run(stack):

@@ -464,8 +464,9 @@ def apply_preprocessing(x: torch.Tensor, preprocessing: dict[str, Any]) -> torch
     return x
 
 
-def load_data(spec: JobSpec, uploaded: bytes | None = None) -> PreparedData:
-    raw = load_raw(spec.dataset, uploaded)
+def load_data(spec: JobSpec, uploaded: bytes | None = None, raw: RawArrays | None = None) -> PreparedData:
+    """`raw`: the spec's data set already read (it is not changed), else it is read here."""
+    raw = raw if raw is not None else load_raw(spec.dataset, uploaded)
     signature = describe(raw)
     sp = spec.split
     stratify = sp.stratify and raw.classes is not None
@@ -484,7 +485,7 @@ def load_data(spec: JobSpec, uploaded: bytes | None = None) -> PreparedData:
     prep = fit_preprocessing(x, spec.preprocess.features)
 
     def tensors(part):
-        # copies: the built-in sets are cached and must not share memory with a run's tensors
+        # copies: built-in sets and a worker's uploads are cached and must not share memory with a run's tensors
         xs, ys = torch.tensor(part[0]), torch.tensor(part[1])
         return Split(apply_preprocessing(xs, prep), ys if raw.classes is not None else ys.reshape(len(ys), -1).float())
 
