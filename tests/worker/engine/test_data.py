@@ -8,7 +8,8 @@ import torch
 
 from netfit.spec import DatasetRef, JobSpec
 from worker.engine.data import (
-    apply_preprocessing, describe, from_npz_bytes, load_data, load_raw, read_upload, signature_of, to_npz_bytes,
+    RawArrays, apply_preprocessing, describe, from_npz_bytes, load_data, load_raw, read_upload, signature_of,
+    to_npz_bytes,
 )
 from worker.engine.errors import DataError, SpecError
 
@@ -138,6 +139,20 @@ def test_minmax_and_inference_transform():
     raw = load_data(spec({"builtin": "iris"}))  # same split, not preprocessed
     again = apply_preprocessing(raw.test.x, data.preprocessing)
     assert torch.allclose(again, data.test.x)
+
+
+@pytest.mark.parametrize("features", ["standardize", "minmax", "scale", "none"])
+def test_preprocessing_leaves_the_read_data_as_it_was(features):
+    # float32 features share memory with the tensors made of them; a worker reuses what it read
+    rng = np.random.default_rng(0)
+    raw = RawArrays(rng.normal(3, 2, size=(40, 3)).astype(np.float32), np.arange(40) % 2, classes=["a", "b"])
+    before = raw.x.copy()
+    s = spec({"id": "kept"}, preprocess={"features": features}, split={"validation": 0, "test": 0})
+    first, second = load_data(s, raw=raw), load_data(s, raw=raw)
+    assert np.array_equal(raw.x, before) and torch.equal(first.train.x, second.train.x)
+    x = torch.from_numpy(before.copy())
+    apply_preprocessing(x, first.preprocessing)
+    assert np.array_equal(x.numpy(), before)
 
 
 def test_images_keep_their_shape_and_integer_pixels_scale_by_255():
