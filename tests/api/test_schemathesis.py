@@ -46,7 +46,10 @@ def test_live_api_conforms_to_its_openapi_schema(pg_url, redis_url, start_api, t
         [str(ST), "--config-file", str(CONFIG), "run", f"{base_url}/openapi.json", "--checks", CHECKS,
          "--header", f"Authorization: Bearer {key}",
          # a fixed seed: the same cases every run; few per operation: the coverage phase adds ~1,700
-         "--seed", "1", "--max-examples", "10", "--no-shrink", "--request-timeout", "30", "--workers", "2",
+         "--seed", "1", "--max-examples", "10", "--no-shrink", "--request-timeout", "30",
+         # one worker thread: CPython 3.11 can raise a spurious "AST constructor recursion depth
+         # mismatch" SystemError when threads build ASTs at once (python/cpython#106905)
+         "--workers", "1",
          "--report", "json", "--report-json-path", str(report)],
         capture_output=True, text=True, timeout=240, cwd=tmp_path,  # st keeps a cache in its working directory
     )
