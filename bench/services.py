@@ -128,7 +128,7 @@ def service(report: Report, stack: stacks.Stack, quick: bool) -> None:
 
 def insert_jobs(db_url: str, template: dict[str, Any], n_jobs: int, n_epochs: int) -> str:
     """n_jobs finished copies of a real job, and one with n_epochs metric rows; returns its id."""
-    from sqlalchemy import insert
+    from sqlalchemy import insert, text
 
     from db.models import EpochMetric, Job, new_id
     from db.session import make_session_factory
@@ -148,6 +148,10 @@ def insert_jobs(db_url: str, template: dict[str, Any], n_jobs: int, n_epochs: in
     with factory() as session:
         session.execute(insert(Job), rows)
         session.execute(insert(EpochMetric), metrics)
+        session.commit()
+        # the planner's statistics as autovacuum soon gives a live database: without them the
+        # list sorts all rows instead of walking the (tenant, created_at) index
+        session.execute(text("ANALYZE jobs, epoch_metrics"))
         session.commit()
     factory.kw["bind"].dispose()
     return long_id
