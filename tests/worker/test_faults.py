@@ -123,6 +123,23 @@ def test_sigterm_saves_releases_and_another_worker_finishes(fault_stack):
     assert fs.epochs(job_id) == list(range(1, 31))
 
 
+def test_a_job_longer_than_the_visibility_timeout_runs_once(fault_stack):
+    """Past the visibility timeout Redis delivers the running job's message again (an hour in
+    the stack, so the test sends the same message itself): the idle worker's claim refuses
+    it, and the job runs once."""
+    fs = fault_stack
+    workers = start_workers(fs, 2)
+    job_id = fs.submit(iris_spec(epochs=40, batch_size=4))
+    wait_until(lambda: fs.row(job_id).epochs_completed >= 2, timeout=60, what="two epochs")
+    trainer = fs.owner(job_id)
+    fs.enqueue(job_id, "cpu")  # the re-delivery
+    [idle] = [w for w in workers if w is not trainer]
+    wait_until(lambda: "nothing to claim" in idle.output(), timeout=60, what="the idle worker to get the duplicate")
+    done = fs.wait_finished(job_id)
+    assert (done.status, done.attempts, fs.owner(job_id)) == ("succeeded", 1, trainer)
+    assert fs.epochs(job_id) == list(range(1, 41))
+
+
 def test_kill_9_mid_job_resumes_on_another_worker_with_identical_results(fault_stack):
     fs = fault_stack
     spec = iris_spec(epochs=20, batch_size=16)
