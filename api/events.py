@@ -8,7 +8,6 @@ ends after the job's terminal status event.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
-from api.errors import finite_json
+from api.errors import render_json
 from db import jobs as db_jobs
 from netfit.models import TERMINAL_STATUSES
 
@@ -27,7 +26,7 @@ Rows = list[tuple[int, str, dict[str, Any]]]
 
 
 def format_event(event_id: int, kind: str, data: dict[str, Any]) -> str:
-    return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(finite_json(data), separators=(',', ':'))}\n\n"
+    return f"id: {event_id}\nevent: {kind}\ndata: {render_json(data).decode()}\n\n"
 
 
 def _event_id(header: str | None) -> int:

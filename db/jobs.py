@@ -150,22 +150,20 @@ def job_status(session: Session, tenant: str, job_id: str) -> str | None:
     return session.scalar(select(Job.status).where(Job.id == job_id, Job.tenant == tenant))
 
 
+def _metrics_of(tenant: str, job_id: str, *what: Any) -> Any:
+    """SELECT what FROM a tenant's job's epochs, in order."""
+    return (select(*what).join(Job, Job.id == EpochMetric.job_id)
+            .where(EpochMetric.job_id == job_id, Job.tenant == tenant).order_by(EpochMetric.epoch))
+
+
 def metric_rows(session: Session, tenant: str, job_id: str) -> list[tuple[Any, ...]]:
     """A tuple of METRIC_ROW's values per epoch, in order (the API's fast path: no ORM objects)."""
     columns = [getattr(EpochMetric, c) for c in METRIC_ROW]
-    return [tuple(r) for r in session.execute(
-        select(*columns).join(Job, Job.id == EpochMetric.job_id)
-        .where(EpochMetric.job_id == job_id, Job.tenant == tenant)
-        .order_by(EpochMetric.epoch)
-    )]
+    return [tuple(r) for r in session.execute(_metrics_of(tenant, job_id, *columns))]
 
 
 def list_metrics(session: Session, tenant: str, job_id: str) -> list[EpochMetric]:
-    return list(session.scalars(
-        select(EpochMetric).join(Job, Job.id == EpochMetric.job_id)
-        .where(EpochMetric.job_id == job_id, Job.tenant == tenant)
-        .order_by(EpochMetric.epoch)
-    ))
+    return list(session.scalars(_metrics_of(tenant, job_id, EpochMetric)))
 
 
 def list_checkpoints(session: Session, tenant: str, job_id: str, kinds: Sequence[str] = ("best", "last")) -> list[Checkpoint]:
