@@ -63,8 +63,8 @@ def _warm_engine() -> None:
     thread so that start-up is not slower; a POST arriving meanwhile does its own check."""
     try:
         from netfit.spec import JobSpec
-        from worker.engine.data import DataSignature
-        from worker.engine.layers import summarize
+        from netfit.engine.data import DataSignature
+        from netfit.engine.layers import summarize
 
         spec = JobSpec.model_validate({"dataset": {"builtin": "digits"}, "model": {"layers": [
             {"type": "conv2d", "filters": 2, "kernel_size": 3}, {"type": "maxpool2d"}, {"type": "flatten"},

@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bench.report import Report, median_ratio
 from netfit.spec import JobSpec
-from worker.engine.data import DataSignature, PreparedData, Split
-from worker.engine.fit import fit
+from netfit.engine.data import DataSignature, PreparedData, Split
+from netfit.engine.fit import fit
 
 N_FEATURES, N_CLASSES = 784, 10
 LR = 1e-3

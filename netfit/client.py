@@ -280,11 +280,11 @@ def _rebuild_model(job: Job, weights: bytes, raw_inputs: bool):
     """spec + summary + safetensors → torch module. The engine builds the network exactly as
     the worker did, from a data signature recovered from the job's summary."""
     try:
-        from worker.engine.checkpoints import weights_from_bytes
-        from worker.engine.data import DataSignature
-        from worker.engine.layers import Preprocessed, build_model
+        from netfit.engine.checkpoints import weights_from_bytes
+        from netfit.engine.data import DataSignature
+        from netfit.engine.layers import Preprocessed, build_model
     except ImportError as exc:
-        raise ImportError(f"load_model needs the server extra / a checkout (torch and worker.engine): {exc}") from None
+        raise ImportError(f"load_model needs the server extra / a checkout (torch and netfit.engine): {exc}") from None
     if job.summary is None:
         raise NetfitError(0, "no_summary", f"job {job.id} has no model summary to rebuild the network from")
     summary = job.summary

@@ -232,9 +232,9 @@ def test_accuracy_of(spec: dict[str, Any], safetensors_blob: bytes) -> float:
     import torch
 
     from netfit.spec import JobSpec
-    from worker.engine.checkpoints import weights_from_bytes
-    from worker.engine.data import load_data
-    from worker.engine.layers import build_model
+    from netfit.engine.checkpoints import weights_from_bytes
+    from netfit.engine.data import load_data
+    from netfit.engine.layers import build_model
 
     job_spec = JobSpec.model_validate(spec)
     data = load_data(job_spec)

@@ -44,7 +44,7 @@ def test_embedded_service_trains_iris(http):
     best = http.get(f"/v1/jobs/{job['id']}/checkpoints/best").content
     assert test_accuracy_of(spec, best) == pytest.approx(done["test_metrics"]["test_accuracy"], abs=1e-6)
     # the standardization statistics travel with the weights, so raw inputs can be fed
-    from worker.engine.checkpoints import weights_from_bytes
+    from netfit.engine.checkpoints import weights_from_bytes
     preprocessing = weights_from_bytes(best)[1]["preprocessing"]
     assert preprocessing["features"] == spec["preprocess"]["features"] == "standardize"
     assert len(preprocessing["mean"]) == 4

@@ -26,10 +26,10 @@ from db import jobs as db_jobs
 from netfit.spec import JobSpec
 from worker.celery_app import TRAIN_TASK, app, enqueue
 from worker.database import LEASE_SECONDS, session_factory
-from worker.engine.checkpoints import TrainingState, weights_to_bytes
-from worker.engine.data import RawArrays, from_npz_bytes, load_data
-from worker.engine.errors import DataError, SpecError
-from worker.engine.fit import EpochReport, FitCallbacks, fit
+from netfit.engine.checkpoints import TrainingState, weights_to_bytes
+from netfit.engine.data import RawArrays, from_npz_bytes, load_data
+from netfit.engine.errors import DataError, SpecError
+from netfit.engine.fit import EpochReport, FitCallbacks, fit
 
 log = logging.getLogger("netfit.worker")
 T = TypeVar("T")

@@ -47,9 +47,9 @@ def upload_dataset(
     name: Annotated[str | None, Form(max_length=200)] = None,
     target: Annotated[str | None, Form(max_length=200, description="CSV: the label column (default: the last)")] = None,
 ) -> Dataset:
-    from worker.engine.data import describe as describe_data
-    from worker.engine.data import read_upload, to_npz_bytes
-    from worker.engine.errors import DataError, UnsupportedFile
+    from netfit.engine.data import describe as describe_data
+    from netfit.engine.data import read_upload, to_npz_bytes
+    from netfit.engine.errors import DataError, UnsupportedFile
 
     filename = printable(file.filename or "upload")
     if name is not None and not name.isprintable():

@@ -52,9 +52,9 @@ def gpu_jobs_accepted(settings: Settings) -> bool:
 def validate_spec(session: Session, settings: Settings, tenant: str, spec: JobSpec) -> ModelSummary:
     """Dry-run the spec against its data (shapes, output size, parameter count): a bad spec
     is a 422 naming the layer or field, and never reaches the database or a worker."""
-    from worker.engine.data import DataSignature, signature_of
-    from worker.engine.errors import DataError, SpecError
-    from worker.engine.layers import summarize
+    from netfit.engine.data import DataSignature, signature_of
+    from netfit.engine.errors import DataError, SpecError
+    from netfit.engine.layers import summarize
 
     if spec.training.device.startswith("cuda") and not gpu_jobs_accepted(settings):
         detail = {"loc": ["training", "device"],

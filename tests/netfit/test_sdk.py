@@ -152,7 +152,7 @@ def test_curves_as_png_and_svg(client: Client, finished, tmp_path: Path):
 def test_downloaded_weights_rebuild_the_network_and_reproduce_the_test_accuracy(client: Client, finished, tmp_path: Path):
     from safetensors.torch import load_file
 
-    from worker.engine.data import load_data
+    from netfit.engine.data import load_data
 
     path = client.download_checkpoint(finished.id, "best", tmp_path / "best.safetensors")
     assert set(load_file(path)) == {"0.weight", "0.bias", "2.weight", "2.bias"}

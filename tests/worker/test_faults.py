@@ -158,8 +158,8 @@ def test_kill_9_mid_job_resumes_on_another_worker_with_identical_results(fault_s
 
     # the same spec trained without interruption gives the same numbers
     from netfit.spec import JobSpec
-    from worker.engine.data import load_data
-    from worker.engine.fit import fit
+    from netfit.engine.data import load_data
+    from netfit.engine.fit import fit
 
     reference = fit(JobSpec.model_validate(spec), load_data(JobSpec.model_validate(spec)))
     with fs.factory() as session:

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from netfit.spec import DatasetRef, JobSpec
-from worker.engine.data import (
+from netfit.engine.data import (
     RawArrays, apply_preprocessing, describe, from_npz_bytes, load_data, load_raw, read_upload, signature_of,
     to_npz_bytes,
 )
-from worker.engine.errors import DataError, SpecError
+from netfit.engine.errors import DataError, SpecError
 
 
 def spec(dataset, **kw) -> JobSpec:

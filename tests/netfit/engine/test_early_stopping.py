@@ -6,7 +6,7 @@ import json
 import math
 
 from netfit.spec import EarlyStopping
-from worker.engine.early_stopping import EarlyStopper
+from netfit.engine.early_stopping import EarlyStopper
 
 
 def run(stopper: EarlyStopper, values: list[float], key: str = "val_loss") -> list[tuple[bool, str | None]]:

@@ -8,9 +8,9 @@ from pydantic import ValidationError
 from torch import nn
 
 from netfit.spec import JobSpec
-from worker.engine.data import DataSignature, load_data, signature_of
-from worker.engine.errors import SpecError
-from worker.engine.layers import MAX_PARAMS, build_model, resolve_head, summarize
+from netfit.engine.data import DataSignature, load_data, signature_of
+from netfit.engine.errors import SpecError
+from netfit.engine.layers import MAX_PARAMS, build_model, resolve_head, summarize
 
 IRIS = DataSignature((4,), "classification", 3, 1, 150, False)
 BINARY = DataSignature((30,), "classification", 2, 1, 569, False)

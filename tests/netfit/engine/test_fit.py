@@ -14,13 +14,13 @@ import pytest
 import torch
 from torch import nn
 
-import worker.engine.fit as fit_module
+import netfit.engine.fit as fit_module
 from netfit.spec import JobSpec
-from worker.engine.checkpoints import TrainingState
-from worker.engine.data import DataSignature, PreparedData, Split, load_data
-from worker.engine.errors import SpecError
-from worker.engine.fit import EpochReport, FitCallbacks, fit
-from worker.engine.layers import build_model
+from netfit.engine.checkpoints import TrainingState
+from netfit.engine.data import DataSignature, PreparedData, Split, load_data
+from netfit.engine.errors import SpecError
+from netfit.engine.fit import EpochReport, FitCallbacks, fit
+from netfit.engine.layers import build_model
 
 MLP = [{"type": "linear", "units": 16}, {"type": "relu"}, {"type": "linear", "units": 3}]
 

@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from worker.engine.checkpoints import (
+from netfit.engine.checkpoints import (
     TrainingState,
     capture_rng,
     restore_rng,

@@ -1,0 +1,16 @@
+"""The training engine: a plain library (torch + netfit only; no database, no Celery), usable
+from a notebook — the lesson's low-level API beside the service's high-level one.
+
+    from netfit.engine.data import load_data
+    from netfit.engine.layers import summarize
+    from netfit.engine.fit import fit
+
+    data = load_data(spec)                      # PreparedData: tensors + DataSignature
+    summary = summarize(spec, data.signature)   # dry run on the meta device; SpecError if wrong
+    result = fit(spec, data, callbacks=...)     # FitResult: stop reason, best/last weights, metrics
+
+Needs the `engine` extra (torch, numpy, scikit-learn, safetensors). Modules: `errors`
+(SpecError, DataError), `data` (loaders, splits, preprocessing), `layers` (spec → nn.Module,
+shape inference, summary), `fit` (the loop), `early_stopping`, `schedules`, `checkpoints`
+(safetensors weights, resume state). Importing this package imports nothing heavy.
+"""
