@@ -87,8 +87,38 @@ def _loc(loc: tuple[Any, ...] | list[Any]) -> list[str | int]:
     return [p if isinstance(p, int) else str(p) for p in (parts[1:] if parts[:1] == ["body"] else parts)]
 
 
-def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"loc": _loc(e.get("loc", ())), "msg": e.get("msg", "invalid value")} for e in errors]
+def validation_details(errors: list[dict[str, Any]], body: Any = None) -> list[dict[str, Any]]:
+    from netfit.spec import teach
+
+    out = []
+    for e in errors:
+        if e.get("type") == "json_invalid":  # loc ("body", offset): say where, and the usual cause
+            out.append({"loc": [], "msg": json_error(body, e.get("loc", (None, 0))[-1], (e.get("ctx") or {}).get("error"))})
+        else:
+            out.append({"loc": _loc(e.get("loc", ())), "msg": teach(e)})
+    return out
+
+
+def json_error(body: Any, pos: Any, why: str | None) -> str:
+    """'not valid JSON at line L, column C (why)' and the likely cause of it."""
+    text = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else str(body or "")
+    pos = pos if isinstance(pos, int) and 0 <= pos <= len(text) else 0
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    before = text[:pos].rstrip()
+    stripped = text.strip()
+    if stripped and stripped[0] not in "{[\"" and not stripped[0].isdigit() and stripped[:4] not in ("true", "fals", "null"):
+        cause = (f"the body starts with '{stripped[:40]}', not '{{': with curl, send a file as -d @{stripped.split()[0].lstrip('@')[:40]} "
+                 "(the @ makes curl read the file; without it curl sends the name itself)")
+    elif before.endswith(",") and text[pos:pos + 1] in ("}", "]"):
+        cause = "a trailing comma before a closing } or ]: JSON allows none; remove it"
+    elif text[pos:pos + 1] == "'":
+        cause = "JSON strings and names take double quotes (\"), not single quotes"
+    elif pos >= len(text.rstrip()):
+        cause = "the JSON ends early: a closing } or ] or a quote is missing"
+    else:
+        cause = f"check the JSON near '{text[max(0, pos - 20):pos + 20].strip()}'"
+    return f"the body is not valid JSON at line {line}, column {column} ({why or 'decode error'}): {cause}"
 
 
 def describe(details: list[dict[str, Any]], prefix: str) -> str:
@@ -113,7 +143,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = validation_details(list(exc.errors()))
+        details = validation_details(list(exc.errors()), getattr(exc, "body", None))
         return error_response(422, "invalid", describe(details, "the request is invalid"), details)
 
     @app.exception_handler(StarletteHTTPException)

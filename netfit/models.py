@@ -34,6 +34,8 @@ class ModelSummary(Wire):
     layers: list[LayerSummary]
     total_params: int
     trainable_params: int
+    # what netfit changed or assumed, in words (a folded softmax, the loss it chose, ...)
+    notes: list[str] = []
 
 
 class Job(Wire):

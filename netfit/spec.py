@@ -428,3 +428,61 @@ class JobSpec(Strict):
     preprocess: Preprocess = Preprocess()
     model: Model
     training: Training = Training()
+
+
+# --------------------------------------------------------------------------- errors that teach
+
+# Keras words a user may reach for, listed beside the canonical (PyTorch) tags in messages
+KERAS_LAYER_WORDS = ("Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D", "Flatten", "Reshape", "Dropout",
+                     "BatchNormalization", "LayerNormalization", "Activation", "ReLU", "LeakyReLU", "Softmax")
+# Keras arguments that give input sizes, which netfit infers from the data
+INPUT_SIZE_FIELDS = ("input_shape", "input_dim", "batch_input_shape", "in_features", "in_channels")
+
+
+def did_you_mean(word: str, choices: Any) -> str | None:
+    """The closest of `choices` to `word` (case and `_`/`-` ignored), or None."""
+    import difflib
+
+    key = lambda s: str(s).lower().replace("_", "").replace("-", "")  # noqa: E731
+    by_key = {key(c): c for c in choices}
+    if key(word) in by_key:
+        return by_key[key(word)]
+    close = difflib.get_close_matches(key(word), list(by_key), n=1, cutoff=0.6)
+    return by_key[close[0]] if close else None
+
+
+def _quoted(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"'([^']*)'", text)
+
+
+def teach(error: dict[str, Any]) -> str:
+    """A pydantic error's message, with what to change: the likely word, the accepted words
+    in both vocabularies, "remove the quotes", or why a Keras argument is not needed."""
+    kind, msg, value = error.get("type"), error.get("msg", "invalid value"), error.get("input")
+    ctx, loc = error.get("ctx") or {}, list(error.get("loc") or ())
+    field = loc[-1] if loc else None
+    if kind == "union_tag_invalid" and "layers" in loc:
+        tag = str(ctx.get("tag", value))
+        guess = did_you_mean(tag, [*LAYER_ALIASES, *KERAS_LAYER_WORDS])
+        hint = f"did you mean '{LAYER_ALIASES.get(guess, guess)}'? " if guess else ""
+        return (f"unknown layer type '{tag}'; {hint}netfit accepts the PyTorch words "
+                f"{', '.join(sorted(set(LAYER_ALIASES.values())))} and the Keras words {', '.join(KERAS_LAYER_WORDS)} "
+                "(any case)")
+    if kind == "literal_error" and isinstance(value, str):
+        guess = did_you_mean(value, _quoted(str(ctx.get("expected", ""))))
+        return f"{msg}; did you mean '{guess}'?" if guess else msg
+    if kind in ("int_type", "float_type", "int_parsing", "float_parsing") and isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return msg
+        shown = value.strip() if kind.startswith("float") or not number.is_integer() else int(number)
+        return f"{msg}; remove the quotes: write {shown}, not \"{value}\""
+    if kind == "bool_type" and isinstance(value, str) and value.lower() in ("true", "false"):
+        return f"{msg}; remove the quotes: write {value.lower()}, not \"{value}\""
+    if kind == "extra_forbidden" and field in INPUT_SIZE_FIELDS:
+        return (f"netfit infers every input size from the data (as PyTorch's Lazy layers and Keras' Input do); "
+                f"remove '{field}'")
+    return msg

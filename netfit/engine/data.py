@@ -21,7 +21,7 @@ import torch
 from sklearn import datasets as skd
 from sklearn.model_selection import train_test_split
 
-from netfit.spec import MAX_SAMPLE_EPOCHS, MAX_SAMPLE_VALUES, MAX_SAMPLES, MAX_VALUES, DatasetRef, JobSpec
+from netfit.spec import MAX_SAMPLE_EPOCHS, MAX_SAMPLE_VALUES, MAX_SAMPLES, MAX_VALUES, DatasetRef, JobSpec, did_you_mean
 
 from .errors import DataError, SpecError, UnsupportedFile
 
@@ -39,6 +39,7 @@ class DataSignature:
     n_targets: int
     n_samples: int
     has_test_split: bool
+    integer_max: float | None = None  # the largest feature value when features are integers (0-255 pixels), if known
 
 
 @dataclass
@@ -139,6 +140,7 @@ def describe(raw: RawArrays) -> DataSignature:
         n_targets=int(raw.y.shape[1]) if raw.y.ndim == 2 else 1,
         n_samples=len(raw.x) + n_test,
         has_test_split=raw.x_test is not None,
+        integer_max=float(raw.x.max()) if raw.x.dtype.kind in "iu" else None,
     )
 
 
@@ -278,7 +280,8 @@ def _read_csv(content: bytes, filename: str, target: str | None) -> RawArrays:
     elif target in header:
         col = header.index(target)
     else:
-        raise DataError(f"'{filename}' has no column '{target}'; its columns are {header[:50]}")
+        raise DataError(f"'{filename}' has no column '{target}'{_column_hint(target, header)}; "
+                        f"its columns are {header[:50]}")
     if len(header) < 2:
         raise DataError(f"'{filename}' has one column; it needs feature columns and a target column")
     _check_size((len(rows) - 1, len(header) - 1), f"'{filename}'")
@@ -294,6 +297,15 @@ def _read_csv(content: bytes, filename: str, target: str | None) -> RawArrays:
     if not ok:
         _explain(rows, header, col, filename)
     return _raw(x, _label_array(labels), names=(f"'{filename}'", f"'{filename}' column '{header[col]}'", "", ""))
+
+
+def _column_hint(target: str, header: list[str]) -> str:
+    """', but it has 'species' (names are case-sensitive)' or a did-you-mean, or ''."""
+    same_case = [h for h in header if h.lower() == target.lower()]
+    if same_case:
+        return f", but it has '{same_case[0]}' (column names are case-sensitive): use target '{same_case[0]}'"
+    guess = did_you_mean(target, header)
+    return f" (did you mean '{guess}'?)" if guess else ""
 
 
 def _explain(rows: list[list[str]], header: list[str], col: int, filename: str) -> NoReturn:

@@ -287,10 +287,32 @@ def build_model(spec: JobSpec, signature: DataSignature, device: str | torch.dev
     return nn.Sequential(*mods).to(device)
 
 
+def notes(spec: JobSpec, signature: DataSignature, head: Head) -> list[str]:
+    """What netfit changed or assumed, so that nothing happens in silence."""
+    out, t = [], spec.training
+    if t.task is None:
+        why = {"classification": f"the data has {signature.n_classes} classes",
+               "binary": "the data has 2 classes and the network 1 output",
+               "regression": "the targets are real numbers"}[head.task]
+        out.append(f"task '{head.task}' inferred: {why} (set training.task to choose)")
+    if t.loss is None:
+        out.append(f"loss '{head.loss}' chosen for task '{head.task}' (set training.loss to choose another)")
+    if head.folded:
+        applied = "log-softmax" if head.loss == "cross_entropy" else "sigmoid"
+        out.append(f"the trailing {head.folded} is folded into the loss: {head.loss} applies {applied} itself, so "
+                   f"the network is trained and saved without it; load_model's outputs are logits "
+                   f"(apply {head.folded} to them for probabilities)")
+    if spec.preprocess.features == "none" and signature.integer_max is not None and signature.integer_max > 1:
+        out.append(f"the inputs are unscaled integers up to {signature.integer_max:g} (0-255 pixels?): set "
+                   "preprocess.features to 'scale' to divide by 255, or 'standardize'; unscaled inputs train slowly")
+    return out
+
+
 def summarize(spec: JobSpec, signature: DataSignature) -> ModelSummary:
     traced, head = check(spec, signature)
     return ModelSummary(
         input_shape=list(signature.input_shape), task=head.task, loss=head.loss, n_outputs=head.n_outputs,
         layers=[LayerSummary(index=t.index, type=t.type, output_shape=list(t.shape), params=t.params) for t in traced],
         total_params=sum(t.params for t in traced), trainable_params=sum(t.params for t in traced),
+        notes=notes(spec, signature, head),
     )

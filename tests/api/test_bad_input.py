@@ -103,7 +103,17 @@ SPECS: list[tuple[str, Any, int, str]] = [
     ("no layers", layers(), 422, "at least 1"),
     ("65 layers", layers(*[{"type": "relu"}] * 64, LINEAR3), 422, "64"),
     ("a layer without a type", layers({"units": 3}), 422, "type"),
-    ("an unknown layer", layers({"type": "transformer"}, LINEAR3), 422, "tag"),
+    ("an unknown layer", layers({"type": "transformer"}, LINEAR3), 422, "dense"),  # the Keras words are listed
+    # errors that teach: what to change, in the message
+    ("a layer typo", layers({"type": "linaer", "units": 3}), 422, "did you mean 'linear'"),
+    ("an activation typo", layers({"type": "dense", "units": 3, "activation": "sofmax"}), 422,
+     "did you mean 'softmax'"),
+    ("an optimizer typo", spec_with("training.optimizer.type", "adma"), 422, "did you mean 'adam'"),
+    ("units in quotes", layers({"type": "linear", "units": "3"}), 422, "remove the quotes"),
+    ("Keras input_shape", layers({"type": "dense", "units": 3, "input_shape": [4]}), 422, "infers every input size"),
+    ("curl -d without @", "spec.json", 422, "-d @spec.json"),
+    ("a trailing comma", '{"dataset": {"builtin": "iris"},\n}', 422, "line 2, column 1"),
+    ("a trailing comma (cause)", '{"model": {"layers": [{"type": "relu"},]}}', 422, "trailing comma"),
     ("a layer as a string", layers("linear", LINEAR3), 422, "object"),
     ("0 units", layers({"type": "linear", "units": 0}), 422, "greater than"),
     ("a million units", layers({"type": "linear", "units": 10**6}, LINEAR3), 422, "65536"),
@@ -241,6 +251,7 @@ def bad_files() -> list[tuple[str, str, bytes, dict[str, str], int, str]]:
         ("a 200 kB cell", "cell.csv", b'a,b,label\n1,"' + b"9" * 200_000 + b'",x\n', {}, 422, "field larger"),
         ("1.1 million rows", "rows.csv", b"a,label\n" + b"1,0\n" * 1_100_000, {}, 422, "rows"),
         ("an unknown target column", "t.csv", CSV, {"target": "species"}, 422, "no column"),
+        ("a target in the wrong case", "t.csv", CSV, {"target": "Label"}, 422, "use target 'label'"),
         ("a spreadsheet", "data.xlsx", b"PK\x03\x04", {}, 415, ".csv"),
         ("a file over the upload limit", "big.csv", b"a,label\n" + b"1,0\n" * (3 * 2**20), {}, 413, "limit"),
         ("a name with control characters", "ok.csv", CSV, {"name": "a\x1bb"}, 422, "printable"),
@@ -298,6 +309,7 @@ def test_bad_specs_and_files_are_refused_and_no_worker_sees_them(service, pg_url
         # the same API and worker then train a good job
         job = api.post("/v1/jobs", json=iris_spec(epochs=2))
         assert job.status_code == 201, job.text
+        assert any("loss 'cross_entropy' chosen" in note for note in job.json()["summary"]["notes"]), job.text
         done = wait_until(lambda: (j := api.get(f"/v1/jobs/{job.json()['id']}").json())["status"]
                           in ("succeeded", "failed") and j, timeout=120, what="the good job to end")
         assert (done["status"], done["epochs_completed"]) == ("succeeded", 2), done
