@@ -56,6 +56,9 @@ class Job(Base):
         Index("ix_jobs_status_updated", "status", "updated_at"),
         # the per-tenant limit on queued + running jobs, counted at every submit
         Index("ix_jobs_tenant_status", "tenant", "status"),
+        # a sweep's trials: a trial number is taken once (two askers cannot both create trial n)
+        UniqueConstraint("sweep_id", "trial_number", name="uq_jobs_sweep_trial"),
+        Index("ix_jobs_sweep_status", "sweep_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -83,6 +86,39 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     enqueued_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # set on a sweep's trials only (migration 0003); pruned_rung: the rung whose decision pruned it
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", name="fk_jobs_sweep_id"))
+    trial_number: Mapped[int | None]
+    params: Mapped[dict[str, Any] | None]
+    pruned_rung: Mapped[int | None]
+
+
+class Sweep(Base):
+    """A search over a base spec (DESIGN §9). The whole sweep request is kept in `spec`;
+    `trials_asked` is the next trial number, advanced by a conditional UPDATE at each ask."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (
+        Index("ix_sweeps_tenant_created", "tenant", "created_at", "id"),
+        Index("ix_sweeps_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(64), default="default", server_default="default")
+    name: Mapped[str | None] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]]
+    method: Mapped[str] = mapped_column(String(8))
+    objective_metric: Mapped[str] = mapped_column(String(32))
+    objective_mode: Mapped[str] = mapped_column(String(4))
+    max_trials: Mapped[int]
+    max_concurrent: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    error: Mapped[str | None] = mapped_column(Text)
+    trials_asked: Mapped[int] = mapped_column(default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

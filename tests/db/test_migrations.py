@@ -38,8 +38,8 @@ def test_0002_downgrades_and_upgrades_a_database_with_jobs(db_url):
     with engine.connect() as conn:
         assert "api_keys" not in inspect(conn).get_table_names()
     factory = make_session_factory(engine)
-    with factory() as session:
-        job_id = jobs.create_job(session, tenant="team-a", spec=iris_spec(), summary=None, queue="cpu").id
+    with engine.begin() as conn:
+        job_id = _insert_old_job(conn, "team-a", iris_spec())
     upgrade(db_url)
     with factory() as session:
         assert jobs.count_active(session, "team-a") == 1 and jobs.get_job(session, "team-a", job_id)
@@ -47,4 +47,47 @@ def test_0002_downgrades_and_upgrades_a_database_with_jobs(db_url):
         assert keys.tenant_for(session, key) == "team-a"
     with engine.connect() as conn:
         assert "ix_jobs_tenant_status" in {i["name"] for i in inspect(conn).get_indexes("jobs")}
+    engine.dispose()
+
+
+def _insert_old_job(conn, tenant: str, spec: dict) -> str:
+    """A job row as revision 0001 knew it (the ORM would name the columns later revisions add)."""
+    import json
+
+    from sqlalchemy import text
+
+    from db.models import new_id, utcnow
+
+    job_id, now = new_id(), utcnow().replace(tzinfo=None)
+    conn.execute(text(
+        "INSERT INTO jobs (id, tenant, spec, status, epochs, epochs_completed, attempts, releases, queue,"
+        " cancel_requested, created_at, updated_at) VALUES (:id, :tenant, :spec, 'queued', 5, 0, 0, 0, 'cpu',"
+        " false, :now, :now)"), {"id": job_id, "tenant": tenant, "spec": json.dumps(spec), "now": now})
+    return job_id
+
+
+def test_0003_downgrades_and_upgrades_a_database_with_jobs(db_url):
+    """A database from before sweeps (0002): 0003 adds the sweeps table and the trial columns;
+    the jobs stay, as plain jobs (no sweep)."""
+    from alembic import command
+
+    from db import jobs
+    from db.migrate import config
+    from db.session import make_session_factory
+    from tests.conftest import iris_spec
+
+    command.downgrade(config(db_url), "0002")
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert "sweeps" not in inspect(conn).get_table_names()
+        assert "sweep_id" not in {c["name"] for c in inspect(conn).get_columns("jobs")}
+    with engine.begin() as conn:
+        job_id = _insert_old_job(conn, "team-a", iris_spec())
+    upgrade(db_url)
+    with make_session_factory(engine)() as session:
+        job = jobs.get_job(session, "team-a", job_id)
+        assert job is not None and job.sweep_id is None and job.trial_number is None
+    with engine.connect() as conn:
+        assert "sweeps" in inspect(conn).get_table_names()
+        assert "ix_jobs_sweep_status" in {i["name"] for i in inspect(conn).get_indexes("jobs")}
     engine.dispose()
