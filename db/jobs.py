@@ -265,7 +265,8 @@ def cancel_requested(session: Session, job_id: str) -> bool:
 
 
 def record_epoch(session: Session, job_id: str, attempt: int, metrics: dict[str, Any], *,
-                 resume_state: bytes, best: bytes | None = None) -> None:
+                 resume_state: bytes, best: bytes | None = None,
+                 early_stopping: dict[str, Any] | None = None) -> None:
     """One transaction: the epoch's metrics row, the state to resume from, the best weights
     when this epoch is the best so far, and the job's progress. A stale attempt writes
     nothing and gets Fenced."""
@@ -280,7 +281,8 @@ def record_epoch(session: Session, job_id: str, attempt: int, metrics: dict[str,
     _put_checkpoint(session, job_id, "resume", epoch, scores, resume_state)
     if best is not None:
         _put_checkpoint(session, job_id, "best", epoch, scores, best)
-    _event(session, job_id, "epoch", {"epoch": epoch, **row})
+    # the event also carries the engine's early-stopping countdown, so followers show it as is
+    _event(session, job_id, "epoch", {"epoch": epoch, **row, "early_stopping": early_stopping})
     session.commit()
 
 

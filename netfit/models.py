@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 StopReason = Literal[
-    "max_epochs", "early_stopping", "stopping_threshold", "divergence", "non_finite", "cancelled"
+    "max_epochs", "early_stopping", "stopping_threshold", "divergence", "non_finite", "cancelled",
+    "pruned",  # a sweep's trial stopped by the pruner (it ends succeeded)
 ]
 
 
@@ -57,6 +58,8 @@ class Job(Wire):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    sweep_id: str | None = None  # set on a sweep's trials
+    trial_number: int | None = None
 
     @property
     def done(self) -> bool:
@@ -75,6 +78,17 @@ class EpochMetrics(Wire):
     val_mae: float | None = None
     lr: float | None = None
     seconds: float | None = None
+
+
+class EarlyStoppingProgress(Wire):
+    """The engine's early-stopping countdown after an epoch, sent with each epoch event."""
+
+    monitor: str
+    mode: Literal["min", "max"]
+    best: float | None = None
+    best_epoch: int | None = None
+    wait: int = 0  # epochs since the monitored metric last improved
+    patience: int | None = None  # None: no early stopping configured (the best epoch is still tracked)
 
 
 class Dataset(Wire):
@@ -106,6 +120,52 @@ T = TypeVar("T")
 class Page(Wire, Generic[T]):
     items: list[T]
     next_cursor: str | None = None
+
+
+SweepStatus = Literal["running", "succeeded", "failed", "cancelled"]
+
+
+class Trial(Wire):
+    """A row of a sweep's leaderboard; `value` is the trial's best objective value so far."""
+
+    number: int
+    job_id: str
+    params: dict[str, Any]
+    status: JobStatus
+    stop_reason: StopReason | None = None
+    value: float | None = None
+    epochs_completed: int = 0
+    pruned_rung: int | None = None  # asha: the rung index; median: the epoch
+
+
+class Sweep(Wire):
+    id: str
+    name: str | None = None
+    status: SweepStatus
+    error: str | None = None
+    method: Literal["grid", "random", "tpe"]
+    objective: dict[str, str]  # {"metric": ..., "mode": "min" | "max"}
+    max_trials: int
+    max_concurrent: int
+    trials: dict[str, int]  # counts by trial status (and "pruned")
+    best: Trial | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+    elapsed_seconds: float = 0.0
+    trials_per_minute: float | None = None
+    spec: dict[str, Any]  # the sweep request as stored
+
+    @property
+    def done(self) -> bool:
+        return self.status != "running"
+
+
+class SweepImportance(Wire):
+    sweep_id: str
+    evaluator: str
+    importances: dict[str, float]  # parameter path -> share of the objective's variance, summing to 1
+    trials_used: int
+    note: str | None = None
 
 
 class ErrorDetail(Wire):

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from netfit.models import TERMINAL_STATUSES, EpochMetrics
+from netfit.models import TERMINAL_STATUSES, EarlyStoppingProgress, EpochMetrics
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class EpochEvent:
 
     id: str | None
     metrics: EpochMetrics
+    early_stopping: EarlyStoppingProgress | None = None  # the engine's countdown, as it decided
 
     @property
     def epoch(self) -> int:
@@ -85,8 +86,9 @@ def job_event(raw: ServerEvent) -> JobEvent | None:
         return None
     payload = json.loads(raw.data)
     if raw.event == "epoch":
-        row = payload.get("metrics", payload) if isinstance(payload, dict) else payload
-        return EpochEvent(id=raw.id, metrics=EpochMetrics.model_validate(row))
+        countdown = payload.get("early_stopping")
+        return EpochEvent(id=raw.id, metrics=EpochMetrics.model_validate(payload),
+                          early_stopping=countdown and EarlyStoppingProgress.model_validate(countdown))
     return StatusEvent(
         id=raw.id,
         status=payload["status"],

@@ -118,7 +118,8 @@ class JobCallbacks(FitCallbacks):
         resume = state.to_bytes()
         best = (checkpoint_bytes(self.job_id, "best", report.epoch, report.metrics, state.best_weights, self.preprocessing)
                 if report.is_best and state.best_weights is not None else None)
-        with_db_retry(lambda s: db_jobs.record_epoch(s, self.job_id, self.attempt, row, resume_state=resume, best=best),
+        with_db_retry(lambda s: db_jobs.record_epoch(s, self.job_id, self.attempt, row, resume_state=resume, best=best,
+                                                     early_stopping=report.early_stopping),
                       self.factory, done_if_duplicate=True)
 
     def should_stop(self) -> bool:

@@ -76,6 +76,12 @@ class EarlyStopper:
         target = self.reference - delta if self.mode == "min" else self.reference + delta
         return self._better(value, target)
 
+    def progress(self) -> dict[str, Any]:
+        """The countdown as users see it after each epoch (the CLI's and dashboard's one source):
+        epochs without improvement (`wait`) of `patience`, and the best value so far."""
+        return {"monitor": self.monitor, "mode": self.mode, "best": self.best, "best_epoch": self.best_epoch,
+                "wait": self.wait, "patience": self.config.patience if self.config else None}
+
     STATE = ("best", "best_epoch", "reference", "wait")  # all that a resumed run needs
 
     def state_dict(self) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class EpochReport:
     metrics: dict[str, float | None]  # None: not measured (no validation split) or not finite
     seconds: float
     is_best: bool
+    early_stopping: dict[str, Any] | None = None  # EarlyStopper.progress(): the countdown after this epoch
 
 
 class FitCallbacks:
@@ -175,7 +176,8 @@ def fit(
         if schedule is not None:
             schedule.step(metrics)
 
-        report = EpochReport(epoch, _finite(metrics), time.perf_counter() - began, is_best)
+        report = EpochReport(epoch, _finite(metrics), time.perf_counter() - began, is_best,
+                             _finite(stopper.progress()))
         history.append(report)
         if listens:
             state = TrainingState(
@@ -332,6 +334,6 @@ def _means(sums: list[float], names: MetricNames, prefix: str, y: torch.Tensor) 
     return metrics
 
 
-def _finite(metrics: dict[str, float | None]) -> dict[str, float | None]:
+def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
     """NaN and infinity become None: reports go into JSON, which has no such numbers."""
-    return {k: (v if v is None or math.isfinite(v) else None) for k, v in metrics.items()}
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}

@@ -45,7 +45,7 @@ def followed(embedded_service: str, tmp_path_factory) -> tuple[str, str]:
 
 def test_version_and_help_everywhere(capsys):
     assert netfit("--version").stdout.strip() == "netfit 0.1.0"  # the installed console script
-    for command in ("submit", "jobs", "status", "metrics", "cancel", "download", "plot", "datasets",
+    for command in ("submit", "follow", "jobs", "status", "metrics", "cancel", "download", "plot", "datasets",
                     "datasets upload", "datasets list", "serve", "api", "worker"):
         with pytest.raises(SystemExit) as done:
             main([*command.split(), "--help"])

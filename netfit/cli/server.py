@@ -1,0 +1,136 @@
+"""Server commands (serve, api, worker) and API keys (on the server's database). The server
+code lives in a netfit checkout (api/, db/, worker/), not in the published SDK, so it is
+imported when such a command runs: `import netfit` never loads it."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from netfit.cli.output import table, when
+
+SERVER_ENV_HELP = """\
+environment:
+  NETFIT_DATABASE_URL  where jobs, metrics and weights live
+                       (default sqlite:///./netfit.db; production: postgresql+psycopg://...)
+  NETFIT_BROKER_URL    the Celery broker (default: a file broker under ./.netfit/,
+                       no server needed; production: redis://...)
+"""
+
+KEYS_HELP = """\
+The first key turns auth on: from then on every request needs a key and sees only its
+tenant's jobs and data sets (revoking every key does not turn auth off again).
+
+environment:
+  NETFIT_DATABASE_URL  the server's database (default sqlite:///./netfit.db, as `netfit serve`)
+"""
+
+
+def server_module(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise SystemExit(
+            f"netfit: `{module}` is not importable ({exc}). The server runs from a netfit checkout "
+            "with the server extra: `make install` there, or use the docker image."
+        ) from None
+
+
+def _runner(module: str, function: str) -> Callable:
+    return getattr(server_module(module), function)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _runner("api.server", "serve")(args.host, args.port)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    _runner("api.server", "run_api")(args.host, args.port)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    queues = [q for q in (args.queues or "").split(",") if q] or None
+    _runner("worker.main", "run_worker")(queues=queues, concurrency=args.concurrency)
+    return 0
+
+
+@contextmanager
+def _key_store() -> Iterator[tuple[Any, Any]]:
+    """(db.keys, a session) on the server's database: NETFIT_DATABASE_URL, default the embedded
+    ./netfit.db that `netfit serve` uses; migrated first, as `serve` and `api` do at start."""
+    keys = server_module("db.keys")
+    url = server_module("api.settings").Settings.from_env().database_url
+    server_module("db.migrate").upgrade(url)
+    factory = server_module("db.session").make_session_factory(url)
+    try:
+        with factory() as session:
+            yield keys, session
+    finally:
+        factory.kw["bind"].dispose()
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    with _key_store() as (keys, session):
+        try:
+            row, key = keys.create_key(session, tenant=args.tenant, name=args.name)
+        except ValueError as exc:
+            raise SystemExit(f"netfit: {exc}") from None
+    # the key alone on stdout (KEY=$(netfit keys create ...)); the rest is for the person
+    print(key)
+    print(f"created API key {row.id} ({row.prefix}…) for tenant '{row.tenant}'. It is shown only this once: "
+          "the server keeps only its hash. Clients send it as 'Authorization: Bearer <key>' "
+          "(NETFIT_API_KEY for the SDK and CLI).", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    with _key_store() as (keys, session):
+        rows = [[k.id, k.prefix + "…", k.tenant, k.name, when(k.created_at), when(k.revoked_at)]
+                for k in keys.list_keys(session)]
+    print(table(["id", "prefix", "tenant", "name", "created", "revoked"], rows))
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    with _key_store() as (keys, session):
+        try:
+            row, revoked_now = keys.revoke_key(session, args.key)
+        except LookupError as exc:
+            raise SystemExit(f"netfit: {exc}") from None
+    what = "revoked" if revoked_now else f"was already revoked at {when(row.revoked_at)}:"
+    print(f"{what} API key {row.id} ({row.prefix}…, tenant '{row.tenant}'); requests with it now get 401")
+    return 0
+
+
+def register(command, formatter) -> None:  # see netfit.cli.build_parser
+    for name, help, run in (
+        ("serve", "run the embedded service: the API and one worker in one process", cmd_serve),
+        ("api", "run the HTTP API (uvicorn)", cmd_api),
+    ):
+        sub = command(name, help, run, SERVER_ENV_HELP, server=True)
+        sub.add_argument("--host", default="127.0.0.1", help="interface to listen on (default %(default)s)")
+        sub.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
+    sub = command("worker", "run a Celery worker that trains queued jobs", cmd_worker, SERVER_ENV_HELP, server=True)
+    sub.add_argument("--queues", help="comma-separated queues to consume (default: all the worker's queues)")
+    sub.add_argument("--concurrency", type=int, default=1, help="jobs trained at once (default %(default)s)")
+
+    keys = command("keys", "create, list and revoke API keys (on the server's database)", None, KEYS_HELP,
+                   server=True)
+    actions = keys.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, help, run in (("create", "make a key for a tenant; prints it once", cmd_keys_create),
+                            ("list", "list keys: id, prefix, tenant, name, created, revoked (never the keys)",
+                             cmd_keys_list),
+                            ("revoke", "revoke a key at once (by id or prefix)", cmd_keys_revoke)):
+        sub = actions.add_parser(name, help=help, description=help, epilog=KEYS_HELP, formatter_class=formatter)
+        sub.set_defaults(run=run)
+        if name == "create":
+            sub.add_argument("--tenant", required=True, help="whose jobs and data sets the key sees")
+            sub.add_argument("--name", help="a note to tell keys apart, e.g. who holds it")
+        elif name == "revoke":
+            sub.add_argument("key", metavar="ID-or-PREFIX", help="the id or prefix shown by `netfit keys list`")
