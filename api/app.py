@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from api import errors
 from api.cache import BytesLRU
 from api.middleware import RequestContext
-from api.routers import datasets, health, jobs
+from api.routers import datasets, health, jobs, sweeps
 from api.settings import Settings, get_settings
 from db.session import make_session_factory
 
@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.enqueue = lambda job_id, queue: enqueue(job_id, queue, celery)
     app.state.ping_broker = lambda: ping(celery)
     errors.install(app)
-    for router in (jobs.router, datasets.router, health.router):
+    for router in (jobs.router, sweeps.router, datasets.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(RequestContext)  # added last = outermost: its headers and id reach every response

@@ -130,12 +130,14 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def list_jobs(session: Session, tenant: str, *, status: str | None = None, limit: int = 50,
-              cursor: str | None = None) -> tuple[list[Job], str | None]:
+              cursor: str | None = None, sweep: str | None = None) -> tuple[list[Job], str | None]:
     """Newest first; returns the page and the cursor of the next page (None at the end). Rows
     hold the columns of WIRE_COLUMNS only, read as plain rows: ORM objects cost more than the query."""
     query = select(*(getattr(Job, c) for c in WIRE_COLUMNS)).where(Job.tenant == tenant)
     if status:
         query = query.where(Job.status == status)
+    if sweep:  # a sweep's trials
+        query = query.where(Job.sweep_id == sweep)
     if cursor:
         created, job_id = decode_cursor(cursor)
         query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import jobs as db_jobs
 from db.models import utcnow
+from worker import sweeps
 from worker.celery_app import RECONCILE_TASK, app, enqueue
 
 log = logging.getLogger("netfit.reconciler")
@@ -53,6 +54,8 @@ def reconcile_once(session_factory: sessionmaker[Session], enqueue: Callable[[st
             elif row.enqueued_at is None or row.enqueued_at < recent:
                 send(row.id, row.queue)
                 counts["resumed"] += 1
+    # sweeps: an ask lost with a killed process, or a trial this pass ended, is asked again here
+    counts["trials_asked"] = sweeps.repair(session_factory, enqueue)
     if any(counts.values()):
         log.info("reconciled: %s", counts)
     return counts

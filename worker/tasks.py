@@ -25,6 +25,7 @@ from db import datasets as db_datasets
 from db import jobs as db_jobs
 from netfit.spec import JobSpec
 from worker.celery_app import TRAIN_TASK, app, enqueue
+from worker import sweeps
 from worker.database import LEASE_SECONDS, session_factory
 from netfit.engine.checkpoints import TrainingState, weights_to_bytes
 from netfit.engine.data import RawArrays, from_npz_bytes, load_data
@@ -113,7 +114,7 @@ class JobCallbacks(FitCallbacks):
         self.preprocessing = preprocessing
         self._next_check = 0.0
 
-    def on_epoch_end(self, report: EpochReport, state: TrainingState) -> None:
+    def on_epoch_end(self, report: EpochReport, state: TrainingState) -> str | None:
         row = {"epoch": report.epoch, **report.metrics, "seconds": report.seconds}
         resume = state.to_bytes()
         best = (checkpoint_bytes(self.job_id, "best", report.epoch, report.metrics, state.best_weights, self.preprocessing)
@@ -121,6 +122,8 @@ class JobCallbacks(FitCallbacks):
         with_db_retry(lambda s: db_jobs.record_epoch(s, self.job_id, self.attempt, row, resume_state=resume, best=best,
                                                      early_stopping=report.early_stopping),
                       self.factory, done_if_duplicate=True)
+        # a sweep's trial: its pruner may stop it at this epoch (None for other jobs)
+        return with_db_retry(lambda _: sweeps.prune_decision(self.factory, self.job_id, report.epoch), self.factory)
 
     def should_stop(self) -> bool:
         if shutting_down.is_set() or self.lease.lost.is_set() or self.lease.cancelled.is_set():
@@ -270,5 +273,11 @@ def warm_up() -> None:
 
 @app.task(name=TRAIN_TASK)
 def train_job(job_id: str) -> str:
-    return run_job(job_id)
+    outcome = run_job(job_id)
+    if outcome in ("succeeded", "failed", "cancelled"):
+        try:  # a trial ended: its sweep asks for the next (the reconciler repairs a lost ask)
+            sweeps.after_job(session_factory(), job_id, enqueue)
+        except Exception as exc:  # noqa: BLE001 - the job's outcome is saved; the sweep is repaired later
+            log.warning("job %s: the sweep's next trial was not asked (%s)", job_id, exc)
+    return outcome
 

@@ -121,9 +121,11 @@ def list_jobs(
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    sweep: Annotated[str | None, Query(pattern=ID_PATTERN, description="only this sweep's trials")] = None,
 ) -> Response:
     try:
-        rows, next_cursor = db_jobs.list_jobs(session, tenant, status=status, limit=limit, cursor=cursor)
+        rows, next_cursor = db_jobs.list_jobs(session, tenant, status=status, limit=limit, cursor=cursor,
+                                              sweep=sweep)
     except ValueError as exc:
         detail = {"loc": ["query", "cursor"], "msg": str(exc)}
         raise ApiError(422, describe([detail], "the request is invalid"), details=[detail]) from None

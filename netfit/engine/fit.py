@@ -42,8 +42,10 @@ class EpochReport:
 class FitCallbacks:
     """Hooks for whoever runs the loop (the worker persists each epoch). Subclass and override."""
 
-    def on_epoch_end(self, report: EpochReport, state: TrainingState) -> None:
-        """Called after every epoch with the state to resume from; may raise to abort the run."""
+    def on_epoch_end(self, report: EpochReport, state: TrainingState) -> str | None:
+        """Called after every epoch with the state to resume from; may raise to abort the run.
+        May return a stop reason (a sweep's pruner: "pruned") to end the run after this epoch."""
+        return None
 
     def should_stop(self) -> bool:
         """Polled after each epoch and about every 2 s inside one; True ends the run as "cancelled"."""
@@ -52,7 +54,7 @@ class FitCallbacks:
 
 @dataclass
 class FitResult:
-    stop_reason: str  # max_epochs | early_stopping | stopping_threshold | divergence | non_finite | cancelled
+    stop_reason: str  # max_epochs | early_stopping | stopping_threshold | divergence | non_finite | cancelled | pruned
     epochs_completed: int
     best_epoch: int | None
     best_metrics: dict[str, float | None]
@@ -193,7 +195,9 @@ def fit(
                 history=[asdict(h) for h in history],
                 spec_hash=fingerprint,
             )
-            callbacks.on_epoch_end(report, state)
+            verdict = callbacks.on_epoch_end(report, state)
+            if verdict and not stop:
+                stop, reason = True, verdict
         if stop:
             stop_reason = reason or "early_stopping"
             break

@@ -1,0 +1,205 @@
+"""/v1/sweeps: a search over a base spec (DESIGN §9). Trials are jobs (GET /v1/jobs?sweep=ID).
+
+POST validates everything before anything is stored: the request's shape, the base spec (a
+job's full dry run), every parameter's path, and the spec each categorical value / each end
+of a range gives (validated exactly as a job is). Then it stores the sweep and asks for the
+first max_concurrent trials; later trials are asked when trials end (worker) and by the
+reconciler (worker.sweeps).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query, Request
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from api.deps import PrincipalDep, SessionDep, SettingsDep
+from api.errors import ApiError, describe, not_found
+from api.responses import errors
+from api.routers.jobs import check_active_limit, validate_spec
+from api.settings import Settings
+from db import sweeps as db_sweeps
+from netfit.models import Page, Sweep, SweepImportance, Trial
+from netfit.spec import ID_PATTERN, JobSpec
+from netfit.sweep_spec import SweepSpec, apply, resolve
+
+log = logging.getLogger("netfit.api")
+SweepId = Annotated[str, Path(pattern=ID_PATTERN, description="the id that POST /v1/sweeps returned")]
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], responses=errors(401, 404, 422, 503))
+
+SWEEP_EXAMPLE = {
+    "name": "iris-width-lr",
+    "spec": {"dataset": {"builtin": "iris"}, "preprocess": {"features": "standardize"},
+             "model": {"layers": [{"type": "linear", "units": 16}, {"type": "relu"}, {"type": "linear", "units": 3}]},
+             "training": {"epochs": 9}},
+    "parameters": {"model.layers.0.units": {"values": [4, 16, 64]},
+                   "training.optimizer.lr": {"min": 0.0001, "max": 0.1, "distribution": "log_uniform"}},
+    "method": "tpe", "objective": {"metric": "val_loss"}, "max_trials": 12, "max_concurrent": 2, "seed": 0,
+    "pruning": {"type": "asha", "min_epochs": 1, "reduction_factor": 3},
+}
+
+
+def _invalid(loc: list[Any], msg: str) -> ApiError:
+    detail = {"loc": loc, "msg": msg}
+    return ApiError(422, describe([detail], "the sweep is invalid"), details=[detail])
+
+
+def _short(value: Any) -> str:
+    import json
+
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_spec(session: Session, settings: Settings, tenant: str, raw: dict[str, Any], where: list[Any],
+                what: str) -> Any:
+    """Validate a (base or varied) spec exactly as POST /v1/jobs does; 422 at `where`."""
+    try:
+        spec = JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        path = ".".join(str(p) for p in first.get("loc", ()))
+        raise _invalid(where, f"{what} gives an invalid spec: {path}: {first['msg']}") from None
+    try:
+        return spec, validate_spec(session, settings, tenant, spec)
+    except ApiError as exc:
+        raise _invalid(where, f"{what} gives an invalid spec: {exc.message}") from None
+
+
+def validate_sweep(session: Session, settings: Settings, tenant: str, request: SweepSpec) -> dict[str, Any]:
+    """The request as it is stored: the base spec with its defaults filled in, the objective's
+    mode resolved and max_trials set (the whole grid when absent)."""
+    base, summary = _check_spec(session, settings, tenant, request.spec, ["spec"], "the base spec")
+    full = base.model_dump(mode="json")
+    metric = request.objective.metric
+    if summary.task == "regression" and metric.endswith("accuracy"):
+        raise _invalid(["objective", "metric"], f"'{metric}' is not measured on a regression task; "
+                                                "use val_loss, val_rmse or val_mae")
+    if summary.task != "regression" and (metric.endswith("rmse") or metric.endswith("mae")):
+        raise _invalid(["objective", "metric"], f"'{metric}' is measured on regression tasks only; "
+                                                "use val_loss or val_accuracy")
+    if metric.startswith("val_") and full["split"]["validation"] == 0:
+        raise _invalid(["objective", "metric"], f"'{metric}' needs a validation split; the base spec has "
+                                                "split.validation 0 (set it, or use a train_* metric)")
+    for path, parameter in request.parameters.items():
+        why = resolve(full, path)
+        if why is not None:
+            raise _invalid(["parameters", path], f"unknown path '{path}': {why}")
+        field = "values" if parameter.values is not None else "min/max"
+        for value in parameter.probes():
+            _check_spec(session, settings, tenant, apply(full, {path: value}), ["parameters", path, field],
+                        f"parameter '{path}' = {_short(value)}")
+    stored = request.model_dump(mode="json")
+    stored.update(spec=full, max_trials=request.trials,
+                  objective={"metric": metric, "mode": request.objective.direction})
+    return stored
+
+
+def trial_rows(session: Session, sweep: Any) -> list[Trial]:
+    """Every trial ranked by its best objective value, best first; trials without a value last."""
+    from worker.sweeps import best_value
+
+    mode = sweep.objective_mode
+    curves = db_sweeps.objective_curves(session, sweep.id, sweep.objective_metric)
+    out = [Trial(number=r.trial_number, job_id=r.id, params=r.params or {}, status=r.status,
+                 stop_reason=r.stop_reason, value=best_value(curves.get(r.id, {}), mode),
+                 epochs_completed=r.epochs_completed, pruned_rung=r.pruned_rung)
+           for r in db_sweeps.trials(session, sweep.id)]
+    sign = 1.0 if mode == "min" else -1.0
+    return sorted(out, key=lambda t: (t.value is None, sign * (t.value or 0.0), t.number))
+
+
+def to_wire(session: Session, sweep: Any) -> Sweep:
+    ranked = trial_rows(session, sweep)
+    counts = db_sweeps.status_counts(session, sweep.id)
+    elapsed = db_sweeps.elapsed(sweep)
+    ended = counts["succeeded"] + counts["failed"] + counts["cancelled"]
+    best = ranked[0] if ranked and ranked[0].value is not None else None
+    return Sweep(id=sweep.id, name=sweep.name, status=sweep.status, error=sweep.error, method=sweep.method,
+                 objective={"metric": sweep.objective_metric, "mode": sweep.objective_mode},
+                 max_trials=sweep.max_trials, max_concurrent=sweep.max_concurrent, trials=counts, best=best,
+                 created_at=sweep.created_at, finished_at=sweep.finished_at, elapsed_seconds=round(elapsed, 3),
+                 trials_per_minute=round(ended / elapsed * 60, 3) if elapsed > 0 else None, spec=sweep.spec)
+
+
+def _owned(session: Session, tenant: str, sweep_id: str) -> Any:
+    sweep = db_sweeps.get_sweep(session, tenant, sweep_id)
+    if sweep is None:
+        raise not_found("sweep", sweep_id)
+    return sweep
+
+
+@router.post("", status_code=201, response_model=Sweep, summary="Start a sweep", responses=errors(400, 413, 429))
+def create_sweep(
+    request_body: Annotated[SweepSpec, Body(openapi_examples={"iris": {"value": SWEEP_EXAMPLE}})],
+    request: Request, session: SessionDep, settings: SettingsDep, tenant: PrincipalDep,
+) -> Sweep:
+    from worker.sweeps import MAX_ACTIVE_TRIALS, fill
+
+    if request_body.max_concurrent > MAX_ACTIVE_TRIALS:
+        raise _invalid(["max_concurrent"], f"max_concurrent {request_body.max_concurrent} is above the "
+                                           f"{MAX_ACTIVE_TRIALS} trials a tenant may run at once "
+                                           "(NETFIT_MAX_ACTIVE_TRIALS); lower it")
+    check_active_limit(session, tenant, settings.max_active_jobs)
+    if db_sweeps.count_active_trials(session, tenant) >= MAX_ACTIVE_TRIALS:
+        raise ApiError(429, f"you have {MAX_ACTIVE_TRIALS} sweep trials queued or running, the most allowed "
+                            "at once (NETFIT_MAX_ACTIVE_TRIALS); wait for a sweep to end or cancel one "
+                            "(POST /v1/sweeps/{id}/cancel)", headers={"Retry-After": "30"})
+    stored = validate_sweep(session, settings, tenant, request_body)
+    sweep = db_sweeps.create_sweep(session, tenant=tenant, request=stored, method=request_body.method,
+                                   metric=stored["objective"]["metric"], mode=stored["objective"]["mode"],
+                                   max_trials=stored["max_trials"], max_concurrent=request_body.max_concurrent)
+    try:
+        fill(request.app.state.session_factory, sweep.id, request.app.state.enqueue)
+    except Exception as exc:  # noqa: BLE001 - the sweep is stored; the reconciler asks again
+        log.warning("sweep %s: first trials not asked (%s); the reconciler will", sweep.id, exc)
+    session.expire_all()
+    return to_wire(session, sweep)
+
+
+@router.get("", response_model=Page[Sweep], summary="List sweeps, newest first")
+def list_sweeps(
+    session: SessionDep, tenant: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> Page[Sweep]:
+    try:
+        rows, next_cursor = db_sweeps.list_sweeps(session, tenant, limit=limit, cursor=cursor)
+    except ValueError as exc:
+        detail = {"loc": ["query", "cursor"], "msg": str(exc)}
+        raise ApiError(422, describe([detail], "the request is invalid"), details=[detail]) from None
+    return Page[Sweep](items=[to_wire(session, s) for s in rows], next_cursor=next_cursor)
+
+
+@router.get("/{sweep_id}", response_model=Sweep, summary="A sweep's status, counts and best trial")
+def get_sweep(sweep_id: SweepId, session: SessionDep, tenant: PrincipalDep) -> Sweep:
+    return to_wire(session, _owned(session, tenant, sweep_id))
+
+
+@router.get("/{sweep_id}/trials", response_model=Page[Trial], summary="The leaderboard, best first")
+def list_trials(sweep_id: SweepId, session: SessionDep, tenant: PrincipalDep) -> Page[Trial]:
+    """Every trial, ranked by its best objective value (pruned trials flagged by their
+    stop_reason); one page holds them all (a sweep has at most 1,000)."""
+    return Page[Trial](items=trial_rows(session, _owned(session, tenant, sweep_id)), next_cursor=None)
+
+
+@router.get("/{sweep_id}/importance", response_model=SweepImportance, summary="Each parameter's importance")
+def importance(sweep_id: SweepId, session: SessionDep, tenant: PrincipalDep) -> SweepImportance:
+    from worker.sweeps import importance as compute
+
+    sweep = _owned(session, tenant, sweep_id)
+    evaluator, values, used, note = compute(session, sweep)
+    return SweepImportance(sweep_id=sweep.id, evaluator=evaluator, importances=values, trials_used=used, note=note)
+
+
+@router.post("/{sweep_id}/cancel", response_model=Sweep, summary="Stop a sweep and its trials")
+def cancel_sweep(sweep_id: SweepId, session: SessionDep, tenant: PrincipalDep) -> Sweep:
+    """Queued trials end `cancelled` at once, running ones within an epoch or ~2 s; an ended
+    sweep is returned unchanged (idempotent)."""
+    sweep = db_sweeps.request_cancel(session, tenant, sweep_id)
+    if sweep is None:
+        raise not_found("sweep", sweep_id)
+    return to_wire(session, sweep)

@@ -1,0 +1,195 @@
+"""Sweep queries and state transitions (reads scoped by tenant, as in db.jobs).
+
+A sweep's trials are jobs rows with sweep_id, trial_number and params. The next trial is
+created by `create_trial` in ONE transaction that first moves the sweep's `trials_asked`
+counter from n to n+1 with a conditional UPDATE: two processes asking at once both read n,
+one moves the counter, the other's UPDATE matches nothing (PostgreSQL re-checks the WHERE
+after waiting for the row lock; SQLite serialises writers) and it creates nothing. The
+unique (sweep_id, trial_number) backs this up. The running-trial count is taken inside that
+transaction, after the row lock, so `max_concurrent` holds whoever asks.
+
+    running --(all trials asked and ended)--> succeeded | failed
+       \\--(max_concurrent spec failures in a row)--> failed;   \\--cancel--> cancelled
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from db import jobs as db_jobs
+from db.models import EpochMetric, Job, Sweep, new_id, utcnow
+
+ACTIVE = db_jobs.ACTIVE
+# what a trial needs for the leaderboard and for rebuilding the Optuna study
+TRIAL_COLUMNS = ("id", "trial_number", "params", "status", "stop_reason", "error", "epochs_completed",
+                 "pruned_rung", "finished_at")
+
+
+def create_sweep(session: Session, *, tenant: str, request: dict[str, Any], method: str, metric: str, mode: str,
+                 max_trials: int, max_concurrent: int) -> Sweep:
+    sweep = Sweep(id=new_id(), tenant=tenant, name=request.get("name"), spec=request, method=method,
+                  objective_metric=metric, objective_mode=mode, max_trials=max_trials,
+                  max_concurrent=max_concurrent, status="running", trials_asked=0)
+    session.add(sweep)
+    session.commit()
+    return sweep
+
+
+def get_sweep(session: Session, tenant: str | None, sweep_id: str) -> Sweep | None:
+    """tenant None: the worker's read (the id came from our own job row)."""
+    query = select(Sweep).where(Sweep.id == sweep_id)
+    if tenant is not None:
+        query = query.where(Sweep.tenant == tenant)
+    return session.scalars(query).one_or_none()
+
+
+def list_sweeps(session: Session, tenant: str, *, limit: int = 50, cursor: str | None = None,
+                status: str | None = None) -> tuple[list[Sweep], str | None]:
+    """Newest first, with the jobs list's cursor (created_at|id). ValueError for a bad cursor."""
+    query = select(Sweep).where(Sweep.tenant == tenant)
+    if status:
+        query = query.where(Sweep.status == status)
+    if cursor:
+        created, sweep_id = db_jobs.decode_cursor(cursor)
+        query = query.where(or_(Sweep.created_at < created, and_(Sweep.created_at == created, Sweep.id < sweep_id)))
+    rows = list(session.scalars(query.order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (db_jobs.encode_cursor(rows[-1]) if more else None)
+
+
+def running_sweeps(session: Session) -> list[str]:
+    return list(session.scalars(select(Sweep.id).where(Sweep.status == "running").order_by(Sweep.created_at)))
+
+
+def trials(session: Session, sweep_id: str) -> list[Any]:
+    """The sweep's trials as plain rows (TRIAL_COLUMNS), by trial number."""
+    return list(session.execute(select(*(getattr(Job, c) for c in TRIAL_COLUMNS))
+                                .where(Job.sweep_id == sweep_id).order_by(Job.trial_number)))
+
+
+def objective_curves(session: Session, sweep_id: str, metric: str) -> dict[str, dict[int, float]]:
+    """job id -> {epoch: objective value} for every trial (None values left out)."""
+    column = getattr(EpochMetric, metric)
+    curves: dict[str, dict[int, float]] = {}
+    rows = session.execute(select(EpochMetric.job_id, EpochMetric.epoch, column)
+                           .join(Job, Job.id == EpochMetric.job_id)
+                           .where(Job.sweep_id == sweep_id, column.is_not(None)))
+    for job_id, epoch, value in rows:
+        curves.setdefault(job_id, {})[int(epoch)] = float(value)
+    return curves
+
+
+def trial_curve(session: Session, job_id: str, metric: str) -> dict[int, float]:
+    column = getattr(EpochMetric, metric)
+    return {int(e): float(v) for e, v in session.execute(
+        select(EpochMetric.epoch, column).where(EpochMetric.job_id == job_id, column.is_not(None)))}
+
+
+def sweep_of_job(session: Session, job_id: str) -> str | None:
+    return session.scalar(select(Job.sweep_id).where(Job.id == job_id))
+
+
+def count_active(session: Session, sweep_id: str) -> int:
+    return session.scalar(select(func.count()).select_from(Job).where(Job.sweep_id == sweep_id,
+                                                                     Job.status.in_(ACTIVE)))
+
+
+def count_active_trials(session: Session, tenant: str) -> int:
+    """The tenant's queued and running trials, over all its sweeps."""
+    return session.scalar(select(func.count()).select_from(Job).where(
+        Job.tenant == tenant, Job.sweep_id.is_not(None), Job.status.in_(ACTIVE)))
+
+
+def status_counts(session: Session, sweep_id: str) -> dict[str, int]:
+    counts = {s: 0 for s in ("queued", "running", "succeeded", "failed", "cancelled", "pruned")}
+    pruned = case((Job.stop_reason == "pruned", 1), else_=0)
+    for status, n, n_pruned in session.execute(
+            select(Job.status, func.count(), func.sum(pruned)).where(Job.sweep_id == sweep_id).group_by(Job.status)):
+        counts[status] = int(n)
+        counts["pruned"] += int(n_pruned or 0)
+    return counts
+
+
+def create_trial(session: Session, sweep: Sweep, number: int, *, params: dict[str, Any], spec: dict[str, Any],
+                 queue: str, tenant_limit: int | None = None) -> Job | None:
+    """Trial `number` as a queued job, in one transaction; None (nothing written) when another
+    process took that number first, the sweep stopped, max_concurrent trials are active, or
+    the tenant has `tenant_limit` active trials."""
+    now = utcnow()
+    moved = session.execute(
+        update(Sweep).where(Sweep.id == sweep.id, Sweep.trials_asked == number, Sweep.status == "running",
+                            Sweep.cancel_requested.is_(False))
+        .values(trials_asked=number + 1, updated_at=now).returning(Sweep.id)
+    ).scalar_one_or_none()
+    if moved is None:
+        session.rollback()
+        return None
+    # counted under the sweep row's lock: only askers change the count upwards
+    if count_active(session, sweep.id) >= sweep.max_concurrent or (
+            tenant_limit is not None and count_active_trials(session, sweep.tenant) >= tenant_limit):
+        session.rollback()
+        return None
+    name = f"{sweep.name or sweep.id} #{number}"
+    job = Job(id=new_id(), tenant=sweep.tenant, name=name[:200], spec=spec, summary=None,
+              epochs=int(spec["training"]["epochs"]), queue=queue, status="queued",
+              sweep_id=sweep.id, trial_number=number, params=params)
+    session.add(job)
+    session.flush()
+    db_jobs._status_event(session, job.id, "queued", sweep_id=sweep.id, trial_number=number)
+    session.commit()
+    return job
+
+
+def end_sweep(session: Session, sweep_id: str, status: str, error: str | None = None) -> bool:
+    """running -> status (once; a second call changes nothing). Active trials are cancelled."""
+    now = utcnow()
+    values: dict[str, Any] = {"status": status, "error": error, "finished_at": now, "updated_at": now}
+    if status == "cancelled":
+        values["cancel_requested"] = True
+    done = session.execute(
+        update(Sweep).where(Sweep.id == sweep_id, Sweep.status == "running").values(**values)
+        .returning(Sweep.tenant)
+    ).scalar_one_or_none()
+    if done is None:
+        session.rollback()
+        return False
+    session.commit()
+    cancel_trials(session, done, sweep_id)
+    return True
+
+
+def cancel_trials(session: Session, tenant: str, sweep_id: str) -> int:
+    """The job cancel path for each queued/running trial (queued: at once; running: its worker stops it)."""
+    ids = list(session.scalars(select(Job.id).where(Job.sweep_id == sweep_id, Job.status.in_(ACTIVE))))
+    for job_id in ids:
+        db_jobs.request_cancel(session, tenant, job_id)
+    return len(ids)
+
+
+def request_cancel(session: Session, tenant: str, sweep_id: str) -> Sweep | None:
+    """Idempotent: a running sweep ends cancelled and its trials are stopped; an ended one is
+    returned as it is (its stragglers, if any, are asked to stop again)."""
+    sweep = get_sweep(session, tenant, sweep_id)
+    if sweep is None:
+        return None
+    if not end_sweep(session, sweep_id, "cancelled"):
+        cancel_trials(session, tenant, sweep_id)
+    session.refresh(sweep)
+    return sweep
+
+
+def mark_pruned(session: Session, job_id: str, epoch: int, rung: int) -> None:
+    """Record which rung pruned the trial (its stop_reason is written when the job finishes)."""
+    session.execute(update(Job).where(Job.id == job_id).values(pruned_rung=rung))
+    db_jobs._event(session, job_id, "pruned", {"epoch": epoch, "rung": rung})
+    session.commit()
+
+
+def elapsed(sweep: Sweep, now: datetime | None = None) -> float:
+    end = sweep.finished_at or now or utcnow()
+    return max(0.0, (end - sweep.created_at).total_seconds())
