@@ -14,6 +14,7 @@ from api import errors
 from api.cache import BytesLRU
 from api.middleware import RequestContext
 from api.routers import datasets, health, jobs, sweeps
+from api.routers import prometheus
 from api.settings import Settings, get_settings
 from db.session import make_session_factory
 
@@ -97,8 +98,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.enqueue = lambda job_id, queue: enqueue(job_id, queue, celery)
     app.state.ping_broker = lambda: ping(celery)
     errors.install(app)
+    from prometheus_client import CollectorRegistry
+
+    from api.telemetry import HttpMetrics, JobCollector
+    app.state.metrics_registry = registry = CollectorRegistry(auto_describe=False)  # per app: tests make many
+    registry.register(JobCollector(session_factory, tenants=settings.metrics_tenants))
+    app.include_router(prometheus.router)
     for router in (jobs.router, sweeps.router, datasets.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimit, settings=settings)
+    app.add_middleware(HttpMetrics, registry=registry)
     app.add_middleware(RequestContext)  # added last = outermost: its headers and id reach every response
     return app

@@ -30,6 +30,10 @@ class Settings:
     # may jobs ask for device "cuda"? None: only if this machine has CUDA (embedded mode, whose
     # worker runs here); the stack sets NETFIT_GPU_JOBS=1 when it runs GPU workers
     gpu_jobs: bool | None = None
+    # GET /metrics: the bearer token scrapers must send (None: open, like /healthz), and whether
+    # job figures are labelled by tenant (tenant names are for operators who choose to see them)
+    metrics_token: str | None = None
+    metrics_tenants: bool = False
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -41,6 +45,8 @@ class Settings:
             require_auth=_flag("NETFIT_REQUIRE_AUTH"),
             max_active_jobs=_int("NETFIT_MAX_ACTIVE_JOBS", cls.max_active_jobs),
             gpu_jobs={"1": True, "0": False}.get(os.environ.get("NETFIT_GPU_JOBS", "")),
+            metrics_token=os.environ.get("NETFIT_METRICS_TOKEN") or None,
+            metrics_tenants=_flag("NETFIT_METRICS_TENANTS"),
         )
 
 
