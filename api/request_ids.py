@@ -39,16 +39,8 @@ class RequestIdFilter(logging.Filter):
 
 
 def configure_logging() -> None:
-    """One handler on the root logger; uvicorn's loggers (access log included) propagate to
-    it, so every line has the same format and the request id. NETFIT_LOG_LEVEL sets the level."""
-    level = os.environ.get("NETFIT_LOG_LEVEL", "info").upper()
-    logging.config.dictConfig({
-        "version": 1,
-        "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": RequestIdFilter}},
-        "formatters": {"plain": {"format": FORMAT}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}},
-        "root": {"level": level, "handlers": ["stderr"]},
-        "loggers": {name: {"level": level, "handlers": [], "propagate": True}
-                    for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
-    })
+    """The server's logging set-up: worker.logs.configure_logging, shared with the worker (plain
+    or NETFIT_LOG_FORMAT=json lines, each with the request id; uvicorn's access log included)."""
+    from worker.logs import configure_logging as configure
+
+    configure()

@@ -16,6 +16,8 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from worker import logs  # connects the logging signals (job and request ids on each line)
+
 TRAIN_TASK = "worker.tasks.train_job"
 RECONCILE_TASK = "worker.reconciler.reconcile"
 QUEUES = ("cpu", "gpu")  # training
@@ -104,7 +106,9 @@ def queue_for(device: str) -> str:
 
 def enqueue(job_id: str, queue: str, celery: Celery | None = None) -> None:
     """Send the job's id (only the id: the worker re-reads the row) to its queue."""
-    (celery or app).send_task(TRAIN_TASK, args=[job_id], queue=queue, routing_key=queue)
+    # the headers carry the creating request's id, so the worker's log lines name it
+    (celery or app).send_task(TRAIN_TASK, args=[job_id], queue=queue, routing_key=queue,
+                              headers=logs.message_headers())
 
 
 def ping(celery: Celery | None = None, timeout: float = 2.0) -> None:
