@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from netfit.models import Checkpoint, Dataset, EpochMetrics, Job, Page
+from netfit.models import Checkpoint, Dataset, EpochMetrics, Job, Page, Sweep, SweepImportance, Trial
 from netfit.spec import JobSpec
 from netfit.sse import EpochEvent, JobEvent, StatusEvent, job_event, parse_sse
 
@@ -263,6 +263,41 @@ class Client:
 
     def dataset(self, dataset_id: str) -> Dataset:
         return Dataset.model_validate(self._json("GET", f"/v1/datasets/{dataset_id}"))
+
+    # ------------------------------------------------------------------ sweeps
+
+    def sweep(self, request: dict | str | Path) -> Sweep:
+        """Start a sweep (DESIGN §9): a dict, a path to a JSON file or a JSON string."""
+        return Sweep.model_validate(self._json("POST", "/v1/sweeps", json=_spec_document(request)))
+
+    def get_sweep(self, sweep_id: str) -> Sweep:
+        return Sweep.model_validate(self._json("GET", f"/v1/sweeps/{sweep_id}"))
+
+    def sweeps(self, limit: int = 50) -> list[Sweep]:
+        """The newest sweeps first (one page of up to `limit`)."""
+        page = Page[Sweep].model_validate(self._json("GET", "/v1/sweeps", params={"limit": limit}))
+        return page.items
+
+    def trials(self, sweep_id: str) -> list[Trial]:
+        """The leaderboard: every trial, best objective value first."""
+        return Page[Trial].model_validate(self._json("GET", f"/v1/sweeps/{sweep_id}/trials")).items
+
+    def importance(self, sweep_id: str) -> SweepImportance:
+        return SweepImportance.model_validate(self._json("GET", f"/v1/sweeps/{sweep_id}/importance"))
+
+    def cancel_sweep(self, sweep_id: str) -> Sweep:
+        return Sweep.model_validate(self._json("POST", f"/v1/sweeps/{sweep_id}/cancel"))
+
+    def wait_sweep(self, sweep_id: str, timeout: float | None = None, poll: float = 1.0) -> Sweep:
+        """Poll until the sweep ends; TimeoutError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            sweep = self.get_sweep(sweep_id)
+            if sweep.done:
+                return sweep
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"sweep {sweep_id} still {sweep.status} after {timeout} s")
+            time.sleep(poll)
 
     def datasets(self) -> list[Dataset]:
         body = self._json("GET", "/v1/datasets")
