@@ -128,6 +128,13 @@ def describe(details: list[dict[str, Any]], prefix: str) -> str:
     return f"{prefix}: {where + ': ' if where else ''}{first['msg']}{more}"
 
 
+def invalid(details: dict[str, Any] | list[dict[str, Any]], what: str = "the request is invalid") -> ApiError:
+    """The 422 of every router: the message names the first problem's field and what to do,
+    `details` keeps every problem ({"loc": [...], "msg": ...})."""
+    details = [details] if isinstance(details, dict) else details
+    return ApiError(422, describe(details, what), details=details)
+
+
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route serves on this path (Starlette's own 405 names only the
     first matching route's, e.g. GET alone on /v1/jobs, which also takes POST)."""

@@ -14,7 +14,6 @@ import re
 import uuid
 from contextvars import ContextVar
 
-HEADER = "X-Request-ID"
 ACCEPTED = re.compile(r"[A-Za-z0-9._-]{1,64}")
 FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 

@@ -1,4 +1,4 @@
-"""Server runners: `run_api` (the API alone) and `serve` (embedded: API + worker + reconciler)."""
+"""Server runners: `run_api` (the API alone) and `serve` (embedded: API + a worker, which reconciles)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 log = logging.getLogger("netfit.server")
@@ -73,7 +74,8 @@ def run_api(host: str = "127.0.0.1", port: int = 8000) -> None:
 def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | os.PathLike[str] = ".") -> None:
     """Embedded mode, zero configuration: SQLite in data_dir/netfit.db and a file broker in
     data_dir/.netfit/broker (unless NETFIT_DATABASE_URL / NETFIT_BROKER_URL say otherwise),
-    one worker process, the reconciler, and the API. Real Celery, the stack's code path."""
+    one worker process (which runs the reconciler, as every worker does), and the API. Real
+    Celery, the stack's code path."""
     data = Path(data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("NETFIT_DATABASE_URL", f"sqlite:///{data / 'netfit.db'}")
@@ -83,9 +85,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | os.PathLike
     from api.request_ids import configure_logging
     from api.settings import get_settings
     from db.migrate import upgrade
-    from db.session import make_session_factory
-    from worker.celery_app import broker_settings, create_celery, enqueue
-    from worker.reconciler import start_thread
+    from worker.celery_app import broker_settings
 
     configure_logging()
     settings = get_settings()
@@ -97,10 +97,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | os.PathLike
         shutil.rmtree(options["processed_folder"], ignore_errors=True)
         os.makedirs(options["processed_folder"], exist_ok=True)
 
-    worker = subprocess.Popen([sys.executable, "-m", "worker"], cwd=str(data), preexec_fn=_die_with_parent)
-    celery = create_celery(settings.broker_url)
-    stop_reconciler = start_thread(make_session_factory(settings.database_url),
-                                   lambda job_id, queue: enqueue(job_id, queue, celery))
+    worker = _Supervised([sys.executable, "-m", "worker"], cwd=str(data))
     url = f"http://{host}:{port}"
     print(f"netfit is serving at {url}  (database: {settings.database_url}; docs: {url}/docs)\n{auth}\n"
           f"try:\n  curl -s -X POST {url}/v1/jobs -H 'content-type: application/json' \\\n"
@@ -111,8 +108,36 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | os.PathLike
     try:
         _uvicorn(create_app(settings), host, port)
     finally:
-        stop_reconciler.set()
-        _stop(worker)
+        worker.stop()
+
+
+class _Supervised:
+    """serve's worker, started again if it dies (an out-of-memory kill, a crash): the new one's
+    reconciler takes the dead one's job back, so the embedded service never stays without a
+    worker. Restarts are spaced out so a worker that cannot start does not spin."""
+
+    RESTART_DELAY = 2.0
+
+    def __init__(self, args: list[str], cwd: str):
+        self.args, self.cwd = args, cwd
+        self.stopping = threading.Event()
+        self.process = self._start()
+        threading.Thread(target=self._watch, name="worker-supervisor", daemon=True).start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.args, cwd=self.cwd, preexec_fn=_die_with_parent)
+
+    def _watch(self) -> None:
+        while not self.stopping.is_set():
+            code = self.process.wait()
+            if self.stopping.wait(self.RESTART_DELAY):
+                return
+            log.warning("the worker exited (status %s); starting another", code)
+            self.process = self._start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        _stop(self.process)
 
 
 def _die_with_parent() -> None:

@@ -1,4 +1,6 @@
-"""One settings object, read from the environment once (`get_settings()` is cached)."""
+"""The one settings object of every server process (API, worker, reconciler, the CLI's server
+commands), read from the environment once (`get_settings()` is cached). Only this module reads
+NETFIT_* variables; it imports nothing heavy, so a worker may use it without FastAPI."""
 
 from __future__ import annotations
 
@@ -11,6 +13,10 @@ DEFAULT_DATABASE_URL = "sqlite:///./netfit.db"
 
 def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
+
+
+def _float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
 
 
 def _flag(name: str) -> bool:
@@ -34,6 +40,14 @@ class Settings:
     # job figures are labelled by tenant (tenant names are for operators who choose to see them)
     metrics_token: str | None = None
     metrics_tenants: bool = False
+    default_queue: str = "cpu"  # where "device": "auto" jobs go (the stack sets gpu with GPU workers)
+    # workers and the reconciler (DESIGN §5)
+    lease_seconds: float = 30.0  # a silent worker loses its job after this
+    heartbeat_seconds: float = 10.0  # lease renewal period
+    max_attempts: int = 3  # lost attempts before a job fails as "worker_lost"
+    db_retry_seconds: float = 60.0  # a worker rides out a database restart this long
+    requeue_seconds: float = 60.0  # a queued job not sent for this long is sent again
+    reconcile_seconds: float = 5.0  # how often each worker's reconciler looks
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -47,6 +61,13 @@ class Settings:
             gpu_jobs={"1": True, "0": False}.get(os.environ.get("NETFIT_GPU_JOBS", "")),
             metrics_token=os.environ.get("NETFIT_METRICS_TOKEN") or None,
             metrics_tenants=_flag("NETFIT_METRICS_TENANTS"),
+            default_queue=os.environ.get("NETFIT_DEFAULT_QUEUE") or cls.default_queue,
+            lease_seconds=_float("NETFIT_LEASE_SECONDS", cls.lease_seconds),
+            heartbeat_seconds=_float("NETFIT_HEARTBEAT_SECONDS", cls.heartbeat_seconds),
+            max_attempts=_int("NETFIT_MAX_ATTEMPTS", cls.max_attempts),
+            db_retry_seconds=_float("NETFIT_DB_RETRY_SECONDS", cls.db_retry_seconds),
+            requeue_seconds=_float("NETFIT_REQUEUE_SECONDS", cls.requeue_seconds),
+            reconcile_seconds=_float("NETFIT_RECONCILE_SECONDS", cls.reconcile_seconds),
         )
 
 

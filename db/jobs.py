@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -87,11 +87,11 @@ def _at(now: datetime) -> Any:
 
 
 def create_job(session: Session, *, tenant: str, spec: dict[str, Any], summary: dict[str, Any] | None,
-               queue: str, device: str | None = None) -> Job:
+               queue: str) -> Job:
     """Insert a queued job and commit (the message is sent only after this commits)."""
     job = Job(
         id=new_id(), tenant=tenant, name=spec.get("name"), spec=spec, summary=summary,
-        epochs=int(spec["training"]["epochs"]), queue=queue, device=device, status="queued",
+        epochs=int(spec["training"]["epochs"]), queue=queue, status="queued",
     )
     session.add(job)
     session.flush()
@@ -130,7 +130,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def list_jobs(session: Session, tenant: str, *, status: str | None = None, limit: int = 50,
-              cursor: str | None = None, sweep: str | None = None) -> tuple[list[Job], str | None]:
+              cursor: str | None = None, sweep: str | None = None,
+              name: str | None = None) -> tuple[list[Job], str | None]:
     """Newest first; returns the page and the cursor of the next page (None at the end). Rows
     hold the columns of WIRE_COLUMNS only, read as plain rows: ORM objects cost more than the query."""
     query = select(*(getattr(Job, c) for c in WIRE_COLUMNS)).where(Job.tenant == tenant)
@@ -138,6 +139,8 @@ def list_jobs(session: Session, tenant: str, *, status: str | None = None, limit
         query = query.where(Job.status == status)
     if sweep:  # a sweep's trials
         query = query.where(Job.sweep_id == sweep)
+    if name:  # a case-insensitive substring of the name (the dashboard's search box)
+        query = query.where(Job.name.icontains(name, autoescape=True))
     if cursor:
         created, job_id = decode_cursor(cursor)
         query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
@@ -168,22 +171,21 @@ def list_metrics(session: Session, tenant: str, job_id: str) -> list[EpochMetric
     return list(session.scalars(_metrics_of(tenant, job_id, EpochMetric)))
 
 
-def list_checkpoints(session: Session, tenant: str, job_id: str, kinds: Sequence[str] = ("best", "last")) -> list[Checkpoint]:
+def list_checkpoints(session: Session, tenant: str, job_id: str) -> list[Checkpoint]:
+    """The job's downloadable weights (best, last); the resume state is the worker's own."""
     return list(session.scalars(
         select(Checkpoint).join(Job, Job.id == Checkpoint.job_id)
-        .where(Checkpoint.job_id == job_id, Job.tenant == tenant, Checkpoint.kind.in_(kinds))
+        .where(Checkpoint.job_id == job_id, Job.tenant == tenant, Checkpoint.kind.in_(("best", "last")))
         .order_by(Checkpoint.kind)
     ))
 
 
-def get_checkpoint(session: Session, tenant: str | None, job_id: str, kind: str, *, with_data: bool = True) -> Checkpoint | None:
-    """tenant None: the worker's own read (it already owns the job)."""
+def get_checkpoint(session: Session, tenant: str | None, job_id: str, kind: str) -> Checkpoint | None:
+    """With its data. tenant None: the worker's own read (it already owns the job)."""
     query = select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.kind == kind)
     if tenant is not None:
         query = query.join(Job, Job.id == Checkpoint.job_id).where(Job.tenant == tenant)
-    if with_data:
-        query = query.options(undefer(Checkpoint.data))
-    return session.scalars(query).one_or_none()
+    return session.scalars(query.options(undefer(Checkpoint.data))).one_or_none()
 
 
 def events_after(session: Session, job_id: str, after_id: int, limit: int = 500) -> list[JobEvent]:
@@ -325,11 +327,6 @@ def release(session: Session, job_id: str, attempt: int) -> None:
     session.commit()
 
 
-def set_device(session: Session, job_id: str, attempt: int, device: str) -> None:
-    _fenced_update(session, job_id, attempt, {"device": device, "updated_at": utcnow()})
-    session.commit()
-
-
 # --------------------------------------------------------------------------- reconciler
 
 
@@ -345,10 +342,10 @@ def stale_queued(session: Session, *, not_enqueued_since: datetime) -> list[tupl
 
 def expired_running(session: Session, *, now: datetime | None = None) -> list[Any]:
     """Running jobs whose worker stopped renewing its lease. Rows with .id, .queue, .lost
-    (attempts that did not end in a release), .cancel_requested, .enqueued_at."""
+    (attempts that did not end in a release), .cancel_requested, .enqueued_at, .lease_expires_at."""
     return list(session.execute(
         select(Job.id, Job.queue, (Job.attempts - Job.releases).label("lost"), Job.cancel_requested,
-               Job.enqueued_at)
+               Job.enqueued_at, Job.lease_expires_at)
         .where(Job.status == "running", Job.lease_expires_at < (now or utcnow()))
         .order_by(Job.created_at)
     ))

@@ -13,6 +13,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
 
+from netfit.spec import ALL_METRICS
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -143,10 +145,8 @@ class EpochMetric(Base):
     seconds: Mapped[float | None] = mapped_column(Float)
 
 
-METRIC_COLUMNS = (
-    "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-    "train_rmse", "train_mae", "val_rmse", "val_mae", "lr", "seconds",
-)
+# the metric columns above, named by the one list (netfit.spec.metric_names), in the wire's order
+METRIC_COLUMNS = (*ALL_METRICS, "lr", "seconds")
 
 
 class JobEvent(Base):

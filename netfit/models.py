@@ -34,7 +34,6 @@ class ModelSummary(Wire):
     n_outputs: int
     layers: list[LayerSummary]
     total_params: int
-    trainable_params: int
     # what netfit changed or assumed, in words (a folded softmax, the loss it chose, ...)
     notes: list[str] = []
 

@@ -304,14 +304,23 @@ class Model(Strict):
 
 Task = Literal["classification", "binary", "regression"]
 Loss = Literal["cross_entropy", "bce", "mse", "mae", "huber"]
-METRICS = (
-    "train_loss", "val_loss", "train_accuracy", "val_accuracy",
-    "train_rmse", "val_rmse", "train_mae", "val_mae", "lr",
-)
-Metric = Literal[
-    "train_loss", "val_loss", "train_accuracy", "val_accuracy",
-    "train_rmse", "val_rmse", "train_mae", "val_mae",
-]
+# the losses that fit each task; the first is the default
+TASK_LOSSES: dict[str, tuple[str, ...]] = {"classification": ("cross_entropy",), "binary": ("bce",),
+                                           "regression": ("mse", "mae", "huber")}
+# what each task measures every epoch, on the training and the validation split
+TASK_MEASURES: dict[str, tuple[str, ...]] = {"classification": ("loss", "accuracy"), "binary": ("loss", "accuracy"),
+                                             "regression": ("loss", "rmse", "mae")}
+SPLITS = ("train", "val")
+
+
+def metric_names(task: str, validation: bool = True) -> tuple[str, ...]:
+    """The metrics a job of `task` records each epoch (with a validation split or without):
+    the one list the engine, the database, the wire models and the monitor checks derive from."""
+    return tuple(f"{split}_{m}" for split in (SPLITS if validation else SPLITS[:1]) for m in TASK_MEASURES[task])
+
+
+ALL_METRICS = tuple(dict.fromkeys(name for task in TASK_MEASURES for name in metric_names(task)))
+Metric = Literal[ALL_METRICS]  # type: ignore[valid-type]  # any metric some job records
 
 
 def metric_mode(metric: str) -> Literal["min", "max"]:
@@ -405,9 +414,9 @@ class Training(Strict):
 
     @model_validator(mode="after")
     def _loss_fits_task(self) -> Training:
-        fits = {"classification": {"cross_entropy"}, "binary": {"bce"}, "regression": {"mse", "mae", "huber"}}
-        if self.task and self.loss and self.loss not in fits[self.task]:
-            raise ValueError(f"loss '{self.loss}' does not fit task '{self.task}'; use one of {sorted(fits[self.task])}")
+        fits = TASK_LOSSES[self.task] if self.task else ()
+        if self.task and self.loss and self.loss not in fits:
+            raise ValueError(f"loss '{self.loss}' does not fit task '{self.task}'; use one of {sorted(fits)}")
         if self.label_smoothing and self.task in ("binary", "regression"):
             raise ValueError("label_smoothing applies to classification only")
         return self

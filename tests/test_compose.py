@@ -4,7 +4,7 @@ No Docker engine runs here, so the files are checked the way a user depends on t
 services start in the right order on healthy dependencies, every process finds the same
 database and broker, every command names a real entry point of this checkout, the GPU
 worker stays in its profile, the image build copies what exists. The migrate, api,
-worker-cpu and control commands run as written against the local PostgreSQL and Redis.
+worker-cpu commands run as written against the local PostgreSQL and Redis.
 `docker-compose config` validates the file as well where that binary is installed.
 """
 
@@ -30,7 +30,8 @@ from tests.conftest import Proc, free_port, iris_spec, service_env, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-SERVICES = COMPOSE["services"]
+# the design's processes; the monitoring profile (Prometheus, Flower) is tests/test_monitoring_compose.py's
+SERVICES = {n: s for n, s in COMPOSE["services"].items() if "monitoring" not in s.get("profiles", [])}
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
@@ -55,8 +56,9 @@ def command(service: str) -> list[str]:
 
 
 def test_stack_has_every_process_of_the_design():
-    assert set(SERVICES) == {"postgres", "redis", "migrate", "api", "worker-cpu", "worker-gpu", "control"}
-    assert NETFIT_SERVICES == ["api", "control", "migrate", "worker-cpu", "worker-gpu"]
+    # no reconciler service: every worker reconciles (worker.reconciler)
+    assert set(SERVICES) == {"postgres", "redis", "migrate", "api", "worker-cpu", "worker-gpu"}
+    assert NETFIT_SERVICES == ["api", "migrate", "worker-cpu", "worker-gpu"]
     assert SERVICES["api"]["ports"] == ["8000:8000"]
     assert SERVICES["worker-cpu"]["deploy"]["replicas"] >= 2
 
@@ -80,7 +82,7 @@ def test_processes_start_after_a_migrated_database_and_a_live_broker():
     assert depends_on("migrate") == {"postgres": "service_healthy"}
     # A one-shot job: restarting it would keep `service_completed_successfully` from firing.
     assert SERVICES["migrate"]["restart"] == "no"
-    for name in ["api", "worker-cpu", "worker-gpu", "control"]:
+    for name in ["api", "worker-cpu", "worker-gpu"]:
         assert depends_on(name) == {
             "migrate": "service_completed_successfully",
             "redis": "service_healthy",
@@ -172,11 +174,11 @@ def test_migrate_command_creates_the_schema_on_postgresql():
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.slow
-def test_stack_commands_train_jobs_and_control_resends_a_lost_one_while_workers_are_busy(pg_url, redis_url, tmp_path):
-    """api, worker-cpu and control started with their compose commands and environment (hosts
-    pointed at the local servers). While the only CPU worker trains a posted job, a queued job
-    whose message never reached the broker is sent again by control's reconciler (on the cpu
-    queue that pass would wait for the job to end); once the first job is cancelled it trains."""
+def test_stack_commands_train_jobs_and_a_busy_worker_resends_a_lost_one(pg_url, redis_url, tmp_path):
+    """api and worker-cpu started with their compose commands and environment (hosts pointed at
+    the local servers). While the only CPU worker trains a posted job, a queued job whose message
+    never reached the broker is sent again by that worker's reconciler thread (a reconcile task
+    queued behind the job would wait for it to end); once the first job is cancelled it trains."""
     from db.jobs import create_job
     from db.keys import create_key
     from db.models import Job
@@ -195,7 +197,6 @@ def test_stack_commands_train_jobs_and_control_resends_a_lost_one_while_workers_
     factory = make_session_factory(pg_url)
     try:
         worker = start("worker-cpu", command("worker-cpu"))
-        start("control", command("control"))
         port = str(free_port())
         api_args = [port if a == "8000" else "127.0.0.1" if a == "0.0.0.0" else a for a in command("api")]
         api = start("api", api_args)
@@ -216,7 +217,7 @@ def test_stack_commands_train_jobs_and_control_resends_a_lost_one_while_workers_
                    what="the posted job to train")
         with factory() as session:  # written but never enqueued: its message is "lost"
             lost = create_job(session, tenant="team", spec=iris_spec(epochs=3), summary=None,
-                              queue="cpu", device="cpu").id
+                              queue="cpu").id
 
         def resent() -> bool:
             with factory() as session:
@@ -274,8 +275,11 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 
 def test_image_is_slim_non_root_with_cpu_torch_by_default():
     steps = dockerfile_instructions()
-    assert steps[0] == ("FROM", "python:3.11-slim")
     args = dict(a.split("=", 1) for op, a in steps if op == "ARG")
+    # the base is a build argument (mirrors, air-gapped builds, tests/test_containers.py) whose
+    # default is the official slim image
+    assert steps[0] == ("ARG", "BASE_IMAGE=python:3.11-slim") and steps[1] == ("FROM", "${BASE_IMAGE}")
+    assert args["PACKAGE_INDEX"] == ""  # empty: pip's default index
     assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
     # A build arg the Dockerfile does not declare is silently ignored: the GPU image would be CPU.
     for name in NETFIT_SERVICES:

@@ -1,15 +1,12 @@
 """The Celery app: broker settings and routing only. No torch here — the API imports this
-module to enqueue, and the stack's `control` service (beat + the reconcile task) runs from it.
+module to enqueue.
 
-Settings come from the environment (the same variables in every process):
-  NETFIT_BROKER_URL   redis://… in the stack; default: a file broker under ./.netfit/broker
-                      that needs no server (embedded mode). "filesystem://PATH" picks its folder.
-  NETFIT_RECONCILE_SECONDS  how often beat sends the reconcile task (default 15).
+The broker is settings.broker_url: redis://… in the stack; by default a file broker under
+./.netfit/broker that needs no server (embedded mode); "filesystem://PATH" picks its folder.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +15,23 @@ from kombu import Queue
 
 from worker import logs  # connects the logging signals (job and request ids on each line)
 
+from api.settings import get_settings
+
 TRAIN_TASK = "worker.tasks.train_job"
-RECONCILE_TASK = "worker.reconciler.reconcile"
 QUEUES = ("cpu", "gpu")  # training
-# The reconcile task's own queue: a training worker runs one job at a time (solo pool), so on
-# cpu a reconcile would wait until some job ends — exactly when jobs may be lost.
-CONTROL_QUEUE = "control"
 DEFAULT_BROKER = "filesystem://.netfit/broker"
 
 
 def broker_settings(url: str | None = None) -> tuple[str, dict[str, Any]]:
     """(broker URL for Celery, transport options). The file broker's folder is made absolute
     so the API and the worker agree whatever their working directory."""
-    url = url or os.environ.get("NETFIT_BROKER_URL") or DEFAULT_BROKER
+    url = url or get_settings().broker_url or DEFAULT_BROKER
     if not url.startswith("filesystem://"):
         # a Redis-delivered task is re-sent if not acked within the visibility timeout; our
         # claim makes the duplicate a no-op, so the default hour is fine and is set explicitly
         return url, {"visibility_timeout": 3600}
     folder = Path(url.removeprefix("filesystem://") or ".netfit/broker").resolve()
-    for sub in ("queue", "processed", "control"):
+    for sub in ("queue", "processed", "control"):  # control: kombu's broadcast folder
         (folder / sub).mkdir(parents=True, exist_ok=True)
     return "filesystem://", {
         # one folder for in and out: producers and consumers share it
@@ -68,7 +63,7 @@ def create_celery(broker_url: str | None = None) -> Celery:
         # results and status live in our database, not in a Celery result backend
         task_ignore_result=True,
         result_backend=None,
-        task_queues=[Queue(name) for name in (*QUEUES, CONTROL_QUEUE)],
+        task_queues=[Queue(name) for name in QUEUES],
         task_default_queue="cpu",
         task_serializer="json",
         accept_content=["json"],
@@ -81,13 +76,6 @@ def create_celery(broker_url: str | None = None) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
         # no events/gossip/mingle chatter: fewer broker round-trips, faster start
         worker_send_task_events=False,
-        beat_schedule={
-            "reconcile": {
-                "task": RECONCILE_TASK,
-                "schedule": float(os.environ.get("NETFIT_RECONCILE_SECONDS", "15")),
-                "options": {"queue": CONTROL_QUEUE, "expires": 30},  # a stale reconcile message is useless
-            },
-        },
     )
     return app
 
@@ -101,7 +89,7 @@ def queue_for(device: str) -> str:
         return "gpu"
     if device == "cpu":
         return "cpu"
-    return os.environ.get("NETFIT_DEFAULT_QUEUE", "cpu")
+    return get_settings().default_queue
 
 
 def enqueue(job_id: str, queue: str, celery: Celery | None = None) -> None:

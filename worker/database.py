@@ -5,14 +5,14 @@ Kept apart from worker.tasks so that the reconciler's process does not import to
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.settings import get_settings
 from db.session import make_engine, make_session_factory
 
-LEASE_SECONDS = float(os.environ.get("NETFIT_LEASE_SECONDS", 30))  # a silent worker loses its job after this
+LEASE_SECONDS = get_settings().lease_seconds  # a silent worker loses its job after this
 # A worker frozen inside a transaction (SIGSTOP, a paused VM, a swap storm) keeps the job row
 # locked, so the next worker's claim and the reconciler would wait behind it for as long as it
 # sleeps. PostgreSQL ends such a session after this long (half a lease: the row is free before
@@ -22,7 +22,7 @@ IDLE_IN_TRANSACTION_SECONDS = LEASE_SECONDS / 2
 
 @lru_cache
 def session_factory() -> sessionmaker[Session]:
-    url = os.environ.get("NETFIT_DATABASE_URL") or "sqlite:///./netfit.db"
+    url = get_settings().database_url
     if not url.startswith("postgresql"):
         return make_session_factory(url)
     timeout_ms = int(IDLE_IN_TRANSACTION_SECONDS * 1000)

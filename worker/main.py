@@ -2,7 +2,7 @@
 
 The solo pool runs the task in the worker's main process: torch is imported once, CUDA is
 initialised in the process that uses it (no fork after CUDA init), and one process trains
-one job at a time. Scale by running more worker processes (`concurrency` starts that many).
+one job at a time; a thread beside it runs the reconciler (worker.reconciler). Scale by running more worker processes (`concurrency` starts that many).
 """
 
 from __future__ import annotations
@@ -27,12 +27,17 @@ def run_worker(queues: str | list[str] | None = None, concurrency: int = 1, logl
         return _run_many(queues, concurrency, loglevel)
     queues = queues or hardware_queues()
     import worker.tasks  # registers the tasks; imports torch and the engine once
-    from worker.celery_app import app
+    from worker.celery_app import app, enqueue
+    from worker.database import session_factory
+    from worker.reconciler import start_thread
 
     try:
         worker.tasks.warm_up()
     except Exception as exc:  # noqa: BLE001 - a slower first job is not a reason to refuse work
         logging.getLogger("netfit.worker").warning("warm-up failed: %s", exc)
+    # every worker also reconciles (worker.reconciler says why): a dead worker's job is taken
+    # back wherever netfit runs, with no other process to start
+    start_thread(session_factory(), enqueue)
 
     app.worker_main([
         "worker", "--pool=solo", "--concurrency=1", f"--queues={queues}", f"--loglevel={loglevel}",

@@ -1,37 +1,43 @@
 """The reconciler: the database says which jobs should be running; make the broker agree.
 
-- a queued job not (re)sent for NETFIT_REQUEUE_SECONDS may have lost its message: send it again
-  (a duplicate is harmless: the second delivery finds nothing to claim);
-- a running job whose lease expired lost its worker: send it again so another worker claims
-  it and resumes from its last saved epoch — or, after NETFIT_MAX_ATTEMPTS lost attempts,
-  fail it with "worker_lost".
-It runs as a thread in `netfit serve` and, in the stack, as the `reconcile` task that Celery
-beat schedules every NETFIT_RECONCILE_SECONDS on the `control` queue: the `control` service
-consumes it with beat embedded, so a pass never waits behind a training job.
+- a queued job not (re)sent for settings.requeue_seconds may have lost its message: send it
+  again (a duplicate is harmless: the second delivery finds nothing to claim);
+- a running job whose lease expired lost its worker: send it again, once per expiry, so another
+  worker claims it and resumes from its last saved epoch — or, after settings.max_attempts lost
+  attempts, fail it with "worker_lost";
+- a running sweep whose next trial was not asked for (the asking process died) is filled.
+
+Where it runs: in every worker process, as a daemon thread beside the training loop (DESIGN §5).
+Jobs can only run where a worker runs, so wherever netfit can train — `netfit serve`, `netfit
+api` + any number of `netfit worker`s on SQLite/the file broker or on PostgreSQL/Redis, the
+compose stack — the reconciler runs too, with nothing else to start or forget. Every pass is
+conditional UPDATEs and idempotent sends, so N workers reconciling at once is safe; each pass
+costs a few indexed queries, and the passes are spread by a random phase.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import random
 import threading
 from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.settings import get_settings
 from db import jobs as db_jobs
 from db.models import utcnow
 from worker import sweeps
-from worker.celery_app import RECONCILE_TASK, app, enqueue
 
 log = logging.getLogger("netfit.reconciler")
 
 
 def reconcile_once(session_factory: sessionmaker[Session], enqueue: Callable[[str, str], None], *,
                    max_attempts: int | None = None, requeue_after: float | None = None) -> dict[str, int]:
-    max_attempts = max_attempts or int(os.environ.get("NETFIT_MAX_ATTEMPTS", "3"))
-    requeue_after = requeue_after if requeue_after is not None else float(os.environ.get("NETFIT_REQUEUE_SECONDS", "60"))
+    settings = get_settings()
+    max_attempts = max_attempts or settings.max_attempts
+    requeue_after = requeue_after if requeue_after is not None else settings.requeue_seconds
     counts = {"requeued": 0, "resumed": 0, "failed": 0, "cancelled": 0}
     with session_factory() as session:
         now = utcnow()
@@ -51,7 +57,9 @@ def reconcile_once(session_factory: sessionmaker[Session], enqueue: Callable[[st
                 message = (f"worker_lost: the worker running this job stopped responding {row.lost} times "
                            f"(NETFIT_MAX_ATTEMPTS={max_attempts}); it may crash the worker, e.g. out of memory")
                 counts["failed"] += db_jobs.fail_lost(session, row.id, max_attempts=max_attempts, message=message)
-            elif row.enqueued_at is None or row.enqueued_at < recent:
+            # not sent since its lease expired (the dead worker's message is gone: a file broker
+            # never redelivers it, Redis only after an hour), or sent long ago and still unclaimed
+            elif row.enqueued_at is None or row.enqueued_at < row.lease_expires_at or row.enqueued_at < recent:
                 send(row.id, row.queue)
                 counts["resumed"] += 1
     # sweeps: an ask lost with a killed process, or a trial this pass ended, is asked again here
@@ -64,22 +72,21 @@ def reconcile_once(session_factory: sessionmaker[Session], enqueue: Callable[[st
 def start_thread(session_factory: sessionmaker[Session], enqueue: Callable[[str, str], None],
                  interval: float | None = None, **options: float) -> threading.Event:
     """Run reconcile_once every `interval` seconds in a daemon thread; set the event to stop."""
-    interval = interval or float(os.environ.get("NETFIT_RECONCILE_SECONDS", "5"))
+    interval = interval or get_settings().reconcile_seconds
     stop = threading.Event()
 
     def loop() -> None:
-        while not stop.wait(interval):
+        # a random phase: workers started together do not all look at the same moment
+        if stop.wait(random.uniform(0, interval)):
+            return
+        while True:
             try:
                 reconcile_once(session_factory, enqueue, **options)  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001 - DB or broker down: try again next time
                 log.warning("reconcile failed: %s", str(exc).splitlines()[0][:200])
+            if stop.wait(interval):
+                return
 
     threading.Thread(target=loop, name="reconciler", daemon=True).start()
     return stop
 
-
-@app.task(name=RECONCILE_TASK)
-def reconcile() -> dict[str, int]:
-    from worker.database import session_factory
-
-    return reconcile_once(session_factory(), enqueue)

@@ -25,6 +25,7 @@ from db import datasets as db_datasets
 from db import jobs as db_jobs
 from netfit.spec import JobSpec
 from worker.celery_app import TRAIN_TASK, app, enqueue
+from api.settings import get_settings
 from worker import sweeps
 from worker.database import LEASE_SECONDS, session_factory
 from netfit.engine.checkpoints import TrainingState, weights_to_bytes
@@ -36,13 +37,9 @@ log = logging.getLogger("netfit.worker")
 T = TypeVar("T")
 
 
-def _env_float(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
-
-
-HEARTBEAT_SECONDS = _env_float("NETFIT_HEARTBEAT_SECONDS", 10)  # lease renewal period
-MAX_ATTEMPTS = int(os.environ.get("NETFIT_MAX_ATTEMPTS", "3"))  # lost attempts before "worker_lost"
-DB_RETRY_SECONDS = _env_float("NETFIT_DB_RETRY_SECONDS", 60)  # ride out a database restart
+HEARTBEAT_SECONDS = get_settings().heartbeat_seconds
+MAX_ATTEMPTS = get_settings().max_attempts
+DB_RETRY_SECONDS = get_settings().db_retry_seconds
 CANCEL_POLL_SECONDS = 1.0  # should_stop() reads the database at most this often
 
 # Set when Celery starts its warm shutdown (SIGTERM): the job saves its epoch and is released.

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Path, UploadFile
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
-from api.errors import ApiError, describe, not_found
+from api.errors import ApiError, invalid, not_found
 from api.responses import errors, link
 from db import datasets as db_datasets
 from netfit.models import Dataset
@@ -54,7 +54,7 @@ def upload_dataset(
     filename = printable(file.filename or "upload")
     if name is not None and not name.isprintable():
         detail = {"loc": ["name"], "msg": "use printable text, without control characters"}
-        raise ApiError(422, describe([detail], "the upload is invalid"), details=[detail])
+        raise invalid(detail, "the upload is invalid")
     fmt = _format(filename)
     content = file.file.read(settings.max_upload_bytes + 1)
     if len(content) > settings.max_upload_bytes:
@@ -68,7 +68,7 @@ def upload_dataset(
         raise ApiError(415, str(exc), details=[{"loc": ["file"], "msg": str(exc)}]) from None
     except DataError as exc:
         detail = {"loc": ["file"], "msg": str(exc)}
-        raise ApiError(422, describe([detail], f"'{filename}' cannot be used"), details=[detail]) from None
+        raise invalid(detail, f"'{filename}' cannot be used") from None
     row = db_datasets.create_dataset(
         session, tenant=tenant, name=name or PurePath(filename).stem, format=fmt, data=canonical,
         n_samples=signature.n_samples, input_shape=list(signature.input_shape), task=signature.task,

@@ -7,11 +7,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 from pydantic_core import to_json
 from sqlalchemy.orm import Session
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
-from api.errors import ApiError, describe, not_found, render_json
+from api.errors import ApiError, invalid, not_found, render_json
 from api.events import job_event_stream
 from api.examples import JOB_EXAMPLES
 from api.responses import errors, link
@@ -60,14 +61,14 @@ def validate_spec(session: Session, settings: Settings, tenant: str, spec: JobSp
         detail = {"loc": ["training", "device"],
                   "msg": f"'{spec.training.device}' needs a GPU worker and this service has none; "
                          "use 'auto' (a GPU when the worker has one) or 'cpu'"}
-        raise ApiError(422, describe([detail], "the job spec is invalid"), details=[detail])
+        raise invalid(detail, "the job spec is invalid")
     uploaded = stored = None
     if spec.dataset.id is not None:
         row = db_datasets.get_dataset(session, tenant, spec.dataset.id)  # without its blob
         if row is None:
             detail = {"loc": ["dataset", "id"],
                       "msg": f"no uploaded data set with id '{spec.dataset.id}'; upload one with POST /v1/datasets"}
-            raise ApiError(422, describe([detail], "the job spec is invalid"), details=[detail])
+            raise invalid(detail, "the job spec is invalid")
         if row.task == "classification":  # the row holds all a classifier's signature needs
             stored = DataSignature(tuple(row.input_shape), "classification", row.n_classes, 1, row.n_samples,
                                    row.has_test_split)
@@ -77,10 +78,10 @@ def validate_spec(session: Session, settings: Settings, tenant: str, spec: JobSp
         return summarize(spec, signature_of(spec, uploaded, stored))
     except SpecError as exc:
         details = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", str(exc))} for e in exc.errors]
-        raise ApiError(422, describe(details, "the job spec is invalid"), details=details) from None
+        raise invalid(details, "the job spec is invalid") from None
     except DataError as exc:
         detail = {"loc": ["dataset"], "msg": str(exc)}
-        raise ApiError(422, describe([detail], "the job's data set cannot be used"), details=[detail]) from None
+        raise invalid(detail, "the job's data set cannot be used") from None
 
 
 def check_active_limit(session: Session, tenant: str, limit: int) -> None:
@@ -92,16 +93,36 @@ def check_active_limit(session: Session, tenant: str, limit: int) -> None:
                             "(POST /v1/jobs/{id}/cancel), then submit again", headers={"Retry-After": "30"})
 
 
+class DryRun(BaseModel):
+    """What POST /v1/jobs?dry_run=true answers: the spec as it would run, nothing stored."""
+
+    dry_run: Literal[True] = True
+    spec: dict[str, Any] = Field(description="the spec with every default filled in, as the job would run it")
+    summary: ModelSummary = Field(description="every layer's output shape and parameter count")
+    epochs: int
+    queue: str = Field(description="the worker queue the job would go to")
+
+
 @router.post("", status_code=201, response_model=Job, summary="Submit a training job",
-             responses={201: {"links": JOB_LINKS}, **errors(400, 413, 429)})
+             responses={201: {"links": JOB_LINKS},
+                        200: {"model": DryRun, "description": "with dry_run=true: the spec checked and summarised; "
+                                                              "nothing stored or queued"},
+                        **errors(400, 413, 429)})
 def submit_job(
     spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)],
     request: Request, session: SessionDep, settings: SettingsDep, tenant: PrincipalDep,
-) -> Job:
+    dry_run: Annotated[bool, Query(description="validate and summarise only: 200 with the summary, "
+                                               "nothing stored or queued (the same 422s as a submit)")] = False,
+) -> Any:
     """Validate the spec completely (a dry run of the network on its data), store the job,
     then enqueue it. If the broker is down the job stays queued and the reconciler sends it."""
     from worker.celery_app import queue_for
 
+    if dry_run:  # the dashboard's editor checks as the user types: no row, no message, no 429
+        summary = validate_spec(session, settings, tenant, spec)
+        body = DryRun(spec=spec.model_dump(mode="json"), summary=summary, epochs=spec.training.epochs,
+                      queue=queue_for(spec.training.device))
+        return Response(render_json(body.model_dump(mode="json")), media_type="application/json")
     check_active_limit(session, tenant, settings.max_active_jobs)
     summary = validate_spec(session, settings, tenant, spec)
     queue = queue_for(spec.training.device)
@@ -122,13 +143,14 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     sweep: Annotated[str | None, Query(pattern=ID_PATTERN, description="only this sweep's trials")] = None,
+    name: Annotated[str | None, Query(max_length=200, description="only jobs whose name contains this (any case)")] = None,
 ) -> Response:
     try:
         rows, next_cursor = db_jobs.list_jobs(session, tenant, status=status, limit=limit, cursor=cursor,
-                                              sweep=sweep)
+                                              sweep=sweep, name=name)
     except ValueError as exc:
         detail = {"loc": ["query", "cursor"], "msg": str(exc)}
-        raise ApiError(422, describe([detail], "the request is invalid"), details=[detail]) from None
+        raise invalid(detail, "the request is invalid") from None
     # validated once here and rendered as the default response would (FastAPI's second
     # validation of the returned page cost as much again)
     page = Page[Job](items=[to_wire(j) for j in rows], next_cursor=next_cursor)

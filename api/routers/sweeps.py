@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
-from api.errors import ApiError, describe, not_found
+from api.errors import ApiError, invalid, not_found
 from api.responses import errors
 from api.routers.jobs import check_active_limit, validate_spec
 from api.settings import Settings
@@ -44,7 +44,7 @@ SWEEP_EXAMPLE = {
 
 def _invalid(loc: list[Any], msg: str) -> ApiError:
     detail = {"loc": loc, "msg": msg}
-    return ApiError(422, describe([detail], "the sweep is invalid"), details=[detail])
+    return invalid(detail, "the sweep is invalid")
 
 
 def _short(value: Any) -> str:
@@ -170,7 +170,7 @@ def list_sweeps(
         rows, next_cursor = db_sweeps.list_sweeps(session, tenant, limit=limit, cursor=cursor)
     except ValueError as exc:
         detail = {"loc": ["query", "cursor"], "msg": str(exc)}
-        raise ApiError(422, describe([detail], "the request is invalid"), details=[detail]) from None
+        raise invalid(detail, "the request is invalid") from None
     return Page[Sweep](items=[to_wire(session, s) for s in rows], next_cursor=next_cursor)
 
 

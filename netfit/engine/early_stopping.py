@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from netfit.spec import EarlyStopping, metric_mode
+from netfit.spec import SPLITS, EarlyStopping, metric_mode
 
-LOSSES = ("train_loss", "val_loss")
+LOSSES = tuple(f"{split}_loss" for split in SPLITS)
 
 
 class EarlyStopper:

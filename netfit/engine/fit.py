@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from netfit.spec import JobSpec, Optimizer
+from netfit.spec import metric_names as spec_metric_names
 
 from .checkpoints import TrainingState, capture_rng, cpu_copy, restore_rng, spec_hash
 from .data import PreparedData, Split
@@ -271,10 +272,8 @@ class MetricNames:
 
 
 def metric_names(head: Head) -> MetricNames:
-    measures = ("rmse", "mae") if head.task == "regression" else ("accuracy",)
     batch = ("loss", "squared", "absolute") if head.task == "regression" else ("loss", "correct")
-    keys = [f"{split}_{m}" for m in ("loss", *measures) for split in ("train", "val")]
-    return MetricNames(batch, (*keys, "lr"))
+    return MetricNames(batch, (*spec_metric_names(head.task), "lr"))
 
 
 def _to_device(split: Split, head: Head, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

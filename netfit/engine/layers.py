@@ -15,14 +15,12 @@ import torch
 from torch import nn
 
 from netfit.models import LayerSummary, ModelSummary
-from netfit.spec import JobSpec, Loss
+from netfit.spec import TASK_LOSSES, JobSpec, Loss, metric_names
 
 from .data import DataSignature, apply_preprocessing
 from .errors import SpecError
 
 MAX_PARAMS = 50_000_000
-LOSSES: dict[str, tuple[str, ...]] = {"classification": ("cross_entropy",), "binary": ("bce",),
-                                      "regression": ("mse", "mae", "huber")}
 # a trailing activation the loss applies itself (CrossEntropy: log-softmax; BCEWithLogits: sigmoid)
 FOLDABLE = {"classification": ("softmax", "log_softmax"), "binary": ("sigmoid",)}
 
@@ -182,7 +180,7 @@ def _last_activation(spec: JobSpec) -> str | None:
 
 def _head(spec: JobSpec, signature: DataSignature, traced: list[_Traced] | None, errors: list[dict]) -> Head | None:
     t = spec.training
-    task = t.task or next((k for k, v in LOSSES.items() if t.loss in v), None)  # a loss implies its task
+    task = t.task or next((k for k, v in TASK_LOSSES.items() if t.loss in v), None)  # a loss implies its task
     field = "task" if t.task else "loss"
     n = signature.n_classes or signature.n_targets
     if signature.task == "regression" and task not in (None, "regression"):
@@ -203,8 +201,13 @@ def _head(spec: JobSpec, signature: DataSignature, traced: list[_Traced] | None,
         task, n = "binary", 1
     else:
         task = "classification"
+    if t.label_smoothing and task != "classification":
+        # known only now that the task is inferred from the data and the network's last layer
+        errors.append({"loc": ["training", "label_smoothing"], "msg": f"label_smoothing applies to "
+                       f"classification with cross_entropy only; this is a {task} job: remove label_smoothing"})
+        return None
     folded = _last_activation(spec)
-    return Head(task, t.loss or LOSSES[task][0], n, folded if folded in FOLDABLE.get(task, ()) else None)
+    return Head(task, t.loss or TASK_LOSSES[task][0], n, folded if folded in FOLDABLE.get(task, ()) else None)
 
 
 def _check_output(spec: JobSpec, signature: DataSignature, traced: list[_Traced], head: Head, errors: list[dict]) -> None:
@@ -230,9 +233,7 @@ def _check_output(spec: JobSpec, signature: DataSignature, traced: list[_Traced]
 
 
 def _check_monitors(spec: JobSpec, head: Head, errors: list[dict]) -> None:
-    measures = ("rmse", "mae") if head.task == "regression" else ("accuracy",)
-    splits = ("train", "val") if spec.split.validation > 0 else ("train",)
-    recorded = [f"{s}_{m}" for m in ("loss", *measures) for s in splits]
+    recorded = list(metric_names(head.task, validation=spec.split.validation > 0))
     for field in ("early_stopping", "lr_schedule"):
         name = getattr(getattr(spec.training, field), "monitor", None)
         if name is not None and name not in recorded:
@@ -313,6 +314,6 @@ def summarize(spec: JobSpec, signature: DataSignature) -> ModelSummary:
     return ModelSummary(
         input_shape=list(signature.input_shape), task=head.task, loss=head.loss, n_outputs=head.n_outputs,
         layers=[LayerSummary(index=t.index, type=t.type, output_shape=list(t.shape), params=t.params) for t in traced],
-        total_params=sum(t.params for t in traced), trainable_params=sum(t.params for t in traced),
+        total_params=sum(t.params for t in traced),
         notes=notes(spec, signature, head),
     )

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from db import jobs
 from db.models import Checkpoint, EpochMetric, Job, utcnow
@@ -87,7 +88,7 @@ def test_epoch_is_recorded_once_with_non_finite_metrics_as_null(session_factory)
     with session_factory() as s:
         attempt = jobs.claim(s, job_id, "w", lease_seconds=LEASE, max_attempts=3)
         jobs.record_epoch(s, job_id, attempt, {**epoch_row(1), "val_loss": float("nan")}, resume_state=b"s")
-        with pytest.raises(Exception):  # the unique (job_id, epoch) constraint
+        with pytest.raises(IntegrityError, match="(?i)unique"):  # the unique (job_id, epoch) constraint
             jobs.record_epoch(s, job_id, attempt, epoch_row(1), resume_state=b"s")
         s.rollback()
         rows = jobs.list_metrics(s, "default", job_id)

@@ -132,11 +132,15 @@ def test_follow_resumes_a_dropped_stream_without_losing_or_repeating_events(clie
 
 
 def test_jobs_iterates_every_page_newest_first(client: Client, finished):
-    everything = [job.id for job in client.jobs()]
+    jobs = list(client.jobs())
+    everything = [job.id for job in jobs]
     paged = [job.id for job in client.jobs(page_size=1)]
     assert paged == everything and finished.id in everything and len(everything) >= 2
+    created = [job.created_at for job in jobs]
+    assert created == sorted(created, reverse=True)  # newest first
     assert [job.id for job in client.jobs(limit=2)] == everything[:2]
-    assert all(job.status == "succeeded" for job in client.jobs(status="succeeded"))
+    succeeded = list(client.jobs(status="succeeded"))
+    assert finished.id in [job.id for job in succeeded] and all(job.status == "succeeded" for job in succeeded)
 
 
 def test_curves_as_png_and_svg(client: Client, finished, tmp_path: Path):

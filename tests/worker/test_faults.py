@@ -24,7 +24,6 @@ from tests.conftest import (
 )
 from tests.worker.servers import private_postgres, private_redis
 from worker.celery_app import create_celery, enqueue
-from worker.reconciler import start_thread
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -32,15 +31,14 @@ FINISHED = ("succeeded", "failed", "cancelled")
 
 
 class FaultStack:
-    """A database and broker of the test's own, worker processes, a reconciler thread, and
-    jobs created and sent the way the API does it."""
+    """A database and broker of the test's own, worker processes (each reconciles: every half
+    second, re-sending a queued job after 2 s), and jobs created and sent the way the API does it."""
 
     def __init__(self, db_url: str, broker_url: str, logs: Path):
         self.db_url, self.broker_url, self.logs = db_url, broker_url, logs
         self.factory = make_session_factory(db_url)
         self.celery = create_celery(broker_url)
         self.workers: list[Proc] = []
-        self._stop_reconciler: list[Any] = []
 
     def submit(self, spec: dict[str, Any]) -> str:
         with self.factory() as session:
@@ -53,15 +51,11 @@ class FaultStack:
 
     def worker(self, **env: str) -> Proc:
         """Start a worker (not waited for: start several, then wait_ready each)."""
+        env = {"NETFIT_RECONCILE_SECONDS": "0.5", "NETFIT_REQUEUE_SECONDS": "2", **env}
         proc = start_worker_process(service_env(self.db_url, self.broker_url, **env),
                                     self.logs / f"worker-{len(self.workers)}.log", wait=False)
         self.workers.append(proc)
         return proc
-
-    def reconciler(self, **options: float) -> None:
-        """The reconciler every half second, re-sending after 2 s (the stack's beat, sped up)."""
-        self._stop_reconciler.append(start_thread(self.factory, self.enqueue, interval=0.5,
-                                                  **{"requeue_after": 2.0, **options}))
 
     def row(self, job_id: str) -> Job:
         with self.factory() as session:
@@ -81,8 +75,6 @@ class FaultStack:
                           interval=0.1, what=f"job {job_id} to finish")
 
     def close(self) -> None:
-        for stop in self._stop_reconciler:
-            stop.set()
         for proc in self.workers:
             proc.stop()
         self.factory.kw["bind"].dispose()
@@ -144,7 +136,6 @@ def test_kill_9_mid_job_resumes_on_another_worker_with_identical_results(fault_s
     fs = fault_stack
     spec = iris_spec(epochs=20, batch_size=16)
     start_workers(fs, 2)
-    fs.reconciler()
     job_id = fs.submit(spec)
     wait_until(lambda: fs.row(job_id).epochs_completed >= 3, timeout=60, what="three epochs")
     victim = fs.owner(job_id)
@@ -173,7 +164,6 @@ def test_frozen_worker_past_its_lease_writes_nothing_when_it_wakes(fault_stack):
     # row's lock; the takeover then relies on PostgreSQL ending that idle session (worker.tasks).
     fs = fault_stack
     start_workers(fs, 2)
-    fs.reconciler()
     job_id = fs.submit(iris_spec(epochs=20, batch_size=16))
     wait_until(lambda: fs.row(job_id).epochs_completed >= 2, timeout=60, what="two epochs")
     frozen = fs.owner(job_id)
@@ -227,7 +217,6 @@ def test_a_job_that_kills_its_worker_every_time_fails_as_worker_lost(fault_stack
     """The test plays the OOM killer: whichever worker takes the job is killed -9."""
     fs = fault_stack
     workers = start_workers(fs, 3, NETFIT_MAX_ATTEMPTS="2")
-    fs.reconciler(max_attempts=2)
     job_id = fs.submit(iris_spec(epochs=500, batch_size=4))
     killed: list[Proc] = []
 
@@ -275,7 +264,6 @@ def test_redis_restarted_without_persistence_forgets_queued_jobs_and_all_still_r
 
             server.kill()
             server.start()  # same port, no data
-            fs.reconciler()
             wait_until(lambda: fs.row(long).epochs_completed > before, timeout=60, what="the long job to go on")
             with fs.factory() as session:
                 db_jobs.request_cancel(session, "default", long)
@@ -297,7 +285,6 @@ def test_postgres_stopped_during_training_the_job_completes_and_the_api_says_503
             worker = fs.worker()  # starts while the API does
             api, base_url = start_api_process(service_env(pg.url, broker_url), tmp_path / "api.log")
             wait_ready(worker)
-            fs.reconciler()
             http = httpx.Client(base_url=base_url, timeout=10)
             posted = http.post("/v1/jobs", json=iris_spec(epochs=15, batch_size=2))
             assert posted.status_code == 201, posted.text

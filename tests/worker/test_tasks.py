@@ -172,10 +172,23 @@ def test_jobs_on_uploads_train_on_their_own_data_each_time(stack):
 
 
 def test_cancel_queued_job_is_never_run(stack):
-    job = stack.submit(iris_spec(device="cuda"))  # the gpu queue: no worker here consumes it
-    assert job["queue"] == "gpu"
+    # both workers busy, so the job waits in their queue; once they are free its message is
+    # delivered, and the cancelled job must not run
+    busy = [stack.submit(iris_spec(epochs=10_000))["id"] for _ in range(2)]
+    for job_id in busy:
+        stack.wait_status(job_id, "running")
+    job = stack.submit(iris_spec(epochs=3))
+    assert (job["queue"], stack.job(job["id"])["status"]) == ("cpu", "queued")
     cancelled = stack.http.post(f"/v1/jobs/{job['id']}/cancel").json()
     assert (cancelled["status"], cancelled["attempts"]) == ("cancelled", 0)
+    for job_id in busy:
+        stack.http.post(f"/v1/jobs/{job_id}/cancel")
+        stack.wait_status(job_id, "cancelled")
+    delivered = f"job {job['id']}: nothing to claim"
+    wait_until(lambda: any(delivered in w.output() for w in stack.workers), timeout=60,
+               what="the cancelled job's message to reach a worker")
+    after = stack.job(job["id"])
+    assert (after["status"], after["attempts"], after["epochs_completed"]) == ("cancelled", 0, 0)
 
 
 def test_post_to_running_latency_on_redis(stack):

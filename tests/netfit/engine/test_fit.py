@@ -190,8 +190,11 @@ def test_huge_learning_rate_ends_as_divergence_when_a_threshold_is_set():
     spec = make_spec(MLP, epochs=50, optimizer={"type": "adam", "lr": 100.0},
                      early_stopping={"divergence_threshold": 5.0, "patience": 50})
     result = train(spec)
-    assert result.stop_reason in ("divergence", "non_finite") and result.epochs_completed < 50
-    assert result.best_epoch is None or result.best_metrics["val_loss"] is not None
+    # a finite loss above the threshold: divergence, not the non-finite check
+    assert result.stop_reason == "divergence" and result.epochs_completed < 50
+    assert 5.0 < result.history[-1].metrics["val_loss"] < float("inf")
+    unguarded = train(make_spec(MLP, epochs=3, optimizer={"type": "adam", "lr": 100.0}))
+    assert unguarded.stop_reason != "divergence"  # without the threshold nothing calls it that
 
 
 def test_stopping_threshold_ends_the_run_once_good_enough():
