@@ -30,7 +30,7 @@ environment:
 """
 
 # in the order `netfit --help` lists them
-COMMAND_MODULES = ("netfit.cli.server", "netfit.cli.jobs")
+COMMAND_MODULES = ("netfit.cli.server", "netfit.cli.jobs", "netfit.cli.sweeps")
 
 
 def _version() -> str:
