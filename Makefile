@@ -30,6 +30,8 @@ run: install
 
 services:
 	bash scripts/services.sh
+	# Docker, docker-compose, debootstrap, prometheus: what the container and Prometheus tests run (once)
+	bash scripts/test-tools.sh
 
 test: $(BENCH_STAMP) services
 	$(VENV)/bin/pytest
