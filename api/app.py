@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from api import errors
 from api.cache import BytesLRU
 from api.middleware import RequestContext
-from api.routers import datasets, health, jobs, sweeps
+from api.routers import dashboard, datasets, health, jobs, sweeps
 from api.routers import prometheus
 from api.settings import Settings, get_settings
 from db.session import make_session_factory
@@ -88,8 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         session_factory.kw["bind"].dispose()
 
+    # /docs and /redoc are served by api.routers.dashboard from vendored files (work offline)
     app = FastAPI(title="netfit", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  default_response_class=errors.SafeJSONResponse)
+                  default_response_class=errors.SafeJSONResponse, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.auth_on = settings.require_auth  # api.deps.auth_required: becomes True with the first key
     app.state.auth_checked_at = float("-inf")
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(prometheus.router)
     for router in (jobs.router, sweeps.router, datasets.router, health.router):
         app.include_router(router)
+    dashboard.install(app)  # `/`, /static, /docs, /redoc
     app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(HttpMetrics, registry=registry)
     app.add_middleware(RequestContext)  # added last = outermost: its headers and id reach every response

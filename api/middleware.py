@@ -21,15 +21,14 @@ SECURITY_HEADERS = {
 # The API serves JSON, SSE, weights and images: nothing of it may run script or be framed
 # (an SVG served with this policy cannot run script either).
 API_CSP = b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
-# /docs and /redoc load Swagger UI / ReDoc from jsDelivr (fonts from Google, the icon from
-# fastapi.tiangolo.com), start them with an inline script (so 'unsafe-inline' on these two
-# pages only; they show nothing a user sent) and fetch the OpenAPI schema from this origin.
-DOCS_CSP = (b"default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-            b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-            b"font-src 'self' https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com; "
-            b"worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
-            b"form-action 'self'")
-DOCS_PATHS = ("/docs", "/redoc")
+# /docs, /redoc and the dashboard (`/`, /static) run only this origin's scripts, from files
+# (no inline script). Styles may be inline: Swagger UI and ReDoc set style attributes and
+# ReDoc injects <style> at run time; uPlot sizes its canvas by style attributes. ReDoc's
+# search runs in a blob: worker.
+DOCS_CSP = (b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+            b"img-src 'self' data: blob:; font-src 'self'; worker-src 'self' blob:; connect-src 'self'; "
+            b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'")
+DOCS_PATHS = ("/docs", "/redoc", "/static/", "/dashboard/")
 
 
 class RequestContext:
@@ -42,7 +41,7 @@ class RequestContext:
         incoming = dict(scope.get("headers") or []).get(b"x-request-id")
         request_id = request_ids.accept(incoming.decode("latin-1") if incoming is not None else None)
         request_ids.current.set(request_id)
-        csp = DOCS_CSP if scope["path"].startswith(DOCS_PATHS) else API_CSP
+        csp = DOCS_CSP if scope["path"] == "/" or scope["path"].startswith(DOCS_PATHS) else API_CSP
         started = False
 
         async def send_with_headers(message: dict[str, Any]) -> None:

@@ -1,0 +1,44 @@
+// Learning curves with uPlot: x = epoch, one line per series; the best epoch, the stop epoch and
+// the over-fitting region (after the best epoch, where validation got worse) marked as the PNG does.
+import uPlot from "/static/vendor/uplot/uPlot.esm.js";
+
+const COLORS = ["#2b6cb0", "#dd6b20", "#2f855a", "#805ad5", "#c53030", "#319795", "#d69e2e", "#b83280", "#4a5568", "#38a169"];
+
+export function lineChart(el, { title, labels, marks = () => ({}), width, height = 260 }) {
+  const opts = {
+    title, width: width || Math.max(320, el.clientWidth || 600), height,
+    scales: { x: { time: false } },
+    axes: [{ label: "epoch" }, {}],
+    series: [{ label: "epoch" }, ...labels.map((label, i) => ({
+      label, stroke: COLORS[i % COLORS.length], width: 1.6, spanGaps: true,
+      dash: label.startsWith("train") ? [6, 4] : undefined,
+    }))],
+    hooks: { draw: [(u) => drawMarks(u, marks())] },
+  };
+  const data = [[], ...labels.map(() => [])];
+  const plot = new uPlot(opts, data, el);
+  return {
+    plot,
+    // rows: [{epoch, key: value}], keys in the order of labels
+    set(xs, columns) { plot.setData([xs, ...columns]); },
+  };
+}
+
+function drawMarks(u, { best, stop }) {
+  const ctx = u.ctx, top = u.bbox.top, h = u.bbox.height;
+  const x = (epoch) => u.valToPos(epoch, "x", true);
+  ctx.save();
+  if (best != null && stop != null && stop > best) {  // over-fitting: past the best epoch until the stop
+    ctx.fillStyle = "rgba(197, 48, 48, 0.08)";
+    ctx.fillRect(x(best), top, x(stop) - x(best), h);
+  }
+  const line = (epoch, color, text) => {
+    if (epoch == null) return;
+    ctx.strokeStyle = color; ctx.fillStyle = color; ctx.lineWidth = 1.5; ctx.setLineDash([4, 3]);
+    ctx.beginPath(); ctx.moveTo(x(epoch), top); ctx.lineTo(x(epoch), top + h); ctx.stroke();
+    ctx.font = `${11 * devicePixelRatio}px system-ui`; ctx.fillText(text, x(epoch) + 4, top + 14 * devicePixelRatio);
+  };
+  line(best, "#2f855a", `best ${best}`);
+  line(stop, "#c53030", `stop ${stop}`);
+  ctx.restore();
+}

@@ -1,0 +1,37 @@
+// Datasets: the tenant's uploads and a form to upload a CSV (with its target column) or an NPZ.
+import { api } from "./api.js";
+import { h, when, table } from "./dom.js";
+
+export function datasetsPage(ctx) {
+  const ac = new AbortController();
+  const file = h("input", { type: "file", id: "upload-file", accept: ".csv,.npz", required: true });
+  const name = h("input", { id: "upload-name", placeholder: "name (optional)" });
+  const target = h("input", { id: "upload-target", placeholder: "target column (CSV)" });
+  const out = h("span", { id: "upload-result" });
+  const list = h("div", { id: "datasets" });
+  const form = h("form", { class: "toolbar", id: "upload-form" }, file, name, target, h("button", { type: "submit" }, "Upload"), out);
+  ctx.view.append(h("h1", {}, "Datasets"), form, list);
+  const load = async () => {
+    const data = await api("/v1/datasets?limit=200", { signal: ac.signal });
+    const items = data.items || data;
+    list.replaceChildren(items.length ? table(["name", "id", "format", "samples", "input shape", "task", "classes", "size", "uploaded"],
+      items.map((d) => h("tr", { dataset: { datasetId: d.id } }, h("td", {}, d.name || ""), h("td", {}, h("code", {}, d.id)), h("td", {}, d.format),
+        h("td", { class: "num" }, d.n_samples), h("td", {}, JSON.stringify(d.input_shape)), h("td", {}, d.task), h("td", {}, d.n_classes ?? ""),
+        h("td", { class: "num" }, `${(d.size_bytes / 1024).toFixed(1)} KiB`), h("td", {}, when(d.created_at))))) : h("p", { class: "muted" }, "No data sets uploaded yet."));
+  };
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const body = new FormData();
+    body.append("file", file.files[0]);
+    if (name.value.trim()) body.append("name", name.value.trim());
+    if (target.value.trim()) body.append("target", target.value.trim());
+    out.textContent = "uploading…";
+    try {
+      const d = await api("/v1/datasets", { method: "POST", body });
+      out.textContent = `uploaded ${d.id}: use {"dataset": {"id": "${d.id}"}} in a spec`;
+      await load();
+    } catch (err) { out.textContent = ""; ctx.showError(err); }
+  });
+  load().catch((e) => !ac.signal.aborted && ctx.showError(e));
+  return () => ac.abort();
+}
