@@ -94,6 +94,11 @@ def sweep_of_job(session: Session, job_id: str) -> str | None:
     return session.scalar(select(Job.sweep_id).where(Job.id == job_id))
 
 
+def sweep_and_epochs(session: Session, job_id: str) -> tuple[str | None, int]:
+    row = session.execute(select(Job.sweep_id, Job.epochs).where(Job.id == job_id)).one_or_none()
+    return (row.sweep_id, int(row.epochs)) if row else (None, 0)
+
+
 def count_active(session: Session, sweep_id: str) -> int:
     return session.scalar(select(func.count()).select_from(Job).where(Job.sweep_id == sweep_id,
                                                                      Job.status.in_(ACTIVE)))

@@ -250,7 +250,8 @@ def repair(factory: sessionmaker[Session], enqueue: Enqueue) -> int:
 
 # --------------------------------------------------------------------------- pruning
 
-_trial_of: dict[str, str | None] = {}  # job id -> sweep id (None: not a trial); a job never changes sweep
+# job id -> (sweep id or None: not a trial, the job's epochs); a job never changes either
+_trial_of: dict[str, tuple[str | None, int]] = {}
 
 
 def prune_decision(factory: sessionmaker[Session], job_id: str, epoch: int) -> str | None:
@@ -260,10 +261,10 @@ def prune_decision(factory: sessionmaker[Session], job_id: str, epoch: int) -> s
         if len(_trial_of) > 10_000:
             _trial_of.clear()
         with factory() as session:
-            _trial_of[job_id] = db_sweeps.sweep_of_job(session, job_id)
-    sweep_id = _trial_of[job_id]
-    if sweep_id is None:
-        return None
+            _trial_of[job_id] = db_sweeps.sweep_and_epochs(session, job_id)
+    sweep_id, epochs = _trial_of[job_id]
+    if sweep_id is None or epoch >= epochs:
+        return None  # not a trial, or its last epoch: it ends now anyway, pruning saves nothing
     with factory() as session:
         sweep = db_sweeps.get_sweep(session, None, sweep_id)
         if sweep is None:
