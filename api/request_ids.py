@@ -7,15 +7,11 @@ trace id); anything else is replaced, so a header cannot forge or break log line
 
 from __future__ import annotations
 
-import logging
-import logging.config
-import os
 import re
 import uuid
 from contextvars import ContextVar
 
 ACCEPTED = re.compile(r"[A-Za-z0-9._-]{1,64}")
-FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 # Set by api.middleware.RequestContext in the task that serves the request; uvicorn runs each
 # request in its own task, so the value never leaks into another request.
@@ -27,14 +23,6 @@ def accept(incoming: str | None) -> str:
     if incoming is not None and ACCEPTED.fullmatch(incoming):
         return incoming
     return uuid.uuid4().hex
-
-
-class RequestIdFilter(logging.Filter):
-    """Adds record.request_id ("-" outside a request) for the formatter."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = current.get() or "-"
-        return True
 
 
 def configure_logging() -> None:
