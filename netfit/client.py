@@ -240,6 +240,25 @@ class Client:
         """
         return _rebuild_model(self.job(job_id), self.checkpoint_bytes(job_id, which), raw_inputs)
 
+    def predict(self, job_id: str, instances: Any, checkpoint: str = "best") -> dict[str, Any]:
+        """Predictions of the trained model for raw instances (rows of features, or images in the
+        data set's shape; lists or anything with .tolist(), such as a numpy array):
+        {"predictions", "probabilities", "classes", "checkpoint"} (values for regression)."""
+        if checkpoint not in CHECKPOINT_KINDS:
+            raise ValueError(f"checkpoint must be one of {CHECKPOINT_KINDS}, not {checkpoint!r}")
+        rows = instances.tolist() if hasattr(instances, "tolist") else list(instances)
+        return self._json("POST", f"/v1/jobs/{job_id}/predict", params={"checkpoint": checkpoint},
+                          json={"instances": rows})
+
+    def export(self, job_id: str, path: str | Path, checkpoint: str = "best", fmt: str = "onnx") -> Path:
+        """Save the network with its preprocessing as an ONNX model (raw float32 inputs, any
+        batch size, class names in its metadata) to `path`, and return it."""
+        content = self._request("GET", f"/v1/jobs/{job_id}/export", params={"format": fmt, "checkpoint": checkpoint},
+                                timeout=httpx.Timeout(300.0, connect=5.0)).content
+        target = Path(path)
+        target.write_bytes(content)
+        return target
+
     def curves(self, job_id: str, path: str | Path | None = None, fmt: str | None = None) -> bytes:
         """The learning curves as PNG or SVG bytes (format from `fmt`, else from `path`'s suffix,
         else SVG); also written to `path` when given."""
@@ -312,32 +331,15 @@ def metrics_columns(rows: list[EpochMetrics]) -> dict[str, list]:
 
 
 def _rebuild_model(job: Job, weights: bytes, raw_inputs: bool):
-    """spec + summary + safetensors → torch module. The engine builds the network exactly as
-    the worker did, from a data signature recovered from the job's summary."""
+    """safetensors → torch module through the one loader (netfit.engine.inference.load_model);
+    the job's spec and summary rebuild a checkpoint from before checkpoints described themselves."""
     try:
-        from netfit.engine.checkpoints import weights_from_bytes
-        from netfit.engine.data import DataSignature
-        from netfit.engine.layers import Preprocessed, build_model
+        from netfit.engine.inference import load_model
     except ImportError as exc:
-        raise ImportError(f"load_model needs the server extra / a checkout (torch and netfit.engine): {exc}") from None
+        raise ImportError(f"load_model needs the engine extra (torch and netfit.engine): {exc}") from None
     if job.summary is None:
         raise NetfitError(0, "no_summary", f"job {job.id} has no model summary to rebuild the network from")
-    summary = job.summary
-    classification = summary.task in ("classification", "binary")
-    signature = DataSignature(
-        input_shape=tuple(summary.input_shape),
-        task="classification" if classification else "regression",
-        n_classes=(2 if summary.task == "binary" else summary.n_outputs) if classification else None,
-        n_targets=1 if classification else summary.n_outputs,
-        n_samples=0,
-        has_test_split=False,
-    )
-    model = build_model(JobSpec.model_validate(job.spec), signature)
-    state, metadata = weights_from_bytes(weights)
-    model.load_state_dict(state)
-    if raw_inputs:
-        model = Preprocessed(model, metadata.get("preprocessing") or {"features": "none"})
-    return model.eval()
+    return load_model(weights, spec=job.spec, summary=job.summary.model_dump(mode="json"), raw_inputs=raw_inputs)
 
 
 def _spec_document(spec: dict | str | Path | JobSpec) -> dict:

@@ -30,6 +30,7 @@ from worker import sweeps
 from worker.database import LEASE_SECONDS, session_factory
 from netfit.engine.checkpoints import TrainingState, weights_to_bytes
 from netfit.engine.data import RawArrays, from_npz_bytes, load_data
+from netfit.engine.inference import model_metadata
 from netfit.engine.errors import DataError, SpecError
 from netfit.engine.fit import EpochReport, FitCallbacks, fit
 
@@ -106,15 +107,15 @@ class Lease(threading.Thread):
 class JobCallbacks(FitCallbacks):
     """Persists each epoch (fenced) and tells the loop when to stop."""
 
-    def __init__(self, factory: sessionmaker[Session], job_id: str, attempt: int, lease: Lease, preprocessing: dict[str, Any]):
+    def __init__(self, factory: sessionmaker[Session], job_id: str, attempt: int, lease: Lease, described: dict[str, Any]):
         self.factory, self.job_id, self.attempt, self.lease = factory, job_id, attempt, lease
-        self.preprocessing = preprocessing
+        self.described = described  # the checkpoints' self-description (model_metadata)
         self._next_check = 0.0
 
     def on_epoch_end(self, report: EpochReport, state: TrainingState) -> str | None:
         row = {"epoch": report.epoch, **report.metrics, "seconds": report.seconds}
         resume = state.to_bytes()
-        best = (checkpoint_bytes(self.job_id, "best", report.epoch, report.metrics, state.best_weights, self.preprocessing)
+        best = (checkpoint_bytes(self.job_id, "best", report.epoch, report.metrics, state.best_weights, self.described)
                 if report.is_best and state.best_weights is not None else None)
         with_db_retry(lambda s: db_jobs.record_epoch(s, self.job_id, self.attempt, row, resume_state=resume, best=best,
                                                      early_stopping=report.early_stopping),
@@ -138,10 +139,10 @@ class JobCallbacks(FitCallbacks):
 
 
 def checkpoint_bytes(job_id: str, kind: str, epoch: int, metrics: dict[str, Any], weights: dict[str, Any],
-                     preprocessing: dict[str, Any]) -> bytes:
-    # the preprocessing statistics travel with the weights: without them raw inputs can't be fed
-    return weights_to_bytes(weights, {"job_id": job_id, "kind": kind, "epoch": epoch, "metrics": metrics,
-                                      "preprocessing": preprocessing})
+                     described: dict[str, Any]) -> bytes:
+    # the checkpoint describes itself (spec, data signature, preprocessing statistics, class
+    # names): netfit.load_model and /predict use it with no job row and no data set at hand
+    return weights_to_bytes(weights, {"job_id": job_id, "kind": kind, "epoch": epoch, "metrics": metrics, **described})
 
 
 def one_line(exc: BaseException) -> str:
@@ -221,7 +222,8 @@ def _train(job_id: str, attempt: int, factory: sessionmaker[Session], lease: Lea
     if resume is not None:
         log.info("job %s: resuming after epoch %d", job_id, resume.epoch)
     data = load_data(spec, raw=_decoded(sha256, uploaded))
-    result = fit(spec, data, callbacks=JobCallbacks(factory, job_id, attempt, lease, data.preprocessing), resume=resume)
+    described = model_metadata(spec, data.signature, data.preprocessing, data.classes)
+    result = fit(spec, data, callbacks=JobCallbacks(factory, job_id, attempt, lease, described), resume=resume)
 
     if lease.lost.is_set():
         raise db_jobs.Fenced(job_id)
@@ -242,9 +244,9 @@ def _train(job_id: str, attempt: int, factory: sessionmaker[Session], lease: Lea
         best_epoch = result.best_epoch or result.epochs_completed
         best_metrics = result.best_metrics or last_metrics
         checkpoints = [
-            ("best", best_epoch, best_metrics, checkpoint_bytes(job_id, "best", best_epoch, best_metrics, result.best_weights, data.preprocessing)),
+            ("best", best_epoch, best_metrics, checkpoint_bytes(job_id, "best", best_epoch, best_metrics, result.best_weights, described)),
             ("last", result.epochs_completed, last_metrics,
-             checkpoint_bytes(job_id, "last", result.epochs_completed, last_metrics, result.last_weights, data.preprocessing)),
+             checkpoint_bytes(job_id, "last", result.epochs_completed, last_metrics, result.last_weights, described)),
         ]
     status = "cancelled" if result.stop_reason == "cancelled" else "succeeded"
     with_db_retry(lambda s: db_jobs.finish(

@@ -64,6 +64,7 @@ class PreparedData:
     test: Split | None
     signature: DataSignature
     preprocessing: dict[str, Any]
+    classes: list[str] | None = None  # the class names as the data set had them (None: regression)
 
 
 # --------------------------------------------------------------------------- labels and shapes
@@ -502,4 +503,5 @@ def load_data(spec: JobSpec, uploaded: bytes | None = None, raw: RawArrays | Non
         xs, ys = torch.as_tensor(part[0]), torch.tensor(part[1])
         return Split(apply_preprocessing(xs, prep), ys if raw.classes is not None else ys.reshape(len(ys), -1).float())
 
-    return PreparedData(tensors((x, y)), tensors(val) if val else None, tensors(test) if test else None, signature, prep)
+    return PreparedData(tensors((x, y)), tensors(val) if val else None, tensors(test) if test else None, signature, prep,
+                        raw.classes)
