@@ -13,7 +13,9 @@ import pytest
 from tests.conftest import ROOT
 
 EXAMPLES = ROOT / "examples"
-SPECS = sorted(p.name for p in EXAMPLES.glob("*.json") if p.name != "mnist_npz.json")  # that one needs an upload
+# job specs: mnist_npz.json needs an upload; sweep_*.json are sweeps (test_sweep_examples)
+SPECS = sorted(p.name for p in EXAMPLES.glob("*.json") if p.name != "mnist_npz.json" and not p.name.startswith("sweep_"))
+SWEEPS = sorted(p.name for p in EXAMPLES.glob("sweep_*.json"))
 
 
 def run_example(script: str, *args: str, url: str, cwd: Path) -> str:
@@ -60,3 +62,15 @@ def test_mnist_like_npz_is_made_uploaded_and_trained(embedded_service: str, tmp_
     out = run_example("mnist_npz.py", "--samples", "350", url=embedded_service, cwd=tmp_path)
     assert re.search(r"uploaded \S+: 3[05]0 samples \[(1, )?28, 28\], 10 classes, test split given: True", out)
     assert leaderboard_rows(out)["mnist-mlp"][3] == "succeeded"
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_sweep_examples_are_accepted_and_start(name: str, embedded_service: str):
+    """Each sweep example passes the API's validation (every value dry-run) and asks its first
+    trials; it is cancelled at once (the full runs' figures are in examples/README.md)."""
+    from netfit.client import Client
+
+    with Client(base_url=embedded_service) as client:
+        sweep = client.sweep(EXAMPLES / name)
+        assert sweep.status == "running" and sweep.trials["queued"] + sweep.trials["running"] == sweep.max_concurrent
+        assert client.cancel_sweep(sweep.id).status == "cancelled"
