@@ -34,6 +34,7 @@ services:
 	bash scripts/test-tools.sh
 
 test: $(BENCH_STAMP) services
+	bash scripts/browser.sh  # Debian's Chromium for the dashboard's browser tests
 	$(VENV)/bin/pytest
 
 # every benchmark (engine, service, api, throughput) with its goal, PASS or MISS; 5-7 min quiet, < 15.

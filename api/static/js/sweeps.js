@@ -22,7 +22,7 @@ export function sweepsPage(ctx) {
     ctx.view.append(data.items.length ? table(["name", "status", "method", "objective", "trials", "best"], data.items.map((w) =>
       h("tr", {}, h("td", {}, h("a", { href: `#/sweeps/${w.id}` }, w.name || w.id)), h("td", {}, statusBadge(w.status)), h("td", {}, w.method),
         h("td", {}, `${w.objective.metric} (${w.objective.mode})`), h("td", {}, Object.entries(w.trials || {}).map(([k, v]) => `${k} ${v}`).join(", ")),
-        h("td", {}, w.best ? fmt(w.best.value) : ""))), { id: "sweeps-table" }) : h("p", { class: "muted" }, "No sweeps yet (POST /v1/sweeps)."));
+        h("td", {}, w.best ? fmt(w.best.value) : ""))), { id: "sweeps-table" }) : h("p", { class: "muted", id: "sweeps-empty" }, "No sweeps yet (POST /v1/sweeps, or `netfit sweep FILE`)."));
   }).catch((err) => { if (!unavailable(ctx, err) && !ac.signal.aborted) ctx.showError(err); });
   return () => ac.abort();
 }

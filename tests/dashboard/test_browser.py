@@ -1,0 +1,258 @@
+"""The dashboard in a real browser (Debian's Chromium driven by Playwright) against a live
+embedded service (`api.server.serve`: SQLite, the file broker, a real Celery worker). One
+browser and one service for the module; the test that creates an API key (which locks the
+service) runs last. Screenshots of every page go to tests/dashboard/artifacts/."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import Proc, free_port, iris_spec, wait_healthy, wait_until
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+playwright_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/browser.sh installs it)")
+
+
+class Service:
+    def __init__(self, base_url: str, workdir: Path):
+        self.base_url, self.workdir = base_url, workdir
+        self.db_url = f"sqlite:///{workdir / 'netfit.db'}"
+        self.key: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        response = httpx.post(f"{self.base_url}/v1/jobs", json=spec, headers=self.headers(), timeout=30)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return httpx.get(f"{self.base_url}/v1/jobs/{job_id}", headers=self.headers(), timeout=10).json()
+
+    def wait_done(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
+        return wait_until(lambda: (j := self.job(job_id))["status"] in ("succeeded", "failed", "cancelled") and j,
+                          timeout=timeout, interval=0.2, what=f"job {job_id} to end")
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    workdir = tmp_path_factory.mktemp("dashboard")
+    port = free_port()
+    proc = Proc([sys.executable, "-c", f"from api.server import serve; serve('127.0.0.1', {port})"], {},
+                workdir / "serve.log", cwd=workdir)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base_url, proc)
+        wait_until(lambda: "ready." in proc.output(), timeout=60, what="the embedded worker to be ready")
+        yield Service(base_url, workdir)
+    finally:
+        proc.stop(grace=20)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any, service: Service) -> Iterator[Any]:
+    """A fresh tab (its own sessionStorage); a console error or a CSP violation fails the test."""
+    context = browser.new_context(base_url=service.base_url, viewport={"width": 1300, "height": 900})
+    tab = context.new_page()
+    problems: list[str] = []
+    # the browser logs every 4xx the page asks for (a 401 without a key, the editor's 422s): expected
+    expected = "Failed to load resource: the server responded with a status of 4"
+    tab.on("console", lambda m: problems.append(m.text) if m.type == "error" and not m.text.startswith(expected) else None)
+    tab.on("pageerror", lambda e: problems.append(str(e)))
+    yield tab
+    context.close()
+    assert not problems, problems
+
+
+def shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def slow_spec(name: str) -> dict[str, Any]:
+    """Many small epochs and no early stopping: runs until cancelled, an epoch every few ms."""
+    spec = iris_spec(epochs=5000, batch_size=4)
+    spec["name"] = name
+    return spec
+
+
+def test_list_shows_jobs_and_updates_when_one_finishes(page, service):
+    job = service.submit({**iris_spec(epochs=25), "name": "list-iris"})
+    page.goto("/#/jobs")
+    row = page.locator(f"tr[data-job-id='{job['id']}']")
+    row.wait_for()
+    assert "list-iris" in row.inner_text()
+    # the page refreshes itself: the row turns succeeded without a reload
+    page.wait_for_selector(f"tr[data-job-id='{job['id']}'][data-status='succeeded']", timeout=60_000)
+    assert "25/25" in row.inner_text() and "val_loss" in row.inner_text()
+    page.fill("#filter-name", "no-such-name")
+    page.wait_for_selector("text=No jobs match")
+    page.fill("#filter-name", "list-")
+    row.wait_for()
+    shot(page, "jobs")
+
+
+def test_a_running_jobs_chart_gains_points_live_and_cancel_stops_it(page, service):
+    job = service.submit(slow_spec("live-iris"))
+    page.goto(f"/#/jobs/{job['id']}")
+    chart = page.locator("#chart-loss")
+    wait_until(lambda: int(chart.get_attribute("data-points") or 0) >= 3, timeout=60, what="the first epochs on the chart")
+    first = int(chart.get_attribute("data-points"))
+    wait_until(lambda: int(chart.get_attribute("data-points")) > first + 5, timeout=30, what="more epochs, live")
+    page.locator("#layer-table").wait_for()
+    assert "patience" in page.inner_text("#countdown") or "since the best" in page.inner_text("#countdown")
+    shot(page, "job-running")
+    page.click("#cancel")
+    page.wait_for_selector("#job-status [data-status='cancelled']", timeout=30_000)
+    assert service.job(job["id"])["status"] == "cancelled"
+    shot(page, "job-cancelled")
+
+
+def test_compare_overlays_two_runs_and_lists_only_differing_fields(page, service):
+    ids = []
+    for lr in (0.01, 0.05):
+        spec = iris_spec(epochs=20, optimizer={"type": "adam", "lr": lr})
+        spec["name"] = f"cmp-lr-{lr}"
+        ids.append(service.submit(spec)["id"])
+    for job_id in ids:
+        service.wait_done(job_id)
+    page.goto("/#/jobs")
+    page.fill("#filter-name", "cmp-lr")
+    for job_id in ids:
+        page.locator(f"tr[data-job-id='{job_id}'] input[type=checkbox]").check()
+    page.click("#compare")
+    page.wait_for_selector("#compare-loss[data-series='2']")
+    legend = page.inner_text("#compare-loss")
+    assert "cmp-lr-0.01" in legend and "cmp-lr-0.05" in legend
+    fields = page.locator("#spec-diff tr[data-field]").evaluate_all("rows => rows.map(r => r.dataset.field)")
+    assert set(fields) == {"name", "training.optimizer.lr"}, fields
+    shot(page, "compare")
+
+
+def test_the_editor_shows_a_422_at_its_field_and_submits_a_good_spec(page, service):
+    page.goto("/#/new")
+    page.select_option("#example", "iris_two_layers_small")
+    page.wait_for_selector("#summary-table")
+    assert "valid" in page.inner_text("#check-state")
+    good = page.input_value("#spec")
+    bad = good.replace('"units": 3', '"units": 5')
+    assert bad != good
+    page.fill("#spec", bad)
+    error = page.locator("ul#errors li[data-loc^='model.layers.']")
+    error.wait_for()
+    assert "line" in error.inner_text() and page.locator("#submit").is_disabled()
+    shot(page, "editor-422")
+    page.fill("#spec", good)
+    page.wait_for_selector("#summary-table")
+    page.click("#submit")
+    link = page.locator("#new-job-link")
+    link.wait_for()
+    job_id = link.get_attribute("href").rsplit("/", 1)[1]
+    assert service.job(job_id)["name"] == "iris-small" or service.job(job_id)["status"]
+    shot(page, "editor-ok")
+
+
+def test_datasets_upload_and_sweeps_pages_render(page, service, tmp_path):
+    csv = tmp_path / "points.csv"
+    csv.write_text("a,b,label\n" + "".join(f"{i},{i % 7},{'yes' if i % 2 else 'no'}\n" for i in range(60)))
+    page.goto("/#/datasets")
+    page.set_input_files("#upload-file", str(csv))
+    page.fill("#upload-name", "points")
+    page.fill("#upload-target", "label")
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("#datasets tr[data-dataset-id]")
+    assert "points" in page.inner_text("#datasets")
+    shot(page, "datasets")
+    page.goto("/#/sweeps")
+    page.wait_for_selector("#sweeps-table, #sweeps-unavailable, #sweeps-empty")
+    shot(page, "sweeps")
+
+
+def insert_finished_jobs(db_url: str, template: dict[str, Any], n: int) -> None:
+    from sqlalchemy import insert
+
+    from db.models import Job, new_id
+    from db.session import make_session_factory
+
+    columns = ("spec", "summary", "stop_reason", "epochs", "epochs_completed", "best_epoch", "best_metrics",
+               "test_metrics", "attempts", "queue", "device")
+    base = {k: template[k] for k in columns} | {"tenant": "default", "status": "succeeded"}
+    now = datetime.now(timezone.utc)
+    rows = [base | {"id": new_id(), "name": f"bulk-{i:05d}", "created_at": now - timedelta(days=2, seconds=i),
+                    "updated_at": now} for i in range(n)]
+    factory = make_session_factory(db_url)
+    with factory() as session:
+        session.execute(insert(Job), rows)
+        session.commit()
+    factory.kw["bind"].dispose()
+
+
+def test_ten_thousand_jobs_the_list_renders_its_first_page_and_pages_on(page, service):
+    from db.models import Job
+    from db.session import make_session_factory
+    from sqlalchemy import select
+
+    done = service.wait_done(service.submit({**iris_spec(epochs=3), "name": "template"})["id"])
+    factory = make_session_factory(service.db_url)
+    with factory() as session:
+        template = session.scalars(select(Job).where(Job.id == done["id"])).one()
+        template = {c: copy.deepcopy(getattr(template, c)) for c in Job.__table__.columns.keys()}
+    factory.kw["bind"].dispose()
+    insert_finished_jobs(service.db_url, template, 10_000)
+    started = time.monotonic()
+    page.goto("/#/jobs")
+    page.wait_for_selector("#jobs-body tr:nth-child(50)")
+    print(f"first page of the list at 10,000 jobs: {time.monotonic() - started:.2f} s (goal measured in make bench)")
+    assert page.locator("#jobs-body tr").count() == 50
+    assert not page.locator("#next-page").is_disabled()
+    page.click("#next-page")
+    page.wait_for_selector("#page-info:has-text('page 2')")
+    assert page.locator("#jobs-body tr").count() == 50
+    shot(page, "jobs-10000")
+
+
+def test_with_auth_on_nothing_shows_without_a_key_and_a_key_shows_only_its_tenant(page, service):
+    from db import keys as db_keys
+    from db.session import make_session_factory
+
+    factory = make_session_factory(service.db_url)
+    with factory() as session:
+        _, key = db_keys.create_key(session, tenant="acme")
+    factory.kw["bind"].dispose()
+    wait_until(lambda: httpx.get(f"{service.base_url}/v1/jobs").status_code == 401, timeout=10,
+               what="the service to require a key")
+    service.key = key
+    mine = service.submit({**iris_spec(epochs=3), "name": "acme-only"})
+    page.goto("/#/jobs")
+    page.wait_for_selector("#banner:has-text('needs an API key')")
+    assert page.locator("#jobs-body tr[data-job-id]").count() == 0
+    shot(page, "auth-no-key")
+    page.fill("#key-input", key)
+    page.click("#key-save")
+    page.wait_for_selector(f"tr[data-job-id='{mine['id']}']")
+    names = page.locator("#jobs-body tr[data-job-id]").all_inner_texts()
+    assert len(names) == 1 and "acme-only" in names[0]
+    # the key stays in this tab's sessionStorage only: not in the URL, no cookie
+    assert key not in page.url and page.context.cookies() == []
+    shot(page, "auth-with-key")
