@@ -105,7 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics_registry = registry = CollectorRegistry(auto_describe=False)  # per app: tests make many
     registry.register(JobCollector(session_factory, tenants=settings.metrics_tenants))
     app.include_router(prometheus.router)
-    for router in (jobs.router, sweeps.router, datasets.router, health.router):
+    from api.routers import models  # predict and export
+    for router in (jobs.router, models.router, sweeps.router, datasets.router, health.router):
         app.include_router(router)
     dashboard.install(app)  # `/`, /static, /docs, /redoc
     app.add_middleware(BodyLimit, settings=settings)

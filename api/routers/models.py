@@ -1,0 +1,165 @@
+"""/v1/jobs/{id}/predict and /v1/jobs/{id}/export: the trained model, used.
+
+Models are rebuilt from their self-describing checkpoints and kept per process in an LRU
+bounded by the bytes of their parameters, keyed by (tenant, job, kind): a tenant never gets
+another tenant's entry, and the checkpoint's sha256 is compared on every hit, so a running
+job's newer "best" replaces the one kept.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from api.deps import PrincipalDep, SessionDep
+from api.errors import ApiError, not_found, render_json
+from api.responses import errors
+from db import jobs as db_jobs
+from netfit.models import ErrorBody
+from netfit.spec import ID_PATTERN
+
+MODEL_CACHE_BYTES = 256 * 1024 * 1024  # parameters + buffers of the models kept, and their ONNX exports
+JobId = Annotated[str, Path(pattern=ID_PATTERN, description="the id that POST /v1/jobs returned")]
+Kind = Annotated[Literal["best", "last"], Query(description="which weights: the best epoch's or the last")]
+CONFLICT = {409: {"model": ErrorBody, "description": "the job has no such checkpoint yet"}}
+router = APIRouter(prefix="/v1/jobs", tags=["models"], responses=errors(401, 404, 422, 503))
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    instances: list[Any] = Field(description="raw samples: rows of features, or images in the data set's shape "
+                                             "(at most 10,000)", examples=[[[5.1, 3.5, 1.4, 0.2]]])
+
+
+class CheckpointRef(BaseModel):
+    kind: Literal["best", "last"]
+    epoch: int
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Any] = Field(description="class names as the data set had them, or values (regression)")
+    probabilities: list[list[float]] | None = Field(None, description="per instance, per class (classification)")
+    classes: list[str] | None = None
+    checkpoint: CheckpointRef
+
+
+class ModelCache:
+    """LRU of (sha256, value, bytes) bounded by the bytes held; sync routes run in a thread pool."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self._size = max_bytes, 0
+        self._entries: OrderedDict[Hashable, tuple[str, Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, sha256: str) -> Any:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] != sha256:
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: Hashable, sha256: str, value: Any, nbytes: int) -> None:
+        if nbytes > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            self._size += nbytes - (old[2] if old else 0)
+            self._entries[key] = (sha256, value, nbytes)
+            while self._size > self.max_bytes:
+                _, (_, _, dropped) = self._entries.popitem(last=False)
+                self._size -= dropped
+
+
+def _cache(request: Request) -> ModelCache:
+    state = request.app.state
+    cache = getattr(state, "model_cache", None)
+    if cache is None:  # made on first use: one per app (tests make many apps in one process)
+        with _make_lock:
+            cache = getattr(state, "model_cache", None) or ModelCache(MODEL_CACHE_BYTES)
+            state.model_cache = cache
+    return cache
+
+
+_make_lock = threading.Lock()
+
+
+def _checkpoint_row(session: Session, tenant: str, job_id: str, kind: str) -> Any:
+    job = db_jobs.get_job(session, tenant, job_id)
+    if job is None:
+        raise not_found("job", job_id)
+    row = next((c for c in db_jobs.list_checkpoints(session, tenant, job_id) if c.kind == kind), None)
+    if row is None:
+        when = ("when the job ends" if kind == "last" else "after the first epoch that improves")
+        hint = " (or use ?checkpoint=best)" if kind == "last" and job.best_epoch else ""
+        raise ApiError(409, f"job {job_id} is {job.status} and has no '{kind}' checkpoint yet, so there is no "
+                            f"model to use; it is saved {when}{hint}")
+    return job, row
+
+
+def _model(request: Request, session: Session, tenant: str, job_id: str, kind: str) -> tuple[Any, Any]:
+    from netfit.engine.inference import load_model, model_bytes
+
+    job, row = _checkpoint_row(session, tenant, job_id, kind)
+    cache = _cache(request)
+    model = cache.get((tenant, job_id, kind), row.sha256)
+    if model is None:
+        blob = db_jobs.get_checkpoint(session, tenant, job_id, kind)
+        try:
+            model = load_model(blob.data, spec=job.spec, summary=job.summary)
+        except ValueError as exc:  # an old checkpoint of a job without a summary
+            raise ApiError(409, f"job {job_id}'s '{kind}' checkpoint cannot be rebuilt: {exc}") from None
+        cache.put((tenant, job_id, kind), row.sha256, model, model_bytes(model))
+    return model, row
+
+
+@router.post("/{job_id}/predict", response_model=PredictResponse, summary="Predict with the trained model",
+             responses={**CONFLICT, **errors(413)})
+def predict(job_id: JobId, body: PredictRequest, request: Request, session: SessionDep, tenant: PrincipalDep,
+            checkpoint: Kind = "best") -> Response:
+    """Raw instances in (preprocessing applied as in training); class names and probabilities
+    out for classification, values for regression."""
+    from netfit.engine.inference import InputError, predict as run
+
+    model, row = _model(request, session, tenant, job_id, checkpoint)
+    try:
+        out = run(model, body.instances)
+    except InputError as exc:
+        detail = {"loc": exc.loc, "msg": str(exc)}
+        raise ApiError(422, f"the instances do not fit the model: {exc}", details=[detail]) from None
+    out["checkpoint"] = {"kind": checkpoint, "epoch": row.epoch}
+    return Response(render_json(out), media_type="application/json")
+
+
+@router.get("/{job_id}/export", summary="The model as ONNX, its preprocessing inside",
+            response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}, **CONFLICT})
+def export(job_id: JobId, request: Request, session: SessionDep, tenant: PrincipalDep,
+           format: Annotated[Literal["onnx"], Query(description="the file format")] = "onnx",
+           checkpoint: Kind = "best") -> Response:
+    """Input `input`: raw float32 samples, any batch size; output `output`: probabilities
+    (values for regression). The class names are in the model's metadata_props ("classes")."""
+    model, row = _model(request, session, tenant, job_id, checkpoint)
+    cache, key = _cache(request), (tenant, job_id, checkpoint, format)
+    content = cache.get(key, row.sha256)
+    if content is None:
+        try:
+            from netfit.engine.inference import ExportError, export_onnx
+        except ImportError as exc:  # pragma: no cover - the server extra installs it
+            raise ApiError(503, f"ONNX export is not installed on this server (the 'export' extra): {exc}") from None
+        try:
+            content = export_onnx(model)
+        except ImportError as exc:
+            raise ApiError(503, f"ONNX export is not installed on this server (the 'export' extra): {exc}") from None
+        except ExportError as exc:
+            loc = ["model", "layers", exc.layer] if exc.layer is not None else ["model"]
+            raise ApiError(422, str(exc), details=[{"loc": loc, "msg": str(exc)}]) from None
+        cache.put(key, row.sha256, content, len(content))
+    return Response(content, media_type="application/octet-stream", headers={
+        "Content-Disposition": f'attachment; filename="{job_id}-{checkpoint}.onnx"',
+        "X-Netfit-Epoch": str(row.epoch)})
