@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from db import jobs as db_jobs
 from db import keys as db_keys
+from db import sweeps as db_sweeps
 from db.models import Checkpoint, Dataset, EpochMetric, Job, JobEvent
 from db.session import make_session_factory
 from tests.api.conftest import make_client
@@ -101,8 +102,13 @@ def _seed_tenant(c, db_url: str, key: str) -> dict[str, str]:
         attempt = db_jobs.claim(session, job["id"], "test-worker", lease_seconds=600, max_attempts=3)
         db_jobs.record_epoch(session, job["id"], attempt, {"epoch": 1, "train_loss": 0.9, "val_loss": 0.8},
                              resume_state=b"resume", best=b"weights")
+        # a sweep without trials (its trials would show in the tenant's job list)
+        sweep = db_sweeps.create_sweep(session, tenant=db_keys.tenant_for(session, key), request={
+            "spec": iris_spec(), "parameters": {"model.layers.0.units": {"values": [4, 8]}}, "method": "grid",
+            "max_trials": 2, "objective": {"metric": "val_loss", "mode": "min"}}, method="grid",
+            metric="val_loss", mode="min", max_trials=2, max_concurrent=1)
     factory.kw["bind"].dispose()
-    return {"job_id": job["id"], "dataset_id": dataset["id"]}
+    return {"job_id": job["id"], "dataset_id": dataset["id"], "sweep_id": sweep.id}
 
 
 def _snapshot(db_url: str, ids: dict[str, str]) -> tuple:
