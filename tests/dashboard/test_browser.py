@@ -21,7 +21,8 @@ from tests.conftest import Proc, free_port, iris_spec, wait_healthy, wait_until
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 playwright_api = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/browser.sh installs it)")
+pytestmark = [pytest.mark.slow,  # ~60 s for the module: one browser, one service
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/browser.sh installs it)")]
 
 
 class Service:
@@ -161,7 +162,13 @@ def test_the_editor_shows_a_422_at_its_field_and_submits_a_good_spec(page, servi
     page.fill("#spec", bad)
     error = page.locator("ul#errors li[data-loc^='model.layers.']")
     error.wait_for()
-    assert "line" in error.inner_text() and page.locator("#submit").is_disabled()
+    assert page.locator("#submit").is_disabled()
+    # the message names the line of the layer's "units": 5 and a click selects it in the editor
+    line = int(error.get_attribute("data-line"))
+    assert '"units": 5' in bad.split("\n")[line - 1], (line, error.inner_text())
+    error.click()
+    selected = page.evaluate("() => { const t = document.getElementById('spec'); return t.value.slice(t.selectionStart, t.selectionEnd); }")
+    assert '"units": 5' in selected
     shot(page, "editor-422")
     page.fill("#spec", good)
     page.wait_for_selector("#summary-table")

@@ -12,6 +12,7 @@ const banner = document.getElementById("banner");
 let cleanup = null;
 
 export function showError(err) {
+  if (err && err.name === "AbortError") return;  // the page was left while a request was in flight
   if (err instanceof ApiError && err.status === 401) {
     banner.textContent = getKey()
       ? `This API key was refused: ${err.message}`

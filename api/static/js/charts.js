@@ -38,7 +38,7 @@ function drawMarks(u, { best, stop }) {
     ctx.beginPath(); ctx.moveTo(x(epoch), top); ctx.lineTo(x(epoch), top + h); ctx.stroke();
     ctx.font = `${11 * devicePixelRatio}px system-ui`; ctx.fillText(text, x(epoch) + 4, top + 14 * devicePixelRatio);
   };
-  line(best, "#2f855a", `best ${best}`);
-  line(stop, "#c53030", `stop ${stop}`);
+  if (best != null && best === stop) line(best, "#2f855a", `best = stop ${best}`);  // one label, not two on top of each other
+  else { line(best, "#2f855a", `best ${best}`); line(stop, "#c53030", `stop ${stop}`); }
   ctx.restore();
 }

@@ -73,7 +73,15 @@ export function newJobPage(ctx) {
       for (const d of err.body.details || []) {
         const loc = (d.loc || []).join(".");
         const line = lineOf(textarea.value, d.loc || []);
-        errors.append(h("li", { dataset: { loc } }, h("code", { class: "loc" }, loc || "(spec)"), ` line ${line}: ${d.msg}`));
+        // a click selects the named field's line in the editor
+        const jump = () => {
+          const lines = textarea.value.split("\n");
+          const start = lines.slice(0, line - 1).reduce((n, l) => n + l.length + 1, 0);
+          textarea.focus();
+          textarea.setSelectionRange(start, start + (lines[line - 1] || "").length);
+        };
+        errors.append(h("li", { dataset: { loc, line: String(line) }, onclick: jump, title: "show this field in the editor" },
+          h("code", { class: "loc" }, loc || "(spec)"), ` line ${line}: ${d.msg}`));
       }
     }
   };

@@ -155,7 +155,7 @@ export function jobPage(ctx, id) {
       downloads.replaceChildren(...["best", "last"].map((kind) => h("button", { class: "secondary", id: `download-${kind}`,
         onclick: () => download(`/v1/jobs/${id}/checkpoints/${kind}`, `${id}-${kind}.safetensors`).catch(ctx.showError) }, `${kind} weights`)));
       if (es) countdown.textContent = countdownText(es);
-      if (TERMINAL.has(job.status)) countdown.prepend(h("b", {}, `${job.status}${job.stop_reason ? ` (${job.stop_reason})` : ""} · `));
+      if (TERMINAL.has(job.status)) countdown.prepend(h("b", {}, `${job.status}${job.stop_reason && job.stop_reason !== job.status ? ` (${job.stop_reason})` : ""} · `));
     };
     renderInfo();
     await streamEvents(`/v1/jobs/${id}/events`, async (kind, data) => {
