@@ -18,6 +18,7 @@ from netfit.spec import Metric, Strict, metric_mode
 MAX_TRIALS = 1_000  # per sweep
 MAX_PARAMETERS = 32
 MAX_VALUES = 256  # per categorical parameter
+MAX_PROBES = 512  # values dry-run at POST (each categorical value, both ends of each range)
 
 
 class Parameter(Strict):
@@ -98,6 +99,10 @@ class SweepSpec(Strict):
 
     @model_validator(mode="after")
     def _searchable(self) -> SweepSpec:
+        probes = sum(len(p.probes()) for p in self.parameters.values())
+        if probes > MAX_PROBES:
+            raise ValueError(f"the parameters list {probes} values in all, more than the {MAX_PROBES} that are "
+                             "checked before a sweep starts; list fewer values or use ranges (min/max)")
         if self.method == "grid":
             ranged = [path for path, p in self.parameters.items() if p.values is None]
             if ranged:
