@@ -30,7 +30,7 @@ environment:
 """
 
 # in the order `netfit --help` lists them
-COMMAND_MODULES = ("netfit.cli.server", "netfit.cli.jobs", "netfit.cli.sweeps")
+COMMAND_MODULES = ("netfit.cli.server", "netfit.cli.jobs", "netfit.cli.sweeps", "netfit.cli.models")
 
 
 def _version() -> str:

@@ -292,3 +292,13 @@ def export_onnx(model: TrainedModel) -> bytes:
                        ("output", "probabilities" if model.task != "regression" else "values")):
         proto.metadata_props.add(key=key, value=value)
     return proto.SerializeToString()
+
+
+def read_instances_npz(path: str | Path) -> list[Any]:
+    """The samples of an .npz for predict: its array "x" (or its only array), as lists; never
+    unpickled."""
+    with np.load(path, allow_pickle=False) as archive:
+        names = list(archive.files)
+        if "x" not in names and len(names) != 1:
+            raise ValueError(f"{path} holds arrays {names}; put the samples in an array named 'x'")
+        return archive["x" if "x" in names else names[0]].tolist()
