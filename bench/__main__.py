@@ -13,7 +13,7 @@ import torch
 from bench import engine
 from bench.report import Report
 
-SECTIONS = ("engine", "service", "api", "throughput")
+SECTIONS = ("engine", "service", "api", "throughput", "dashboard")
 DEFAULT_OUT = Path(__file__).parent / "results" / "latest.json"
 
 
@@ -40,11 +40,15 @@ def main(argv: list[str] | None = None) -> None:
     began = time.monotonic()
     if "engine" in chosen:
         engine.run(report, quick=args.quick, rounds=args.rounds, names=args.contenders)
-    services = [name for name in chosen if name != "engine"]
+    services = [name for name in chosen if name not in ("engine", "dashboard")]
     if services:
         from bench import services as service_benchmarks
 
         service_benchmarks.run(report, services, quick=args.quick, threads=args.threads)
+    if "dashboard" in chosen:  # Chromium against an embedded service (bench/dashboard.py)
+        from bench import dashboard
+
+        dashboard.run(report, quick=args.quick)
     report.summary()
     print(f"\n({time.monotonic() - began:.0f} s)")
     report.write(args.out, argv)

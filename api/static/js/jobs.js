@@ -2,7 +2,6 @@
 // SSE, the early-stopping countdown, results, downloads, cancel) and the comparison of 2-10 jobs.
 import { api, download, streamEvents } from "./api.js";
 import { h, fmt, when, statusBadge, table, debounce } from "./dom.js";
-import { lineChart } from "./charts.js";
 
 const STATUSES = ["", "queued", "running", "succeeded", "failed", "cancelled"];
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
@@ -102,7 +101,9 @@ function countdownText(es) {
 
 export function jobPage(ctx, id) {
   return page(ctx, async (signal) => {
-    let job = await api(`/v1/jobs/${id}`, { signal });
+    // uPlot is loaded by the pages that draw (the list, the first page most people open, does not)
+    const [{ lineChart }, first] = await Promise.all([import("./charts.js"), api(`/v1/jobs/${id}`, { signal })]);
+    let job = first;
     const title = h("h1", {}, job.name || job.id, " ", h("span", { id: "job-status" }, statusBadge(job.status)));
     const cancel = h("button", { id: "cancel", class: "secondary" }, "Cancel");
     const countdown = h("div", { class: "countdown card", id: "countdown" }, "waiting for the first epoch…");
@@ -200,6 +201,7 @@ export function comparePage(ctx) {
       ctx.view.append(h("p", {}, "Pick 2 to 10 jobs in the ", h("a", { href: "#/jobs" }, "list"), " and press “Compare selected”."));
       return;
     }
+    const { lineChart } = await import("./charts.js");
     const jobs = await Promise.all(ids.map((id) => api(`/v1/jobs/${id}`, { signal })));
     const metrics = await Promise.all(ids.map((id) => api(`/v1/jobs/${id}/metrics`, { signal })));
     const names = jobs.map((j) => j.name || j.id);
