@@ -74,3 +74,10 @@ def test_sweep_examples_are_accepted_and_start(name: str, embedded_service: str)
         sweep = client.sweep(EXAMPLES / name)
         assert sweep.status == "running" and sweep.trials["queued"] + sweep.trials["running"] == sweep.max_concurrent
         assert client.cancel_sweep(sweep.id).status == "cancelled"
+
+
+def test_predict_examples_name_new_flowers_and_digits(embedded_service: str, tmp_path: Path):
+    out = run_example("predict_iris.py", url=embedded_service, cwd=tmp_path)
+    assert out.count(" -> ") == 4 and "load_model:" in out and "onnxruntime:" in out
+    out = run_example("predict_digits_images.py", url=embedded_service, cwd=tmp_path)
+    assert len(out.split("predicted:")[1].splitlines()[0].split()) == 10
