@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from api import errors
 from api.cache import BytesLRU
 from api.middleware import RequestContext
-from api.routers import dashboard, datasets, health, jobs, sweeps
+from api.routers import compare, dashboard, datasets, health, jobs, sweeps
 from api.routers import prometheus
 from api.settings import Settings, get_settings
 from db.session import make_session_factory
@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from api.routers import models  # predict and export
     for router in (jobs.router, models.router, sweeps.router, datasets.router, health.router):
         app.include_router(router)
+    app.include_router(compare.router)  # /v1/compare.{svg,png}: several jobs' curves on one scale
     dashboard.install(app)  # `/`, /static, /docs, /redoc
     app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(HttpMetrics, registry=registry)

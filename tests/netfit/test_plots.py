@@ -23,7 +23,8 @@ def spans_of(rows: list[dict]) -> list[tuple[int, int]]:
 
 
 def test_overfitting_is_where_validation_climbs_off_its_low_while_training_improves():
-    assert spans_of(v_shaped_rows(12, turn=6)) == [(7, 12)]
+    (first, last), = spans_of(v_shaped_rows(12, turn=6))
+    assert first in (7, 8) and last == 12  # from where the climb clears the level around the low
 
 
 def test_small_wiggles_of_validation_loss_are_not_overfitting():
@@ -37,9 +38,10 @@ def test_both_losses_rising_is_divergence_not_overfitting():
 
 
 def test_bumps_before_the_lowest_validation_loss_are_not_overfitting():
-    losses = [1.0, 0.5, 0.7, 0.8, 0.4, 0.41, 0.6, 0.65]  # a bump at 3-4, the low at 5, a climb from 7
+    losses = [1.0, 0.5, 0.7, 0.8, 0.4, 0.41, 0.6, 0.65, 0.7]  # a bump at 3-4, the low at 5, a climb from 7
     rows = [{"epoch": i + 1, "train_loss": 1.0 / (i + 1), "val_loss": v} for i, v in enumerate(losses)]
-    assert spans_of(rows) == [(7, 8)]
+    assert spans_of(rows) == [(7, 9)]
+    assert spans_of(rows[:8]) == []  # two epochs up are not yet a sustained rise
 
 
 def test_noise_is_smoothed_away_on_long_runs():
@@ -75,3 +77,70 @@ def test_png_is_a_real_image_of_two_panels():
 def test_unknown_format_is_refused():
     with pytest.raises(ValueError, match="png' or 'svg"):
         learning_curves(v_shaped_rows(), fmt="jpg")
+
+
+# ---- honest plots: one definition of best, no bands on noise, one y-scale rule, overlays
+
+import random
+
+from netfit.plots import compare_curves, compare_figure, curves_figure
+
+
+def noisy_rows(seed: int, n: int = 120, turn: int | None = 60, noise: float = 0.08) -> list[dict]:
+    """Training loss falls; validation loss is noisy (±noise relative), flat or turning up at `turn`."""
+    rng = random.Random(seed)
+    rows = []
+    for e in range(1, n + 1):
+        trend = 0.5 + (0.004 * (e - turn) if turn is not None and e > turn else 0.0)
+        rows.append({"epoch": e, "train_loss": 1.0 / e, "val_loss": trend * (1 + rng.uniform(-noise, noise))})
+    return rows
+
+
+def raw_best(rows: list[dict]) -> int:
+    return min(rows, key=lambda r: r["val_loss"])["epoch"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_band_starts_at_or_after_the_marked_best_epoch(seed):
+    rows = noisy_rows(seed)
+    epochs, train, val = ([r[k] for r in rows] for k in ("epoch", "train_loss", "val_loss"))
+    best = raw_best(rows)
+    spans = overfitting_spans(epochs, train, val, best_epoch=best)
+    assert spans, "a steady climb of 50% over 60 epochs is over-fitting"
+    assert all(first > best for first, _ in spans), (best, spans)
+    assert spans[-1][1] == 120
+    # and with the job's best epoch, whichever it is, the band follows it
+    late = overfitting_spans(epochs, train, val, best_epoch=90)
+    assert all(first > 90 for first, _ in late)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_noise_alone_never_makes_a_band(seed):
+    for n in (15, 40, 120, 400):
+        rows = noisy_rows(seed, n=n, turn=None, noise=0.1)
+        spans = overfitting_spans(*([r[k] for r in rows] for k in ("epoch", "train_loss", "val_loss")),
+                                  best_epoch=raw_best(rows))
+        assert spans == [], (n, spans)
+
+
+def test_one_y_scale_rule_for_every_job():
+    one_layer_iris = [{"epoch": e, "train_loss": 1.1 - 0.02 * e, "val_loss": 1.1 - 0.019 * e,
+                       "train_accuracy": 0.3 + 0.01 * e, "val_accuracy": 0.3 + 0.01 * e} for e in range(1, 40)]
+    deep = [{"epoch": e, "train_loss": 10.0 / e**2, "val_loss": 12.0 / e**2, "train_accuracy": 1 - 1 / (e + 1),
+             "val_accuracy": 1 - 1 / (e + 1)} for e in range(1, 40)]
+    for rows in (one_layer_iris, deep):
+        loss_ax, metric_ax = curves_figure(rows).axes
+        assert (loss_ax.get_yscale(), metric_ax.get_yscale()) == ("log", "linear")
+        assert metric_ax.get_ylim() == pytest.approx((-0.02, 1.02))
+
+
+def test_compare_overlays_each_jobs_validation_curve_on_one_scale():
+    a, b = v_shaped_rows(12, turn=6), noisy_rows(1, n=30, turn=15)
+    svg = compare_curves([("job-a", a, 6), ("job-b", b, 15)], fmt="svg").decode()
+    for gid in ("loss:job-a", "loss:job-b", "accuracy:job-a", "best:job-a", "best:job-b"):
+        assert f'id="{gid}' in svg, gid
+    assert 'id="accuracy:job-b' not in svg  # b has no accuracy: nothing invented
+    loss_ax, _ = compare_figure([("job-a", a, 6), ("job-b", b, 15)]).axes
+    assert loss_ax.get_yscale() == "log" and len(loss_ax.get_legend().get_texts()) == 2
+    png = compare_curves([("job-a", a, 6)], fmt="png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
