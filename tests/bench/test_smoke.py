@@ -71,3 +71,14 @@ def test_service_sections_report_every_figure(tmp_path: Path) -> None:
         # the service can't train faster than the engine it runs
         assert sections[f"service_{stack}"]["mnist_5_epochs_overhead"]["value"] >= 1
     assert_judged(stdout, summary)
+
+
+@pytest.mark.slow
+def test_predict_section_times_the_api_and_both_batch_runtimes(tmp_path: Path) -> None:
+    stdout, summary = run_bench(["predict"], tmp_path / "predict.json")
+    found = figures(summary["sections"]["predict"])
+    for key in ("iris_one_row_p50_ms", "iris_one_row_p99_ms", "mnist_mlp_10k_rows_per_s_engine",
+                "mnist_mlp_10k_rows_per_s_onnxruntime"):
+        assert math.isfinite(found[key]) and found[key] > 0, key
+    assert found["iris_one_row_p50_ms"] <= found["iris_one_row_p99_ms"]
+    assert_judged(stdout, summary)
