@@ -33,6 +33,7 @@ class Settings:
     # before the first key is made (the compose stack sets it), so the API is never open by accident.
     require_auth: bool = False
     max_active_jobs: int = 100  # queued + running per tenant; the next submit is a 429
+    max_active_trials: int = 32  # sweep trials queued + running per tenant, all sweeps together
     # may jobs ask for device "cuda"? None: only if this machine has CUDA (embedded mode, whose
     # worker runs here); the stack sets NETFIT_GPU_JOBS=1 when it runs GPU workers
     gpu_jobs: bool | None = None
@@ -58,6 +59,7 @@ class Settings:
             max_body_bytes=_int("NETFIT_MAX_BODY_BYTES", cls.max_body_bytes),
             require_auth=_flag("NETFIT_REQUIRE_AUTH"),
             max_active_jobs=_int("NETFIT_MAX_ACTIVE_JOBS", cls.max_active_jobs),
+            max_active_trials=_int("NETFIT_MAX_ACTIVE_TRIALS", cls.max_active_trials),
             gpu_jobs={"1": True, "0": False}.get(os.environ.get("NETFIT_GPU_JOBS", "")),
             metrics_token=os.environ.get("NETFIT_METRICS_TOKEN") or None,
             metrics_tenants=_flag("NETFIT_METRICS_TENANTS"),

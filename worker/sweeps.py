@@ -18,18 +18,18 @@ No torch here: the API imports this module.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.settings import get_settings
 from db import sweeps as db_sweeps
 from db import jobs as db_jobs
 from netfit.sweep_spec import SweepSpec, apply
 
 log = logging.getLogger("netfit.sweeps")
-MAX_ACTIVE_TRIALS = int(os.environ.get("NETFIT_MAX_ACTIVE_TRIALS", "32"))  # per tenant, all sweeps
+MAX_ACTIVE_TRIALS = get_settings().max_active_trials  # per tenant, all sweeps
 Enqueue = Callable[[str, str], None]
 
 

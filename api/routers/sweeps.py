@@ -23,7 +23,7 @@ from api.routers.jobs import check_active_limit, validate_spec
 from api.settings import Settings
 from db import sweeps as db_sweeps
 from netfit.models import Page, Sweep, SweepImportance, Trial
-from netfit.spec import ID_PATTERN, JobSpec
+from netfit.spec import ID_PATTERN, JobSpec, metric_names
 from netfit.sweep_spec import SweepSpec, apply, resolve
 
 log = logging.getLogger("netfit.api")
@@ -75,15 +75,13 @@ def validate_sweep(session: Session, settings: Settings, tenant: str, request: S
     base, summary = _check_spec(session, settings, tenant, request.spec, ["spec"], "the base spec")
     full = base.model_dump(mode="json")
     metric = request.objective.metric
-    if summary.task == "regression" and metric.endswith("accuracy"):
-        raise _invalid(["objective", "metric"], f"'{metric}' is not measured on a regression task; "
-                                                "use val_loss, val_rmse or val_mae")
-    if summary.task != "regression" and (metric.endswith("rmse") or metric.endswith("mae")):
-        raise _invalid(["objective", "metric"], f"'{metric}' is measured on regression tasks only; "
-                                                "use val_loss or val_accuracy")
-    if metric.startswith("val_") and full["split"]["validation"] == 0:
-        raise _invalid(["objective", "metric"], f"'{metric}' needs a validation split; the base spec has "
-                                                "split.validation 0 (set it, or use a train_* metric)")
+    validation = full["split"]["validation"] > 0
+    recorded = metric_names(summary.task, validation)
+    if metric not in recorded:
+        why = ("needs a validation split; the base spec has split.validation 0 (set it, or use a train_* "
+               "metric)" if metric.startswith("val_") and not validation and metric in metric_names(summary.task)
+               else f"is not measured on a {summary.task} task")
+        raise _invalid(["objective", "metric"], f"'{metric}' {why}; use one of {list(recorded)}")
     for path, parameter in request.parameters.items():
         why = resolve(full, path)
         if why is not None:

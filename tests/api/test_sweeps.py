@@ -88,7 +88,7 @@ def test_a_space_that_can_give_an_invalid_spec_is_422_naming_parameter_and_value
                                                                                 "distribution": "log_uniform"}}},
      "'log_uniform' needs 'min' > 0"),
     ({"parameters": {"model.layers.0.units": {"values": [4, 4]}}}, "duplicates"),
-    ({"objective": {"metric": "val_rmse"}}, "regression tasks only"),
+    ({"objective": {"metric": "val_rmse"}}, "not measured on a classification task"),
     ({"max_trials": 5000}, "less than or equal to 1000"),
     ({"pruning": {"type": "hyperband"}}, "'asha', 'median' or 'none'"),
     ({"max_concurrent": 50}, "NETFIT_MAX_ACTIVE_TRIALS"),
