@@ -196,6 +196,24 @@ def test_datasets_upload_and_sweeps_pages_render(page, service, tmp_path):
     shot(page, "sweeps")
 
 
+def test_a_sweeps_page_shows_its_leaderboard_and_parallel_coordinates(page, service):
+    body = {"name": "dash-sweep", "spec": iris_spec(epochs=4), "method": "grid", "max_trials": 2, "max_concurrent": 2,
+            "parameters": {"training.optimizer.lr": {"values": [0.01, 0.05]}},
+            "objective": {"metric": "val_loss", "mode": "min"}}
+    response = httpx.post(f"{service.base_url}/v1/sweeps", json=body, timeout=30)
+    if response.status_code == 404:
+        pytest.skip("this service has no sweeps")
+    assert response.status_code == 201, response.text
+    sweep = response.json()
+    page.goto(f"/#/sweeps/{sweep['id']}")
+    # the page follows the sweep live until its two trials have values
+    page.wait_for_selector("#parallel polyline:nth-child(2)", timeout=90_000)
+    assert page.locator("#leaderboard tbody tr").count() == 2
+    assert "training.optimizer.lr" in page.inner_text("#leaderboard")
+    page.locator("#leaderboard a[href^='#/jobs/']").first.wait_for()
+    shot(page, "sweep")
+
+
 def insert_finished_jobs(db_url: str, template: dict[str, Any], n: int) -> None:
     from sqlalchemy import insert
 

@@ -121,6 +121,8 @@ export function jobPage(ctx, id) {
     });
 
     const rows = new Map();  // epoch -> row
+    let infoTimer = null;
+    signal.addEventListener("abort", () => clearTimeout(infoTimer));
     let es = null;
     const stopEpoch = () => (job.stop_reason && job.stop_reason !== "max_epochs" ? job.epochs_completed : null);
     const marks = () => ({ best: es?.best_epoch ?? job.best_epoch, stop: stopEpoch() });
@@ -167,6 +169,8 @@ export function jobPage(ctx, id) {
         if (progress) { es = progress; countdown.textContent = countdownText(es); }
         job.epochs_completed = Math.max(job.epochs_completed, data.epoch);
         redraw();
+        // the results table follows the epochs too, at most twice a second (fast epochs would rebuild it hundreds of times)
+        if (!infoTimer) infoTimer = setTimeout(() => { infoTimer = null; renderInfo(); }, 500);
       } else if (kind === "status") {
         job = await api(`/v1/jobs/${id}`, { signal });
         renderInfo();

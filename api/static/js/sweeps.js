@@ -30,7 +30,7 @@ export function sweepsPage(ctx) {
 function parallelCoordinates(trials, objective) {
   const names = [...new Set(trials.flatMap((t) => Object.keys(t.params)))];
   const axes = [...names, objective];
-  const W = Math.max(480, 150 * axes.length), H = 300, pad = 40;
+  const W = Math.max(520, 170 * axes.length), H = 300, pad = 40, side = 90;  // room for long parameter paths
   const svg = s("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, id: "parallel" });
   const scaled = trials.filter((t) => t.value != null);
   const scales = axes.map((a, i) => {
@@ -42,7 +42,7 @@ function parallelCoordinates(trials, objective) {
     const cats = [...new Set(vals.map(String))];
     return { f: (v) => (cats.length < 2 ? 0.5 : cats.indexOf(String(v)) / (cats.length - 1)), ticks: cats };
   });
-  const x = (i) => pad + (i * (W - 2 * pad)) / Math.max(1, axes.length - 1);
+  const x = (i) => side + (i * (W - 2 * side)) / Math.max(1, axes.length - 1);
   const y = (u) => H - pad - u * (H - 2 * pad);
   const values = scaled.map((t) => t.value);
   const best = Math.min(...values), worst = Math.max(...values);
