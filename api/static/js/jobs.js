@@ -139,13 +139,16 @@ export function jobPage(ctx, id) {
       if (metricChart) metricChart.set(xs, [`train_${metric}`, `val_${metric}`].map((k) => sorted.map((r) => r[k] ?? null)));
       lossEl.dataset.points = String(xs.length);
     };
+    const liveBest = () => !TERMINAL.has(job.status) && es?.best_epoch != null && rows.has(es.best_epoch);
     const renderInfo = () => {
       title.querySelector("#job-status").replaceChildren(statusBadge(job.status));
       cancel.disabled = TERMINAL.has(job.status);
       const kv = [["id", job.id], ["status", job.status], ["stop reason", job.stop_reason], ["epochs", `${job.epochs_completed}/${job.epochs}`],
-        ["best epoch", job.best_epoch], ["device", job.device], ["attempts", job.attempts], ["created", when(job.created_at)],
+        ["best epoch", liveBest() ? es.best_epoch : job.best_epoch], ["device", job.device], ["attempts", job.attempts], ["created", when(job.created_at)],
         ["finished", when(job.finished_at)], ["error", job.error]];
-      for (const [k, v] of Object.entries(job.best_metrics || {})) kv.push([`best ${k}`, fmt(v)]);
+      // while it runs, the best so far comes from the events (the job fetched at the start is older)
+      const best = liveBest() ? Object.fromEntries(Object.entries(rows.get(es.best_epoch)).filter(([k]) => !["epoch", "early_stopping", "seconds"].includes(k) && typeof rows.get(es.best_epoch)[k] === "number")) : job.best_metrics;
+      for (const [k, v] of Object.entries(best || {})) kv.push([`best ${k}`, fmt(v)]);
       for (const [k, v] of Object.entries(job.test_metrics || {})) kv.push([`test ${k}`, fmt(v)]);
       info.replaceChildren(h("table", { class: "kv", id: "results" }, h("tbody", {}, kv.filter(([, v]) => v != null && v !== "")
         .map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", { class: k === "error" ? "error" : "" }, String(v)))))));
