@@ -38,6 +38,8 @@ class EpochReport:
     seconds: float
     is_best: bool
     early_stopping: dict[str, Any] | None = None  # EarlyStopper.progress(): the countdown after this epoch
+    # per layer with parameters: {index, type, weight_max_abs, weight_norm, grad_norm} (LayerStats)
+    layers: list[dict[str, Any]] | None = None
 
 
 class FitCallbacks:
@@ -129,6 +131,7 @@ def fit(
         best_metrics = dict(resume.best_metrics or {})
         start = resume.epoch + 1
 
+    stats = LayerStats(model)
     stop_reason = "max_epochs"
     next_poll = time.monotonic() + POLL_SECONDS
     for epoch in range(start, cfg.epochs + 1):
@@ -139,6 +142,7 @@ def fit(
         # epoch's batches, as Keras and Lightning report them, not a second pass over the data.
         model.train()
         sums = _zeros(names, dev)
+        grad_sq, steps = stats.start_epoch(), 0
         perm = torch.randperm(n, device=dev, generator=shuffle)
         for i in range(0, n, bs):
             idx = perm[i : i + bs]
@@ -148,6 +152,8 @@ def fit(
                 loss = loss_fn(out, yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            stats.add_grads(grad_sq)  # before clipping: the gradient the loss gave
+            steps += 1
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -169,6 +175,7 @@ def fit(
             metrics.update(_means(values[: len(sums)], names, "train", y))
             metrics.update(_means(values[len(sums) :], names, "val", val[1]))
         metrics["lr"] = lr
+        layer_stats = stats.read(grad_sq, steps)
 
         # ---- decide: early stopping (and best epoch), then the next epoch's lr
         stop, reason = stopper.decide(epoch, metrics)
@@ -180,7 +187,7 @@ def fit(
             schedule.step(metrics)
 
         report = EpochReport(epoch, _finite(metrics), time.perf_counter() - began, is_best,
-                             _finite(stopper.progress()))
+                             _finite(stopper.progress()), layer_stats)
         history.append(report)
         if listens:
             state = TrainingState(
@@ -231,6 +238,41 @@ def fit(
 
 
 # --------------------------------------------------------------------------- pieces of the loop
+
+
+class LayerStats:
+    """Per layer with parameters: max |w| and ||w|| at the end of an epoch, and the gradient's
+    norm over the epoch (root mean square of each step's norm). The squared gradient norms are
+    summed on the device - one foreach kernel per step, no host sync - and read once per epoch."""
+
+    def __init__(self, model: nn.Module):
+        # index: the module's position in the network (activations count, as in print(model))
+        held = [(i, m) for i, m in enumerate(model.children()) if any(True for _ in m.parameters(recurse=False))]
+        self.layers = [(i, type(m).__name__.lower(), list(m.parameters(recurse=False))) for i, m in held]
+        self.params = [p for _, _, ps in self.layers for p in ps]
+        self.owner = torch.tensor([k for k, (_, _, ps) in enumerate(self.layers) for _ in ps], dtype=torch.long)
+        self.weights = [dict(m.named_parameters(recurse=False)).get("weight", ps[0])
+                        for (_, m), (_, _, ps) in zip(held, self.layers)]
+
+    def start_epoch(self) -> torch.Tensor | None:
+        return torch.zeros(len(self.params), device=self.params[0].device) if self.params else None
+
+    def add_grads(self, grad_sq: torch.Tensor | None) -> None:
+        if grad_sq is None:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        grad_sq.add_(torch.stack(torch._foreach_norm(grads)).square())
+
+    @torch.no_grad()
+    def read(self, grad_sq: torch.Tensor | None, steps: int) -> list[dict[str, Any]] | None:
+        if grad_sq is None:
+            return None
+        per_layer = torch.zeros(len(self.layers), device=grad_sq.device).index_add_(0, self.owner.to(grad_sq.device), grad_sq)
+        norms = torch.stack(torch._foreach_norm([w.detach() for w in self.weights]))
+        peaks = torch.stack([w.detach().abs().max() for w in self.weights])
+        grad, norm, peak = (per_layer / max(steps, 1)).sqrt().tolist(), norms.tolist(), peaks.tolist()
+        return [{"index": i, "type": kind, "weight_max_abs": peak[k], "weight_norm": norm[k], "grad_norm": grad[k]}
+                for k, (i, kind, _) in enumerate(self.layers)]
 
 
 def resolve_device(name: str) -> torch.device:
