@@ -44,6 +44,7 @@ def run_job(base_url: str, headers: dict[str, str] | None = None, epochs: int = 
 
 @pytest.mark.postgres
 @pytest.mark.redis
+@pytest.mark.slow
 def test_metrics_after_a_real_job(pg_url, redis_url, start_api, start_worker):
     env = service_env(pg_url, redis_url)
     base = start_api(env)
@@ -80,6 +81,7 @@ def test_metrics_after_a_real_job(pg_url, redis_url, start_api, start_worker):
 
 @pytest.mark.postgres
 @pytest.mark.redis
+@pytest.mark.slow
 def test_running_job_and_busy_worker(pg_url, redis_url, start_api, start_worker):
     env = service_env(pg_url, redis_url)
     base = start_api(env)

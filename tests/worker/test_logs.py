@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import iris_spec, service_env, wait_until
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]  # real worker processes: ~25 s each
 
 
 def finished(base: str, job_id: str) -> bool:
