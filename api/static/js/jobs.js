@@ -95,7 +95,7 @@ function countdownText(es) {
   if (!es) return null;
   const parts = [`monitor ${es.monitor}`, `best ${fmt(es.best)}${es.best_epoch != null ? ` at epoch ${es.best_epoch}` : ""}`];
   if (es.patience != null) parts.push(`${es.patience - es.wait} of ${es.patience} epochs of patience left (no improvement for ${es.wait})`);
-  else parts.push(`no early stopping; ${es.wait} epochs since the best`);
+  else parts.push("no early stopping: the run goes to its last epoch; the best weights are kept");
   return parts.join(" · ");
 }
 
