@@ -122,7 +122,7 @@ def test_a_running_jobs_chart_gains_points_live_and_cancel_stops_it(page, servic
     first = int(chart.get_attribute("data-points"))
     wait_until(lambda: int(chart.get_attribute("data-points")) > first + 5, timeout=30, what="more epochs, live")
     page.locator("#layer-table").wait_for()
-    assert "patience" in page.inner_text("#countdown") or "since the best" in page.inner_text("#countdown")
+    assert "patience" in page.inner_text("#countdown") or "no early stopping" in page.inner_text("#countdown")
     shot(page, "job-running")
     page.click("#cancel")
     page.wait_for_selector("#job-status [data-status='cancelled']", timeout=30_000)
