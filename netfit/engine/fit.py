@@ -77,7 +77,10 @@ def fit(
     callbacks: FitCallbacks | None = None,
     resume: TrainingState | None = None,
     device: str | None = None,
+    layer_stats: bool = False,
 ) -> FitResult:
+    """layer_stats: also measure each layer's weights and gradients every epoch (EpochReport.layers);
+    off by default, since it adds kernels to every step and the service does not keep them yet."""
     cfg = spec.training
     callbacks = callbacks or FitCallbacks()
     # skip the per-epoch snapshot and the clock checks when nobody listens
@@ -131,7 +134,7 @@ def fit(
         best_metrics = dict(resume.best_metrics or {})
         start = resume.epoch + 1
 
-    stats = LayerStats(model)
+    stats = LayerStats(model) if layer_stats else None
     stop_reason = "max_epochs"
     next_poll = time.monotonic() + POLL_SECONDS
     for epoch in range(start, cfg.epochs + 1):
@@ -142,7 +145,7 @@ def fit(
         # epoch's batches, as Keras and Lightning report them, not a second pass over the data.
         model.train()
         sums = _zeros(names, dev)
-        grad_sq, steps = stats.start_epoch(), 0
+        grad_sq, steps = (stats.start_epoch() if stats else None), 0
         perm = torch.randperm(n, device=dev, generator=shuffle)
         for i in range(0, n, bs):
             idx = perm[i : i + bs]
@@ -152,8 +155,9 @@ def fit(
                 loss = loss_fn(out, yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            stats.add_grads(grad_sq)  # before clipping: the gradient the loss gave
-            steps += 1
+            if grad_sq is not None:
+                stats.add_grads(grad_sq)  # before clipping: the gradient the loss gave
+                steps += 1
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -175,7 +179,7 @@ def fit(
             metrics.update(_means(values[: len(sums)], names, "train", y))
             metrics.update(_means(values[len(sums) :], names, "val", val[1]))
         metrics["lr"] = lr
-        layer_stats = stats.read(grad_sq, steps)
+        per_layer = stats.read(grad_sq, steps) if stats else None
 
         # ---- decide: early stopping (and best epoch), then the next epoch's lr
         stop, reason = stopper.decide(epoch, metrics)
@@ -187,7 +191,7 @@ def fit(
             schedule.step(metrics)
 
         report = EpochReport(epoch, _finite(metrics), time.perf_counter() - began, is_best,
-                             _finite(stopper.progress()), layer_stats)
+                             _finite(stopper.progress()), per_layer)
         history.append(report)
         if listens:
             state = TrainingState(

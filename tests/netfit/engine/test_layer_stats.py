@@ -21,7 +21,7 @@ def deep(activation: str, depth: int = 5) -> JobSpec:
 
 
 def first_and_last(spec: JobSpec) -> tuple[dict, dict, list]:
-    result = fit(spec, load_data(spec))
+    result = fit(spec, load_data(spec), layer_stats=True)
     layers = result.history[-1].layers
     return layers[0], layers[-1], result.history
 
