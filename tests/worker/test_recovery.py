@@ -90,32 +90,26 @@ def test_serve_restarts_its_dead_worker_and_the_job_resumes(tmp_path: Path):
         proc.stop(grace=20)
 
 
-def _api_and_workers(env: dict[str, str], tmp_path: Path, n: int = 2) -> tuple[str, list[Proc]]:
+def recover_on_api_and_workers(db_url: str, broker_url: str, tmp_path: Path, n: int = 2) -> None:
+    """`netfit api` + n workers (no reconciler process): kill the job's worker, see it resume."""
+    env = service_env(db_url, broker_url, **FAST)
     api, base_url = start_api_process(env, tmp_path / "api.log")
-    workers = [start_worker_process(env, tmp_path / f"worker-{i}.log", wait=False) for i in range(n)]
-    for w in workers:
-        wait_ready(w)
-    return base_url, [api, *workers]
-
-
-def test_api_and_workers_on_sqlite_and_the_file_broker(tmp_path: Path, sqlite_url: str):
-    env = service_env(sqlite_url, f"filesystem://{tmp_path / 'broker'}", **FAST)
-    base_url, procs = _api_and_workers(env, tmp_path)
+    procs = [api, *(start_worker_process(env, tmp_path / f"worker-{i}.log", wait=False) for i in range(n))]
     try:
-        kill_mid_job_and_recover(base_url, sqlite_url)
+        for w in procs[1:]:
+            wait_ready(w)
+        kill_mid_job_and_recover(base_url, db_url)
     finally:
         for p in procs:
             p.stop()
+
+
+def test_api_and_workers_on_sqlite_and_the_file_broker(tmp_path: Path, sqlite_url: str):
+    recover_on_api_and_workers(sqlite_url, f"filesystem://{tmp_path / 'broker'}", tmp_path)
 
 
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_api_and_workers_on_postgres_and_redis_without_a_control_process(tmp_path: Path, pg_url: str,
                                                                          redis_url: str):
-    env = service_env(pg_url, redis_url, **FAST)
-    base_url, procs = _api_and_workers(env, tmp_path)
-    try:
-        kill_mid_job_and_recover(base_url, pg_url)
-    finally:
-        for p in procs:
-            p.stop()
+    recover_on_api_and_workers(pg_url, redis_url, tmp_path)
