@@ -1,0 +1,83 @@
+"""The in-memory form of a data set: checked arrays with labels encoded (RawArrays), and what
+a network needs to know of it (DataSignature)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .errors import DataError
+from .labels import encode_labels
+
+@dataclass(frozen=True)
+class DataSignature:
+    input_shape: tuple[int, ...]  # per sample: (features,) or (channels, height, width)
+    task: Literal["classification", "regression"]
+    n_classes: int | None
+    n_targets: int
+    n_samples: int
+    has_test_split: bool
+    integer_max: float | None = None  # the largest feature value when features are integers (0-255 pixels), if known
+
+
+@dataclass
+class RawArrays:
+    x: np.ndarray
+    y: np.ndarray  # int64 codes when `classes` is set, else float targets (N,) or (N, k)
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    classes: list[str] | None = None
+
+
+def _check_x(x: np.ndarray, name: str) -> np.ndarray:
+    """Per-sample features (N, F) or images (N, C, H, W); (N,) and (N, H, W) are widened."""
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{name} has dtype {x.dtype}; features must be numbers")
+    if x.dtype.kind == "b":
+        x = x.astype(np.float32)
+    if x.ndim in (1, 3):
+        x = x[:, None]  # (N,) → (N, 1) feature; (N, H, W) grey images → one channel
+    elif x.ndim not in (2, 4):
+        raise DataError(f"{name} has shape {x.shape}; use (N, features), (N, H, W) or (N, C, H, W)")
+    if len(x) == 0:
+        raise DataError(f"{name} is empty")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        first = np.argwhere(~np.isfinite(x))[0]
+        raise DataError(f"{name} holds NaN or infinite values (first at index {tuple(first.tolist())}); drop or fill them")
+    return x
+
+
+def checked(x, y, x_test=None, y_test=None, classes=None, names=("array 'x'", "array 'y'", "", "")) -> RawArrays:
+    """Checked RawArrays; `classes` given means y is already encoded (the stored form)."""
+    x, y = _check_x(np.asarray(x), names[0]), np.atleast_1d(y)
+    if x_test is not None:
+        x_test = _check_x(np.asarray(x_test), names[2])
+        if x_test.shape[1:] != x.shape[1:]:
+            raise DataError(f"{names[2]} samples have shape {x_test.shape[1:]} but {names[0]} samples {x.shape[1:]}")
+    for xs, ys, xn, yn in ((x, y, names[0], names[1]), (x_test, y_test, names[2], names[3])):
+        if xs is not None and len(ys) != len(xs):
+            raise DataError(f"{xn} has {len(xs)} samples but {yn} has {len(ys)} labels; they must match")
+    if classes is None:
+        y, y_test, classes = encode_labels(np.asarray(y), None if y_test is None else np.asarray(y_test), names[1])
+    else:
+        classes = [str(c) for c in classes]
+        for a in (y, y_test):
+            if a is not None and (a.dtype.kind not in "iu" or a.min() < 0 or a.max() >= len(classes)):
+                raise DataError(f"class codes must be integers 0..{len(classes) - 1}")
+        y, y_test = y.astype(np.int64), None if y_test is None else y_test.astype(np.int64)
+    return RawArrays(x, y, x_test, y_test, classes)
+
+
+def describe(raw: RawArrays) -> DataSignature:
+    n_test = 0 if raw.x_test is None else len(raw.x_test)
+    return DataSignature(
+        input_shape=tuple(int(s) for s in raw.x.shape[1:]),
+        task="classification" if raw.classes is not None else "regression",
+        n_classes=len(raw.classes) if raw.classes is not None else None,
+        n_targets=int(raw.y.shape[1]) if raw.y.ndim == 2 else 1,
+        n_samples=len(raw.x) + n_test,
+        has_test_split=raw.x_test is not None,
+        integer_max=float(raw.x.max()) if raw.x.dtype.kind in "iu" else None,
+    )

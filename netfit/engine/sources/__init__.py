@@ -1,0 +1,39 @@
+"""Where a job's data set comes from: a built-in, a synthetic generator or an upload."""
+
+from __future__ import annotations
+
+from netfit.spec import MAX_SAMPLE_EPOCHS, DatasetRef, JobSpec
+
+from ..arrays import DataSignature, RawArrays, describe
+from ..errors import DataError, SpecError
+from ..formats import from_npz_bytes
+from .builtin import builtin
+from .synthetic import synthetic, synthetic_signature
+
+
+def load_raw(dataset: DatasetRef, uploaded: bytes | None = None) -> RawArrays:
+    if dataset.builtin is not None:
+        return builtin(dataset.builtin)
+    if dataset.synthetic is not None:
+        return synthetic(dataset.synthetic)
+    if uploaded is None:
+        raise DataError(f"data set '{dataset.id}' was not supplied; upload it first (POST /v1/datasets)")
+    return from_npz_bytes(uploaded)
+
+
+def signature_of(spec: JobSpec, uploaded: bytes | None = None, stored: DataSignature | None = None) -> DataSignature:
+    """What the data looks like, and whether the job's epochs x samples stay within the limit.
+    `stored`: an upload's signature as recorded when it was read, so that its blob need not be."""
+    if stored is not None:
+        signature = stored
+    elif spec.dataset.synthetic is not None:
+        signature = synthetic_signature(spec.dataset.synthetic)
+    else:
+        signature = describe(load_raw(spec.dataset, uploaded))
+    epochs = spec.training.epochs
+    if epochs * signature.n_samples > MAX_SAMPLE_EPOCHS:
+        raise SpecError.at(["training", "epochs"], f"{epochs:,} epochs x {signature.n_samples:,} samples is more than "
+                           f"{MAX_SAMPLE_EPOCHS:,} sample passes; use at most "
+                           f"{MAX_SAMPLE_EPOCHS // signature.n_samples:,} epochs or fewer samples")
+    return signature
+
