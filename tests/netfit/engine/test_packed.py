@@ -1,0 +1,154 @@
+"""Packed trials (issue 16 §3): a member of a pack trains as the same spec alone in fit() does.
+
+Every comparison runs the same specs through fit() one at a time and through fit_packed() at
+once and compares each epoch's metrics: equal to float tolerance (the pack's batched matmuls
+and unfused optimizer round differently from fit's), including dropout masks on the CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from netfit.engine.checkpoints import TrainingState
+from netfit.engine.data import load_data
+from netfit.engine.fit import EpochReport, FitCallbacks, fit
+from netfit.engine.packed import fit_packed, pack_key, packable
+from netfit.spec import JobSpec
+
+TOL = dict(rel=1e-4, abs=1e-5)
+
+
+def make_spec(p: float | None = 0.0, dataset: dict | None = None, out: int = 3, **training: Any) -> JobSpec:
+    layers: list[dict] = [{"type": "linear", "units": 16}, {"type": "relu"}]
+    layers += [{"type": "dropout", "p": p}] if p is not None else []
+    layers += [{"type": "linear", "units": out}]
+    return JobSpec.model_validate({
+        "dataset": dataset or {"builtin": "iris"},
+        "split": {"validation": 0.2, "test": 0.2, "seed": 0},
+        "preprocess": {"features": "standardize"},
+        "model": {"layers": layers},
+        "training": {"epochs": 12, "batch_size": 16, "device": "cpu",
+                     "optimizer": training.pop("optimizer", {"type": "adam", "lr": 0.01}), **training},
+    })
+
+
+def assert_same_run(packed, alone) -> None:
+    assert packed.stop_reason == alone.stop_reason
+    assert [h.epoch for h in packed.history] == [h.epoch for h in alone.history]
+    for a, b in zip(packed.history, alone.history):
+        assert a.metrics.keys() == b.metrics.keys()
+        for key in a.metrics:
+            assert a.metrics[key] == pytest.approx(b.metrics[key], **TOL), (a.epoch, key)
+        assert a.is_best == b.is_best
+    assert packed.best_epoch == alone.best_epoch
+    assert packed.test_metrics == pytest.approx(alone.test_metrics, **TOL)
+
+
+OPTIMIZERS = {
+    "adam": [{"type": "adam", "lr": 0.01}, {"type": "adam", "lr": 0.003, "weight_decay": 0.01, "betas": [0.8, 0.99]}],
+    "adamw": [{"type": "adamw", "lr": 0.01, "weight_decay": 0.1}, {"type": "adamw", "lr": 0.02}],
+    "sgd": [{"type": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True}, {"type": "sgd", "lr": 0.05, "weight_decay": 0.001}],
+    "rmsprop": [{"type": "rmsprop", "lr": 0.003, "momentum": 0.5}, {"type": "rmsprop", "lr": 0.001}],
+}
+
+
+@pytest.mark.parametrize("kind", list(OPTIMIZERS))
+def test_each_member_trains_as_it_would_alone(kind):
+    first, second = OPTIMIZERS[kind]
+    specs = [
+        make_spec(seed=1, optimizer=first),
+        make_spec(seed=2, optimizer=second, label_smoothing=0.1),
+        make_spec(p=0.3, seed=3, optimizer=first, grad_clip=0.5),  # its own dropout masks and clipping
+        make_spec(p=0.5, seed=1, optimizer=second, epochs=7),  # a shorter member leaves early
+    ]
+    data = load_data(specs[0])
+    packed = fit_packed(specs, data)
+    for spec, result in zip(specs, packed):
+        assert_same_run(result, fit(spec, data))
+    assert [r.epochs_completed for r in packed] == [12, 12, 12, 7]
+    # the members really differ: they are not one run copied four times
+    assert len({r.history[-1].metrics["train_loss"] for r in packed}) == 4
+
+
+@pytest.mark.parametrize("dataset,out", [
+    ({"synthetic": {"kind": "moons", "n_samples": 200, "noise": 0.2}}, 1),  # binary: one logit, BCE
+    ({"synthetic": {"kind": "regression", "n_samples": 200, "n_features": 5, "n_targets": 2, "noise": 5}}, 2),
+])
+def test_binary_and_regression_members_match_fit(dataset, out):
+    specs = [make_spec(p=p, dataset=dataset, out=out, seed=s, optimizer={"type": "adam", "lr": lr})
+             for p, s, lr in ((0.0, 0, 0.01), (0.2, 1, 0.003))]
+    data = load_data(specs[0])
+    for spec, result in zip(specs, fit_packed(specs, data)):
+        assert_same_run(result, fit(spec, data))
+
+
+class Pruner(FitCallbacks):
+    """Prunes at `epoch` like a sweep's pruner; keeps every report."""
+
+    def __init__(self, epoch: int | None = None, cancel_after: int | None = None):
+        self.epoch, self.cancel_after = epoch, cancel_after
+        self.reports: list[EpochReport] = []
+        self.states: list[bytes] = []  # as the worker stores them
+
+    def on_epoch_end(self, report: EpochReport, state: TrainingState) -> str | None:
+        self.reports.append(report)
+        self.states.append(state.to_bytes())
+        return "pruned" if report.epoch == self.epoch else None
+
+    def should_stop(self) -> bool:
+        return self.cancel_after is not None and len(self.reports) >= self.cancel_after
+
+
+def test_stopped_members_leave_and_the_others_train_on():
+    specs = [
+        make_spec(seed=0, epochs=15),
+        make_spec(seed=1, epochs=15),  # pruned after epoch 3
+        make_spec(seed=2, epochs=15),  # cancelled after epoch 5
+        make_spec(seed=3, epochs=15, optimizer={"type": "adam", "lr": 0.05},
+                  early_stopping={"monitor": "val_loss", "patience": 2, "restore_best_weights": True}),
+    ]
+    data = load_data(specs[0])
+    callbacks = [Pruner(), Pruner(epoch=3), Pruner(cancel_after=5), Pruner()]
+    packed = fit_packed(specs, data, callbacks=callbacks)
+
+    assert [r.stop_reason for r in packed[:3]] == ["max_epochs", "pruned", "cancelled"]
+    assert [len(c.reports) for c in callbacks[:3]] == [15, 3, 5]
+    assert packed[3].stop_reason == "early_stopping" and packed[3].epochs_completed < 15
+    assert_same_run(packed[0], fit(specs[0], data))  # the survivor is untouched by the others leaving
+    assert_same_run(packed[3], fit(specs[3], data))  # early stopping and restored best weights as alone
+    pruned_alone = fit(specs[1], data, callbacks=Pruner(epoch=3))
+    assert_same_run(packed[1], pruned_alone)
+
+
+def test_a_members_resume_state_continues_alone_in_fit_and_in_a_pack():
+    specs = [make_spec(p=0.3, seed=4, optimizer={"type": "sgd", "lr": 0.05, "momentum": 0.9}),
+             make_spec(p=0.1, seed=5, optimizer={"type": "sgd", "lr": 0.1, "momentum": 0.5},
+                       lr_schedule={"type": "step", "step_size": 3, "gamma": 0.5})]
+    data = load_data(specs[0])
+    callbacks = [Pruner(), Pruner()]
+    whole = fit_packed(specs, data, callbacks=callbacks)
+    at_5 = lambda: [TrainingState.from_bytes(c.states[4]) for c in callbacks]  # noqa: E731 (fit() trains on in them)
+
+    # fit() takes a member's state as its own: the spec goes on alone exactly as in the pack
+    alone = fit(specs[1], data, resume=at_5()[1])
+    assert_same_run(whole[1], alone)
+    # a pack resumed from its members' states (a killed worker) ends as the uninterrupted one
+    for again, first in zip(fit_packed(specs, data, resume=at_5()), whole):
+        assert_same_run(again, first)
+
+
+def test_only_specs_of_one_shape_pack():
+    base = make_spec()
+    assert pack_key(make_spec(p=0.5, seed=9, label_smoothing=0.2, optimizer={"type": "adam", "lr": 0.1})) == pack_key(base)
+    wider = JobSpec.model_validate({**base.model_dump(), "model": {"layers": [
+        {"type": "linear", "units": 32}, {"type": "relu"}, {"type": "linear", "units": 3}]}})
+    assert pack_key(wider) != pack_key(base)
+    with pytest.raises(ValueError, match="group them by pack_key"):
+        fit_packed([base, wider], load_data(base))
+    conv = JobSpec.model_validate({**base.model_dump(), "model": {"layers": [
+        {"type": "reshape", "shape": [1, 2, 2]}, {"type": "conv2d", "filters": 2, "kernel_size": 1},
+        {"type": "flatten"}, {"type": "linear", "units": 3}]}})
+    assert "layer 1 (conv2d) is not packed" in packable(conv)
+    assert packable(base) is None
