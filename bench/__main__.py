@@ -1,4 +1,4 @@
-"""python -m bench [engine|service|api|throughput|all ...] [--quick] [--out PATH] [--threads N]"""
+"""python -m bench [engine|service|api|throughput|dashboard|predict|packed|all ...] [--quick] [--out PATH] [--threads N]"""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from bench import engine
 from bench.report import Report
 
-SECTIONS = ("engine", "service", "api", "throughput", "dashboard", "predict")
+SECTIONS = ("engine", "service", "api", "throughput", "dashboard", "predict", "packed")
 DEFAULT_OUT = Path(__file__).parent / "results" / "latest.json"
 
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description="netfit benchmarks; every goal is printed PASS or MISS")
     parser.add_argument("sections", nargs="*", metavar="SECTION", help=f"{', '.join(SECTIONS)} or all (default: all)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: small data, one round, few jobs")
-    parser.add_argument("--rounds", type=int, help="engine: timed rounds after one warm-up round (default 5)")
+    parser.add_argument("--rounds", type=int, help="engine: timed rounds after one warm-up round (default 5); packed: rounds (default 3)")
     parser.add_argument("--contenders", nargs="+", choices=list(engine.CONTENDERS), help="engine: default all")
     parser.add_argument("--threads", type=int, help="torch CPU threads for every contender and service process (default: torch's)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON summary (default {DEFAULT_OUT})")
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     began = time.monotonic()
     if "engine" in chosen:
         engine.run(report, quick=args.quick, rounds=args.rounds, names=args.contenders)
-    services = [name for name in chosen if name not in ("engine", "dashboard", "predict")]
+    services = [name for name in chosen if name not in ("engine", "dashboard", "predict", "packed")]
     if services:
         from bench import services as service_benchmarks
 
@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> None:
         from bench import predict
 
         predict.run(report, quick=args.quick, threads=args.threads)
+    if "packed" in chosen:  # a sweep of small nets, packed vs one trial at a time (bench/packed.py)
+        from bench import packed
+
+        packed.run(report, quick=args.quick, rounds=args.rounds)
     report.summary()
     print(f"\n({time.monotonic() - began:.0f} s)")
     report.write(args.out, argv)
