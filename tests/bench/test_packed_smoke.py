@@ -1,0 +1,23 @@
+"""`python -m bench packed --quick` runs end to end: every pack size timed both ways, the goal judged."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.bench.test_smoke import assert_judged, figures, run_bench
+
+
+@pytest.mark.slow
+def test_packed_section_times_both_ways_and_judges_the_goal(tmp_path: Path) -> None:
+    stdout, summary = run_bench(["packed"], tmp_path / "packed.json")
+    packed = summary["sections"]["packed"]
+    for k in (8, 32):
+        seconds = packed[f"k{k}_seconds"]
+        assert all(0 < s < 120 for s in seconds["alone"] + seconds["packed"]), seconds
+    values = figures(packed)
+    assert set(values) == {"k8_alone/packed", "k32_alone/packed"}
+    assert all(v > 0 and math.isfinite(v) for v in values.values()), values
+    assert_judged(stdout, summary)
