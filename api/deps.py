@@ -1,4 +1,4 @@
-"""Dependencies: a DB session per request and the principal (tenant) making it."""
+"""Dependencies: a DB session per request, the principal (tenant) making it, a list's page."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import time
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.errors import ApiError
+from api.errors import ApiError, invalid
 from api.settings import Settings
 from db import keys as db_keys
+from db.pages import decode_cursor
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -74,3 +75,17 @@ def _unauthorized(message: str) -> ApiError:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
 PrincipalDep = Annotated[str, Depends(get_principal)]
+
+
+def get_cursor(cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None) -> str | None:
+    """The cursor of a newest-first list, checked here so no router handles a bad one."""
+    if cursor is not None:
+        try:
+            decode_cursor(cursor)
+        except ValueError as exc:
+            raise invalid({"loc": ["query", "cursor"], "msg": str(exc)}) from None
+    return cursor
+
+
+CursorDep = Annotated[str | None, Depends(get_cursor)]
+LimitQuery = Annotated[int, Query(ge=1, le=200, description="at most this many items")]

@@ -89,7 +89,7 @@ def run_job(client: httpx.Client, spec: dict[str, Any], poll: float = 0.05) -> d
     server's stamps, so polling slower only delays the next job (and takes less CPU from this one)."""
     job_id, sent = submit(client, spec)
     job = wait_done(client, job_id, poll=poll)
-    train = sum(row["seconds"] for row in client.get(f"/v1/jobs/{job_id}/metrics").json())
+    train = sum(row["seconds"] for row in client.get(f"/v1/jobs/{job_id}/metrics").json()["items"])
     started, finished = stamp(job["started_at"]), stamp(job["finished_at"])
     return {"wall": finished - sent, "train": train, "to_running": started - sent,
             "queued": started - stamp(job["created_at"]), "running": finished - started}

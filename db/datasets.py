@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Dataset, new_id
+from db.pages import newest_first
 
 
 def create_dataset(session: Session, *, tenant: str, name: str | None, format: str, data: bytes,
@@ -36,11 +37,10 @@ def dataset_sha256(session: Session, tenant: str, dataset_id: str) -> str | None
     return session.scalar(select(Dataset.sha256).where(Dataset.id == dataset_id, Dataset.tenant == tenant))
 
 
-def list_datasets(session: Session, tenant: str, *, limit: int = 200) -> list[Dataset]:
-    return list(session.scalars(
-        select(Dataset).where(Dataset.tenant == tenant)
-        .order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit)
-    ))
+def list_datasets(session: Session, tenant: str, *, limit: int = 50,
+                  cursor: str | None = None) -> tuple[list[Dataset], str | None]:
+    """Newest first, with the jobs list's cursor. ValueError for a bad cursor."""
+    return newest_first(select(Dataset).where(Dataset.tenant == tenant), Dataset, cursor, limit, session.scalars)
 
 
 def as_wire(dataset: Dataset) -> dict[str, Any]:

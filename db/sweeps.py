@@ -21,7 +21,7 @@ from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db import jobs as db_jobs
-from db.models import EpochMetric, Job, Sweep, new_id, utcnow
+from db.models import EpochMetric, Job, JobEvent, Sweep, new_id, utcnow
 
 ACTIVE = db_jobs.ACTIVE
 # what a trial needs for the leaderboard and for rebuilding the Optuna study
@@ -88,6 +88,20 @@ def trial_curve(session: Session, job_id: str, metric: str) -> dict[int, float]:
     column = getattr(EpochMetric, metric)
     return {int(e): float(v) for e, v in session.execute(
         select(EpochMetric.epoch, column).where(EpochMetric.job_id == job_id, column.is_not(None)))}
+
+
+def trial_events_after(session: Session, sweep_id: str, after_id: int, skip: set[int] | frozenset[int] = frozenset(),
+                       limit: int = 500) -> list[Any]:
+    """The sweep SSE's next events: its trials' status changes and prunings (not their epochs)
+    after `after_id` and not in `skip`, oldest first, as rows (id, job_id, trial_number, kind,
+    data, created_at). Each trial's events come by the (job_id, id) index."""
+    query = (select(JobEvent.id, JobEvent.job_id, Job.trial_number, JobEvent.kind, JobEvent.data, JobEvent.created_at)
+             .join(Job, Job.id == JobEvent.job_id)
+             .where(JobEvent.job_id.in_(select(Job.id).where(Job.sweep_id == sweep_id).scalar_subquery()),
+                    JobEvent.id > after_id, JobEvent.kind.in_(("status", "pruned"))))
+    if skip:
+        query = query.where(JobEvent.id.not_in(sorted(skip)))
+    return list(session.execute(query.order_by(JobEvent.id).limit(limit)))
 
 
 def sweep_of_job(session: Session, job_id: str) -> str | None:

@@ -70,7 +70,7 @@ class Stack:
         return self.get(f"/v1/jobs/{job_id}")
 
     def epochs(self, job_id: str) -> list[int]:
-        return [row["epoch"] for row in self.get(f"/v1/jobs/{job_id}/metrics")]
+        return [row["epoch"] for row in self.get(f"/v1/jobs/{job_id}/metrics")["items"]]
 
     def runner_of(self, job_id: str, attempt: int) -> str:
         """The worker container whose log says it started this attempt of the job."""

@@ -40,7 +40,7 @@ def test_embedded_service_trains_iris(http):
                 statuses.append(json.loads(line[6:])["status"])
     assert statuses == ["queued", "running", "succeeded"] and kinds.count("epoch") == 6
     done = http.get(f"/v1/jobs/{job['id']}").json()
-    assert [m["epoch"] for m in http.get(f"/v1/jobs/{job['id']}/metrics").json()] == list(range(1, 7))
+    assert [m["epoch"] for m in http.get(f"/v1/jobs/{job['id']}/metrics").json()["items"]] == list(range(1, 7))
     best = http.get(f"/v1/jobs/{job['id']}/checkpoints/best").content
     assert test_accuracy_of(spec, best) == pytest.approx(done["test_metrics"]["test_accuracy"], abs=1e-6)
     # the standardization statistics travel with the weights, so raw inputs can be fed

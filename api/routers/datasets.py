@@ -7,11 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Path, UploadFile
 
-from api.deps import PrincipalDep, SessionDep, SettingsDep
+from api.deps import CursorDep, LimitQuery, PrincipalDep, SessionDep, SettingsDep
 from api.errors import ApiError, invalid, not_found
 from api.responses import errors, link
 from db import datasets as db_datasets
-from netfit.models import Dataset
+from netfit.models import Dataset, Page
 from netfit.spec import ID_PATTERN
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=errors(401, 404, 422, 503))
@@ -77,9 +77,10 @@ def upload_dataset(
     return Dataset.model_validate(db_datasets.as_wire(row))
 
 
-@router.get("", response_model=list[Dataset], summary="Uploaded data sets, newest first")
-def list_datasets(session: SessionDep, tenant: PrincipalDep) -> list[Dataset]:
-    return [Dataset.model_validate(db_datasets.as_wire(d)) for d in db_datasets.list_datasets(session, tenant)]
+@router.get("", response_model=Page[Dataset], summary="Uploaded data sets, newest first")
+def list_datasets(session: SessionDep, tenant: PrincipalDep, cursor: CursorDep, limit: LimitQuery = 50) -> Page[Dataset]:
+    rows, next_cursor = db_datasets.list_datasets(session, tenant, limit=limit, cursor=cursor)
+    return Page[Dataset](items=[Dataset.model_validate(db_datasets.as_wire(d)) for d in rows], next_cursor=next_cursor)
 
 
 @router.get("/{dataset_id}", response_model=Dataset, summary="One uploaded data set")

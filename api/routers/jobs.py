@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from pydantic_core import to_json
 from sqlalchemy.orm import Session
 
-from api.deps import PrincipalDep, SessionDep, SettingsDep
+from api.deps import CursorDep, LimitQuery, PrincipalDep, SessionDep, SettingsDep
 from api.errors import ApiError, invalid, not_found, render_json
 from api.events import job_event_stream
 from api.examples import JOB_EXAMPLES
@@ -20,7 +20,7 @@ from api.settings import Settings
 from db import datasets as db_datasets
 from db import jobs as db_jobs
 from netfit.models import TERMINAL_STATUSES, Checkpoint, EpochMetrics, Job, JobStatus, ModelSummary, Page
-from netfit.spec import ID_PATTERN, JobSpec
+from netfit.spec import ID_PATTERN, MAX_EPOCHS, JobSpec
 
 log = logging.getLogger("netfit.api")
 JobId = Annotated[str, Path(pattern=ID_PATTERN, description="the id that POST /v1/jobs returned")]
@@ -138,19 +138,14 @@ def submit_job(
 
 @router.get("", response_model=Page[Job], summary="List jobs, newest first")
 def list_jobs(
-    session: SessionDep, tenant: PrincipalDep,
+    session: SessionDep, tenant: PrincipalDep, cursor: CursorDep,
     status: JobStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    limit: LimitQuery = 50,
     sweep: Annotated[str | None, Query(pattern=ID_PATTERN, description="only this sweep's trials")] = None,
     name: Annotated[str | None, Query(max_length=200, description="only jobs whose name contains this (any case)")] = None,
 ) -> Response:
-    try:
-        rows, next_cursor = db_jobs.list_jobs(session, tenant, status=status, limit=limit, cursor=cursor,
-                                              sweep=sweep, name=name)
-    except ValueError as exc:
-        detail = {"loc": ["query", "cursor"], "msg": str(exc)}
-        raise invalid(detail, "the request is invalid") from None
+    rows, next_cursor = db_jobs.list_jobs(session, tenant, status=status, limit=limit, cursor=cursor,
+                                          sweep=sweep, name=name)
     # validated once here and rendered as the default response would (FastAPI's second
     # validation of the returned page cost as much again)
     page = Page[Job](items=[to_wire(j) for j in rows], next_cursor=next_cursor)
@@ -162,25 +157,34 @@ def get_job(job_id: JobId, session: SessionDep, tenant: PrincipalDep) -> Job:
     return to_wire(_owned(session, tenant, job_id))
 
 
-@router.get("/{job_id}/metrics", response_model=list[EpochMetrics], summary="One row per finished epoch")
-def get_metrics(job_id: JobId, request: Request, session: SessionDep, tenant: PrincipalDep) -> Response:
+@router.get("/{job_id}/metrics", response_model=Page[EpochMetrics], summary="One row per finished epoch")
+def get_metrics(
+    job_id: JobId, request: Request, session: SessionDep, tenant: PrincipalDep,
+    cursor: Annotated[int | None, Query(ge=0, le=MAX_EPOCHS, description="next_cursor of the previous page (an epoch)")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_EPOCHS, description="at most this many epochs; the default holds any job")] = MAX_EPOCHS,
+) -> Response:
     """Plain rows straight to JSON (ORM objects and models cost ~20x the query). A finished
-    job's metrics never change, so its bytes are kept; the status is read first, so a kept
-    body is always complete, and a running job's rows are read anew each time. A kept entry
+    job's metrics never change, so its pages are kept; the status is read first, so a kept
+    page is always complete, and a running job's rows are read anew each time. A kept entry
     answers without the database: its key holds the tenant that owned the job, and a job
     never changes tenant nor is deleted."""
     cache = request.app.state.metrics_cache
-    body = cache.get((tenant, job_id))
+    key = (tenant, job_id, cursor or 0, limit)
+    body = cache.get(key)
     if body is None:
         status = db_jobs.job_status(session, tenant, job_id)
         if status is None:
             raise not_found("job", job_id)
         # pydantic's serializer: 6x json.dumps on 1,000 rows, NaN/inf as null like EpochMetrics
         # (numbers keep their values; only the spelling of small exponents differs, 1e-05 -> 0.00001)
-        rows = [dict(zip(db_jobs.METRIC_ROW, row)) for row in db_jobs.metric_rows(session, tenant, job_id)]
-        body = to_json(rows, inf_nan_mode="null")
+        rows = [dict(zip(db_jobs.METRIC_ROW, row))
+                for row in db_jobs.metric_rows(session, tenant, job_id, after=cursor or 0, limit=limit + 1)]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        page = {"items": rows, "next_cursor": str(rows[-1]["epoch"]) if more else None}
+        body = to_json(page, inf_nan_mode="null")
         if status in TERMINAL_STATUSES:
-            cache.put((tenant, job_id), body)
+            cache.put(key, body)
     return Response(body, media_type="application/json")
 
 
@@ -194,11 +198,12 @@ def cancel_job(job_id: JobId, session: SessionDep, tenant: PrincipalDep) -> Job:
     return to_wire(job)
 
 
-@router.get("/{job_id}/checkpoints", response_model=list[Checkpoint], summary="The saved weights")
-def list_checkpoints(job_id: JobId, session: SessionDep, tenant: PrincipalDep) -> list[Checkpoint]:
+@router.get("/{job_id}/checkpoints", response_model=Page[Checkpoint], summary="The saved weights (best, last)")
+def list_checkpoints(job_id: JobId, session: SessionDep, tenant: PrincipalDep) -> Page[Checkpoint]:
     _owned(session, tenant, job_id)
-    return [Checkpoint(kind=c.kind, epoch=c.epoch, metrics=c.metrics, size_bytes=c.size, sha256=c.sha256,
-                       created_at=c.created_at) for c in db_jobs.list_checkpoints(session, tenant, job_id)]
+    return Page[Checkpoint](items=[
+        Checkpoint(kind=c.kind, epoch=c.epoch, metrics=c.metrics, size_bytes=c.size, sha256=c.sha256,
+                   created_at=c.created_at) for c in db_jobs.list_checkpoints(session, tenant, job_id)])
 
 
 @router.get("/{job_id}/checkpoints/{kind}", summary="Download weights as safetensors",

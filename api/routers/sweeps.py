@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Request
+from fastapi import APIRouter, Body, Header, Path, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
 from api.errors import ApiError, invalid, not_found
+from api.events import sweep_event_stream
 from api.responses import errors
 from api.routers.jobs import check_active_limit, validate_spec
 from api.settings import Settings
@@ -191,6 +193,25 @@ def importance(sweep_id: SweepId, session: SessionDep, tenant: PrincipalDep) -> 
     sweep = _owned(session, tenant, sweep_id)
     evaluator, values, used, note = compute(session, sweep)
     return SweepImportance(sweep_id=sweep.id, evaluator=evaluator, importances=values, trials_used=used, note=note)
+
+
+@router.get("/{sweep_id}/events", summary="Live trial events (Server-Sent Events)",
+            response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
+async def events(
+    sweep_id: SweepId, request: Request, tenant: PrincipalDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """`trial_queued`, `trial_started` (again with `attempt` when a lost trial resumes),
+    `trial_pruned` (epoch, rung), `trial_finished` (status, stop_reason, error, `value`: the
+    trial's best objective value, `new_best`) and `best` (a finished trial beat every earlier one), each
+    with the trial's `number` and `job_id` and an `id:`; reconnect with `Last-Event-ID` to
+    resume after it. The stream replays the history first and ends with `event: sweep` (status,
+    error, best) once the sweep has ended and none of its trials is queued or running."""
+    stream = await sweep_event_stream(request, tenant, sweep_id, last_event_id)
+    if stream is None:
+        raise not_found("sweep", sweep_id)
+    return StreamingResponse(stream, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @router.post("/{sweep_id}/cancel", response_model=Sweep, summary="Stop a sweep and its trials")

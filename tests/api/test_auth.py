@@ -154,7 +154,7 @@ def test_every_endpoint_answers_404_for_another_tenants_ids_and_changes_nothing(
             # lists show only one's own; another tenant's data set cannot be trained on
             jobs = c.get("/v1/jobs", headers=bearer(keys[me])).json()["items"]
             assert [j["id"] for j in jobs] == [owned[me]["job_id"]]
-            datasets = c.get("/v1/datasets", headers=bearer(keys[me])).json()
+            datasets = c.get("/v1/datasets", headers=bearer(keys[me])).json()["items"]
             assert [d["id"] for d in datasets] == [owned[me]["dataset_id"]]
             spec = iris_spec()
             spec["dataset"] = {"id": owned[other]["dataset_id"]}

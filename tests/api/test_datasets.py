@@ -31,7 +31,7 @@ def test_csv_upload_is_described_and_usable_in_a_job(client):
     ds = response.json()
     assert (ds["format"], ds["n_samples"], ds["input_shape"], ds["task"], ds["n_classes"]) == ("csv", 40, [2], "classification", 2)
     assert client.get(f"/v1/datasets/{ds['id']}").json()["sha256"] == ds["sha256"]
-    assert [d["id"] for d in client.get("/v1/datasets").json()] == [ds["id"]]
+    assert [d["id"] for d in client.get("/v1/datasets").json()["items"]] == [ds["id"]]
     spec = iris_spec()
     spec["dataset"] = {"id": ds["id"]}
     spec["model"] = {"layers": [{"type": "linear", "units": 8}, {"type": "relu"}, {"type": "linear", "units": 2}]}
@@ -89,7 +89,7 @@ def test_pickles_and_unknown_formats_are_refused(client):
     np.savez(buf, x=np.array([{"a": 1}] * 4, dtype=object), y=np.arange(4))
     body = assert_error_body(client.post("/v1/datasets", files={"file": ("evil.npz", buf.getvalue())}), 422, "invalid")
     assert body["details"][0]["loc"] == ["file"]
-    assert client.get("/v1/datasets").json() == []
+    assert client.get("/v1/datasets").json() == {"items": [], "next_cursor": None}
 
 
 def test_bad_csv_names_the_problem(client):

@@ -28,7 +28,7 @@ def test_submit_stores_enqueues_and_returns_queued_job(client, queued_messages):
     assert job["summary"]["total_params"] == 4 * 16 + 16 + 16 * 3 + 3
     assert queued_messages("cpu") == 1
     assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
-    assert client.get(f"/v1/jobs/{job['id']}/metrics").json() == []
+    assert client.get(f"/v1/jobs/{job['id']}/metrics").json() == {"items": [], "next_cursor": None}
 
 
 def test_device_routes_to_queue_when_the_service_runs_gpu_workers(pg_url, redis_url, queued_messages):
@@ -109,7 +109,7 @@ def test_cancel_queued_job_and_no_checkpoint_yet(client):
     cancelled = client.post(f"/v1/jobs/{job['id']}/cancel").json()
     assert (cancelled["status"], cancelled["stop_reason"]) == ("cancelled", "cancelled")
     assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelled"  # idempotent
-    assert client.get(f"/v1/jobs/{job['id']}/checkpoints").json() == []
+    assert client.get(f"/v1/jobs/{job['id']}/checkpoints").json() == {"items": [], "next_cursor": None}
     body = assert_error_body(client.get(f"/v1/jobs/{job['id']}/checkpoints/best"), 404, "not_found")
     assert "no 'best' checkpoint" in body["message"]
     assert_error_body(client.get(f"/v1/jobs/{job['id']}/curves.svg"), 404, "not_found")

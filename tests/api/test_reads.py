@@ -38,17 +38,40 @@ def test_metrics_of_a_running_job_are_never_stale_and_a_finished_jobs_are_kept_p
     with make_client(pg_url, redis_url) as c:
         first = c.get(path, headers=owner)
         assert first.status_code == 200, first.text
-        assert first.json() == [EpochMetrics(epoch=1, lr=0.01, seconds=0.5).model_dump()]
+        assert first.json() == {"items": [EpochMetrics(epoch=1, lr=0.01, seconds=0.5).model_dump()], "next_cursor": None}
         add_epoch(job_id, 2, train_loss=0.25)
-        assert [row["epoch"] for row in c.get(path, headers=owner).json()] == [1, 2]  # no stale read
+        assert [row["epoch"] for row in c.get(path, headers=owner).json()["items"]] == [1, 2]  # no stale read
         add_epoch(job_id, 3, train_loss=0.125)
         set_status(job_id, "succeeded")
         finished = c.get(path, headers=owner)
-        assert [row["train_loss"] for row in finished.json()] == [None, 0.25, 0.125]
+        assert [row["train_loss"] for row in finished.json()["items"]] == [None, 0.25, 0.125]
         assert c.get(path, headers=owner).content == finished.content  # served again, now kept
         assert_error_body(c.get(path, headers=other), 404, "not_found")  # kept per tenant
         listed = c.get("/v1/jobs", headers=owner).json()["items"]
         assert listed == [c.get(f"/v1/jobs/{job_id}", headers=owner).json()]
     with make_client(pg_url, redis_url) as fresh:  # another process: nothing kept, read anew
         assert fresh.get(path, headers=owner).content == finished.content
+    factory.kw["bind"].dispose()
+
+
+def test_every_list_pages_the_same_way_and_a_bad_cursor_names_the_field(pg_url, redis_url):
+    factory = make_session_factory(pg_url)
+    with factory() as session:
+        job_id = db_jobs.create_job(session, tenant="default", spec=iris_spec(), summary=None, queue="cpu").id
+        session.execute(insert(EpochMetric), [{"job_id": job_id, "epoch": e, "lr": 0.01} for e in (1, 2, 3)])
+        session.execute(update(Job).where(Job.id == job_id).values(status="succeeded"))
+        session.commit()
+    path = f"/v1/jobs/{job_id}/metrics"
+    with make_client(pg_url, redis_url) as c:
+        whole = c.get(path).json()
+        assert ([r["epoch"] for r in whole["items"]], whole["next_cursor"]) == ([1, 2, 3], None)
+        first = c.get(path, params={"limit": 2}).json()
+        assert ([r["epoch"] for r in first["items"]], first["next_cursor"]) == ([1, 2], "2")
+        rest = c.get(path, params={"limit": 2, "cursor": first["next_cursor"]}).json()
+        assert ([r["epoch"] for r in rest["items"]], rest["next_cursor"]) == ([3], None)
+        assert c.get(path).content == c.get(path).content  # the kept page is the whole one
+        assert c.get(f"/v1/jobs/{job_id}/checkpoints").json() == {"items": [], "next_cursor": None}
+        for url in ("/v1/jobs", "/v1/sweeps", "/v1/datasets"):
+            body = assert_error_body(c.get(url, params={"cursor": "not-a-cursor"}), 422, "invalid")
+            assert body["details"][0]["loc"] == ["query", "cursor"] and "next_cursor" in body["message"], url
     factory.kw["bind"].dispose()

@@ -123,3 +123,56 @@ def test_cancel_stops_queued_and_running_trials_and_asks_no_more(pg_url, redis_u
     wait_until(lambda: all(j["status"] == "cancelled" for j in jobs()), timeout=30, what="the trials to stop")
     assert http.post(f"/v1/sweeps/{sweep_id}/cancel").json()["status"] == "cancelled"  # idempotent
     assert len(jobs()) == 2  # the worker's end-of-trial hook asked for nothing after the cancel
+
+
+def _events(base_url: str, sweep_id: str, last_event_id: str | None = None) -> list[tuple[str | None, str, dict]]:
+    """The sweep's SSE stream read to its end: (id, event, data)."""
+    import json
+
+    from netfit.sse import parse_sse
+
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    with httpx.stream("GET", f"{base_url}/v1/sweeps/{sweep_id}/events", headers=headers,
+                      timeout=httpx.Timeout(30, read=120)) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        return [(e.id, e.event, json.loads(e.data)) for e in parse_sse(response.iter_lines())]
+
+
+def test_a_sweeps_event_stream_tells_each_trial_start_prune_finish_and_each_new_best(service):
+    http = httpx.Client(base_url=service, timeout=30)
+    assert http.get("/v1/sweeps/nosuchsweep0/events").status_code == 404
+    # the ASHA sweep above: pruned trials on the way
+    body = sweep_body(method="grid", max_trials=None, max_concurrent=2, spec=iris_spec(epochs=6),
+                      parameters={"model.layers.0.units": {"values": [8, 32]},
+                                  "training.optimizer.lr": {"values": [0.05, 0.000001]}},
+                      pruning={"type": "asha", "min_epochs": 2, "reduction_factor": 2})
+    response = http.post("/v1/sweeps", json=body)
+    assert response.status_code == 201, response.text
+    sweep_id = response.json()["id"]
+    events = _events(service, sweep_id)  # live: the sweep has just started
+
+    *trial_events, (_, last, final) = events
+    assert last == "sweep" and final["status"] == "succeeded"
+    trials = {t["number"]: t for t in http.get(f"/v1/sweeps/{sweep_id}/trials").json()["items"]}
+    assert sorted(trials) == [0, 1, 2, 3]
+    for number, trial in trials.items():
+        kinds = [kind for _, kind, data in trial_events if data["number"] == number and kind != "best"]
+        pruned = trial["stop_reason"] == "pruned"
+        assert kinds == ["trial_queued", "trial_started", *(["trial_pruned"] if pruned else []), "trial_finished"]
+        [finished] = [d for _, k, d in trial_events if k == "trial_finished" and d["number"] == number]
+        assert (finished["status"], finished["stop_reason"], finished["value"]) == (
+            "succeeded", trial["stop_reason"], pytest.approx(trial["value"]))
+    assert any(t["stop_reason"] == "pruned" for t in trials.values())
+    # each best beats the one before; the last is the leaderboard's first
+    bests = [d for _, k, d in trial_events if k == "best"]
+    assert bests and all(b["value"] < a["value"] for a, b in zip(bests, bests[1:]))
+    leader = http.get(f"/v1/sweeps/{sweep_id}").json()["best"]
+    assert final["best"] == bests[-1] and bests[-1]["number"] == leader["number"]
+    assert len({(i, k) for i, k, _ in trial_events}) == len(trial_events)  # each sent once
+    assert [d["number"] for _, k, d in trial_events if k == "trial_finished" and d["new_best"]] == \
+        [b["number"] for b in bests]
+
+    # resumed after a middle event: exactly the rest, `best` judged on the whole history (a
+    # `best` shares its trial_finished's id, so resume where the next event has an id of its own)
+    k = next(i for i in range(4, len(trial_events) - 1) if trial_events[i][0] != trial_events[i + 1][0])
+    assert _events(service, sweep_id, last_event_id=trial_events[k][0]) == events[k + 1:]

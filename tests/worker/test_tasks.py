@@ -86,11 +86,11 @@ def test_iris_job_runs_end_to_end(stack):
     done = stack.job(job["id"])
     assert (done["stop_reason"], done["epochs_completed"], done["attempts"], done["device"]) == ("max_epochs", 8, 1, "cpu")
     assert done["started_at"] <= done["finished_at"]
-    metrics = stack.http.get(f"/v1/jobs/{job['id']}/metrics").json()
+    metrics = stack.http.get(f"/v1/jobs/{job['id']}/metrics").json()["items"]
     assert [m["epoch"] for m in metrics] == list(range(1, 9))
     assert all(m["train_loss"] is not None and m["val_accuracy"] is not None for m in metrics)
 
-    kinds = {c["kind"]: c for c in stack.http.get(f"/v1/jobs/{job['id']}/checkpoints").json()}
+    kinds = {c["kind"]: c for c in stack.http.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]}
     assert set(kinds) == {"best", "last"} and kinds["best"]["epoch"] == done["best_epoch"]
     best = stack.http.get(f"/v1/jobs/{job['id']}/checkpoints/best")
     assert best.headers["content-type"] == "application/octet-stream"
@@ -120,16 +120,16 @@ def test_two_jobs_run_at_once_on_two_workers(stack):
 
 def test_metrics_are_visible_while_running_and_cancel_stops_it(stack):
     job = stack.submit(iris_spec(epochs=100, batch_size=4))
-    running = wait_until(lambda: (len(stack.http.get(f"/v1/jobs/{job['id']}/metrics").json()) >= 2
+    running = wait_until(lambda: (len(stack.http.get(f"/v1/jobs/{job['id']}/metrics").json()["items"]) >= 2
                                   and stack.job(job["id"])), timeout=60, what="two epochs while running")
     assert running["status"] == "running" and running["epochs_completed"] >= 2
     assert stack.http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
     done = stack.wait_status(job["id"], "cancelled", "succeeded", "failed", timeout=30)
     assert (done["status"], done["stop_reason"]) == ("cancelled", "cancelled")
     assert done["epochs_completed"] < 100
-    metrics = stack.http.get(f"/v1/jobs/{job['id']}/metrics").json()
+    metrics = stack.http.get(f"/v1/jobs/{job['id']}/metrics").json()["items"]
     assert [m["epoch"] for m in metrics] == list(range(1, done["epochs_completed"] + 1))
-    assert {c["kind"] for c in stack.http.get(f"/v1/jobs/{job['id']}/checkpoints").json()} == {"best", "last"}
+    assert {c["kind"] for c in stack.http.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]} == {"best", "last"}
 
 
 def test_cancel_stops_a_job_inside_a_long_epoch(stack):
@@ -142,7 +142,7 @@ def test_cancel_stops_a_job_inside_a_long_epoch(stack):
     assert stack.http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
     done = stack.wait_status(job["id"], "cancelled", "succeeded", "failed", timeout=60)
     assert (done["status"], done["stop_reason"], done["epochs_completed"]) == ("cancelled", "cancelled", 0)
-    assert stack.http.get(f"/v1/jobs/{job['id']}/metrics").json() == []
+    assert stack.http.get(f"/v1/jobs/{job['id']}/metrics").json() == {"items": [], "next_cursor": None}
 
 
 def test_jobs_on_uploads_train_on_their_own_data_each_time(stack):
@@ -161,7 +161,7 @@ def test_jobs_on_uploads_train_on_their_own_data_each_time(stack):
         spec["dataset"], spec["preprocess"] = {"id": dataset_id}, {"features": "none"}
         job = stack.submit(spec)
         assert stack.wait_status(job["id"], "succeeded", "failed")["status"] == "succeeded"
-        metrics = stack.http.get(f"/v1/jobs/{job['id']}/metrics").json()
+        metrics = stack.http.get(f"/v1/jobs/{job['id']}/metrics").json()["items"]
         return [m[key] for m in metrics for key in ("train_loss", "val_loss")]
 
     a, b = upload(1), upload(2)

@@ -12,8 +12,7 @@ export function datasetsPage(ctx) {
   const form = h("form", { class: "toolbar", id: "upload-form" }, file, name, target, h("button", { type: "submit" }, "Upload"), out);
   ctx.view.append(h("h1", {}, "Datasets"), form, list);
   const load = async () => {
-    const data = await api("/v1/datasets?limit=200", { signal: ac.signal });
-    const items = data.items || data;
+    const { items } = await api("/v1/datasets?limit=200", { signal: ac.signal });
     list.replaceChildren(items.length ? table(["name", "id", "format", "samples", "input shape", "task", "classes", "size", "uploaded"],
       items.map((d) => h("tr", { dataset: { datasetId: d.id } }, h("td", {}, d.name || ""), h("td", {}, h("code", {}, d.id)), h("td", {}, d.format),
         h("td", { class: "num" }, d.n_samples), h("td", {}, JSON.stringify(d.input_shape)), h("td", {}, d.task), h("td", {}, d.n_classes ?? ""),

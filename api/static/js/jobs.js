@@ -210,7 +210,7 @@ export function comparePage(ctx) {
     }
     const { lineChart } = await import("./charts.js");
     const jobs = await Promise.all(ids.map((id) => api(`/v1/jobs/${id}`, { signal })));
-    const metrics = await Promise.all(ids.map((id) => api(`/v1/jobs/${id}/metrics`, { signal })));
+    const metrics = await Promise.all(ids.map(async (id) => (await api(`/v1/jobs/${id}/metrics`, { signal })).items));
     const names = jobs.map((j) => j.name || j.id);
     const unique = names.map((n, i) => (names.indexOf(n) !== i || names.lastIndexOf(n) !== i ? `${n} (${jobs[i].id.slice(0, 6)})` : n));
     const hasAcc = metrics.some((rows) => rows.some((r) => r.val_accuracy != null));

@@ -1,0 +1,40 @@
+"""Keyset pages, newest first: the one cursor every list endpoint (jobs, sweeps, data sets) hands out."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, and_, or_
+
+T = TypeVar("T")
+
+
+def encode_cursor(row: Any) -> str:
+    raw = f"{row.created_at.isoformat()}|{row.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """ValueError if the cursor was not made by encode_cursor."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, row_id = raw.split("|", 1)
+        return datetime.fromisoformat(created), row_id
+    except Exception as exc:  # noqa: BLE001 - any garbage is the same user error
+        raise ValueError("cursor is not one this server returned; use next_cursor from the previous page") from exc
+
+
+def newest_first(query: Select, table: Any, cursor: str | None, limit: int,
+                 run: Callable[[Select], Sequence[T]]) -> tuple[list[T], str | None]:
+    """The page after `cursor` (ordered by created_at, id, newest first) and the next page's
+    cursor (None at the end); one row more than asked tells whether there is a next page."""
+    if cursor:
+        created, row_id = decode_cursor(cursor)
+        query = query.where(or_(table.created_at < created, and_(table.created_at == created, table.id < row_id)))
+    rows = list(run(query.order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (encode_cursor(rows[-1]) if more else None)
