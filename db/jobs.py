@@ -12,7 +12,6 @@ over matches nothing, writes nothing and gets `Fenced`.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import math
 from collections.abc import Iterable
@@ -23,6 +22,7 @@ from sqlalchemy import and_, delete, func, literal, or_, select, update
 from sqlalchemy.orm import Session, undefer
 
 from db.models import METRIC_COLUMNS, Checkpoint, EpochMetric, Job, JobEvent, UTCDateTime, new_id, utcnow
+from db.pages import newest_first
 from netfit.models import Job as WireJob
 
 ACTIVE = ("queued", "running")
@@ -114,21 +114,6 @@ def get_job(session: Session, tenant: str, job_id: str) -> Job | None:
     return session.scalars(select(Job).where(Job.id == job_id, Job.tenant == tenant)).one_or_none()
 
 
-def encode_cursor(job: Any) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """ValueError if the cursor was not made by encode_cursor."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, job_id = raw.split("|", 1)
-        return datetime.fromisoformat(created), job_id
-    except Exception as exc:  # noqa: BLE001 - any garbage is the same user error
-        raise ValueError("cursor is not one this server returned; use next_cursor from the previous page") from exc
-
-
 def list_jobs(session: Session, tenant: str, *, status: str | None = None, limit: int = 50,
               cursor: str | None = None, sweep: str | None = None,
               name: str | None = None) -> tuple[list[Job], str | None]:
@@ -141,13 +126,7 @@ def list_jobs(session: Session, tenant: str, *, status: str | None = None, limit
         query = query.where(Job.sweep_id == sweep)
     if name:  # a case-insensitive substring of the name (the dashboard's search box)
         query = query.where(Job.name.icontains(name, autoescape=True))
-    if cursor:
-        created, job_id = decode_cursor(cursor)
-        query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
-    rows = list(session.execute(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (encode_cursor(rows[-1]) if more else None)
+    return newest_first(query, Job, cursor, limit, session.execute)
 
 
 def job_status(session: Session, tenant: str, job_id: str) -> str | None:
@@ -161,10 +140,13 @@ def _metrics_of(tenant: str, job_id: str, *what: Any) -> Any:
             .where(EpochMetric.job_id == job_id, Job.tenant == tenant).order_by(EpochMetric.epoch))
 
 
-def metric_rows(session: Session, tenant: str, job_id: str) -> list[tuple[Any, ...]]:
-    """A tuple of METRIC_ROW's values per epoch, in order (the API's fast path: no ORM objects)."""
+def metric_rows(session: Session, tenant: str, job_id: str, *, after: int = 0,
+                limit: int | None = None) -> list[tuple[Any, ...]]:
+    """A tuple of METRIC_ROW's values per epoch after `after`, in order, at most `limit` (the
+    API's fast path: no ORM objects)."""
     columns = [getattr(EpochMetric, c) for c in METRIC_ROW]
-    return [tuple(r) for r in session.execute(_metrics_of(tenant, job_id, *columns))]
+    query = _metrics_of(tenant, job_id, *columns).where(EpochMetric.epoch > after).limit(limit)
+    return [tuple(r) for r in session.execute(query)]
 
 
 def list_metrics(session: Session, tenant: str, job_id: str) -> list[EpochMetric]:

@@ -17,11 +17,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from db import jobs as db_jobs
 from db.models import EpochMetric, Job, JobEvent, Sweep, new_id, utcnow
+from db.pages import newest_first
 
 ACTIVE = db_jobs.ACTIVE
 # what a trial needs for the leaderboard and for rebuilding the Optuna study
@@ -53,13 +54,7 @@ def list_sweeps(session: Session, tenant: str, *, limit: int = 50, cursor: str |
     query = select(Sweep).where(Sweep.tenant == tenant)
     if status:
         query = query.where(Sweep.status == status)
-    if cursor:
-        created, sweep_id = db_jobs.decode_cursor(cursor)
-        query = query.where(or_(Sweep.created_at < created, and_(Sweep.created_at == created, Sweep.id < sweep_id)))
-    rows = list(session.scalars(query.order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (db_jobs.encode_cursor(rows[-1]) if more else None)
+    return newest_first(query, Sweep, cursor, limit, session.scalars)
 
 
 def running_sweeps(session: Session) -> list[str]:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Path, Query, Request
+from fastapi import APIRouter, Body, Header, Path, Request
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from api.deps import PrincipalDep, SessionDep, SettingsDep
+from api.deps import CursorDep, LimitQuery, PrincipalDep, SessionDep, SettingsDep
 from api.errors import ApiError, invalid, not_found
 from api.events import sweep_event_stream
 from api.responses import errors
@@ -163,14 +163,9 @@ def create_sweep(
 @router.get("", response_model=Page[Sweep], summary="List sweeps, newest first")
 def list_sweeps(
     session: SessionDep, tenant: PrincipalDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: CursorDep, limit: LimitQuery = 50,
 ) -> Page[Sweep]:
-    try:
-        rows, next_cursor = db_sweeps.list_sweeps(session, tenant, limit=limit, cursor=cursor)
-    except ValueError as exc:
-        detail = {"loc": ["query", "cursor"], "msg": str(exc)}
-        raise invalid(detail, "the request is invalid") from None
+    rows, next_cursor = db_sweeps.list_sweeps(session, tenant, limit=limit, cursor=cursor)
     return Page[Sweep](items=[to_wire(session, s) for s in rows], next_cursor=next_cursor)
 
 
