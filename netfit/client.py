@@ -18,13 +18,15 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from netfit.models import Checkpoint, Dataset, EpochMetrics, Job, Page, Sweep, SweepImportance, Trial
 from netfit.spec import JobSpec
 from netfit.sse import EpochEvent, JobEvent, StatusEvent, job_event, parse_sse
+
+T = TypeVar("T")
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
@@ -120,6 +122,21 @@ class Client:
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs).json()
 
+    def _items(self, model: type[T], path: str, cap: int | None = None, **params: Any) -> Iterator[T]:
+        """Every item of a list endpoint, following `next_cursor` page by page; `cap` bounds how
+        many are yielded."""
+        yielded = 0
+        while True:
+            page = Page[model].model_validate(self._json("GET", path, params=params))
+            for item in page.items:
+                if cap is not None and yielded >= cap:
+                    return
+                yield item
+                yielded += 1
+            if not page.next_cursor or not page.items:
+                return
+            params["cursor"] = page.next_cursor
+
     # ------------------------------------------------------------------ jobs
 
     def submit(self, spec: dict | str | Path | JobSpec) -> Job:
@@ -131,26 +148,12 @@ class Client:
 
     def jobs(self, status: str | None = None, limit: int | None = None, page_size: int = 50) -> Iterator[Job]:
         """Jobs newest first, following the pages; `limit` caps how many are yielded."""
-        params: dict[str, Any] = {"limit": min(page_size, limit) if limit else page_size}
-        if status:
-            params["status"] = status
-        yielded = 0
-        while True:
-            page = Page[Job].model_validate(self._json("GET", "/v1/jobs", params=params))
-            for job in page.items:
-                if limit is not None and yielded >= limit:
-                    return
-                yield job
-                yielded += 1
-            if not page.next_cursor or not page.items:
-                return
-            params["cursor"] = page.next_cursor
+        filters = {"status": status} if status else {}
+        return self._items(Job, "/v1/jobs", limit, limit=min(page_size, limit) if limit else page_size, **filters)
 
     def metrics(self, job_id: str) -> list[EpochMetrics]:
         """One row per finished epoch, in order."""
-        body = self._json("GET", f"/v1/jobs/{job_id}/metrics")
-        rows = body["items"] if isinstance(body, dict) else body
-        return [EpochMetrics.model_validate(row) for row in rows]
+        return list(self._items(EpochMetrics, f"/v1/jobs/{job_id}/metrics"))
 
     def metrics_columns(self, job_id: str) -> dict[str, list]:
         """The metrics as columns (`{"epoch": [...], "val_loss": [...]}`), ready to plot."""
@@ -213,9 +216,7 @@ class Client:
     # ------------------------------------------------------------------ checkpoints and curves
 
     def checkpoints(self, job_id: str) -> list[Checkpoint]:
-        body = self._json("GET", f"/v1/jobs/{job_id}/checkpoints")
-        rows = body["items"] if isinstance(body, dict) else body
-        return [Checkpoint.model_validate(row) for row in rows]
+        return list(self._items(Checkpoint, f"/v1/jobs/{job_id}/checkpoints"))
 
     def checkpoint_bytes(self, job_id: str, which: str = "best") -> bytes:
         """The weights as safetensors bytes (epoch and metrics in the metadata)."""
@@ -293,13 +294,12 @@ class Client:
         return Sweep.model_validate(self._json("GET", f"/v1/sweeps/{sweep_id}"))
 
     def sweeps(self, limit: int = 50) -> list[Sweep]:
-        """The newest sweeps first (one page of up to `limit`)."""
-        page = Page[Sweep].model_validate(self._json("GET", "/v1/sweeps", params={"limit": limit}))
-        return page.items
+        """The newest `limit` sweeps, newest first."""
+        return list(self._items(Sweep, "/v1/sweeps", limit, limit=limit))
 
     def trials(self, sweep_id: str) -> list[Trial]:
         """The leaderboard: every trial, best objective value first."""
-        return Page[Trial].model_validate(self._json("GET", f"/v1/sweeps/{sweep_id}/trials")).items
+        return list(self._items(Trial, f"/v1/sweeps/{sweep_id}/trials"))
 
     def importance(self, sweep_id: str) -> SweepImportance:
         return SweepImportance.model_validate(self._json("GET", f"/v1/sweeps/{sweep_id}/importance"))
@@ -319,9 +319,8 @@ class Client:
             time.sleep(poll)
 
     def datasets(self) -> list[Dataset]:
-        body = self._json("GET", "/v1/datasets")
-        rows = body["items"] if isinstance(body, dict) else body
-        return [Dataset.model_validate(row) for row in rows]
+        """Every uploaded data set, newest first."""
+        return list(self._items(Dataset, "/v1/datasets", limit=200))
 
 
 def metrics_columns(rows: list[EpochMetrics]) -> dict[str, list]:
