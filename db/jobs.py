@@ -149,6 +149,14 @@ def metric_rows(session: Session, tenant: str, job_id: str, *, after: int = 0,
     return [tuple(r) for r in session.execute(query)]
 
 
+def layer_rows(session: Session, tenant: str, job_id: str, *, after: int = 0,
+               limit: int | None = None) -> list[tuple[int, list[dict[str, Any]]]]:
+    """(epoch, per-layer statistics) for each epoch after `after` that recorded them, in order."""
+    query = (_metrics_of(tenant, job_id, EpochMetric.epoch, EpochMetric.layers)
+             .where(EpochMetric.epoch > after, EpochMetric.layers.is_not(None)).limit(limit))
+    return [(epoch, layers) for epoch, layers in session.execute(query)]
+
+
 def list_metrics(session: Session, tenant: str, job_id: str) -> list[EpochMetric]:
     return list(session.scalars(_metrics_of(tenant, job_id, EpochMetric)))
 
@@ -252,10 +260,11 @@ def cancel_requested(session: Session, job_id: str) -> bool:
 
 def record_epoch(session: Session, job_id: str, attempt: int, metrics: dict[str, Any], *,
                  resume_state: bytes, best: bytes | None = None,
-                 early_stopping: dict[str, Any] | None = None) -> None:
-    """One transaction: the epoch's metrics row, the state to resume from, the best weights
-    when this epoch is the best so far, and the job's progress. A stale attempt writes
-    nothing and gets Fenced."""
+                 early_stopping: dict[str, Any] | None = None,
+                 layers: list[dict[str, Any]] | None = None) -> None:
+    """One transaction: the epoch's metrics row (with its per-layer statistics), the state to
+    resume from, the best weights when this epoch is the best so far, and the job's progress.
+    A stale attempt writes nothing and gets Fenced."""
     row = {k: v for k, v in clean_metrics(metrics).items() if k in METRIC_COLUMNS}
     epoch = int(metrics["epoch"])
     values: dict[str, Any] = {"epochs_completed": epoch, "updated_at": utcnow()}
@@ -263,12 +272,15 @@ def record_epoch(session: Session, job_id: str, attempt: int, metrics: dict[str,
     if best is not None:
         values.update(best_epoch=epoch, best_metrics=scores)
     _fenced_update(session, job_id, attempt, values)
+    if layers is not None:
+        layers = [{k: finite_or_none(v) for k, v in layer.items()} for layer in layers]
+        row["layers"] = layers  # set only when measured: a None here would store JSON null, not SQL NULL
     session.add(EpochMetric(job_id=job_id, epoch=epoch, **row))
     _put_checkpoint(session, job_id, "resume", epoch, scores, resume_state)
     if best is not None:
         _put_checkpoint(session, job_id, "best", epoch, scores, best)
     # the event also carries the engine's early-stopping countdown, so followers show it as is
-    _event(session, job_id, "epoch", {"epoch": epoch, **row, "early_stopping": early_stopping})
+    _event(session, job_id, "epoch", {"epoch": epoch, **row, "early_stopping": early_stopping, "layers": layers})
     session.commit()
 
 

@@ -143,6 +143,8 @@ class EpochMetric(Base):
     val_mae: Mapped[float | None] = mapped_column(Float)
     lr: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float | None] = mapped_column(Float)
+    # per layer with parameters: {index, type, weight_max_abs, weight_norm, grad_norm} (migration 0004)
+    layers: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
 # the metric columns above, named by the one list (netfit.spec.metric_names), in the wire's order

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -25,6 +25,11 @@ class LayerSummary(Wire):
     type: str
     output_shape: list[int]
     params: int
+    # a functional graph's node (None in a sequence): its name ("r1.conv" inside block use "r1"),
+    # the nodes it takes ("input": the network's input) and the block it is defined in
+    name: str | None = None
+    inputs: list[str] | None = None
+    block: str | None = None
 
 
 class ModelSummary(Wire):
@@ -77,6 +82,23 @@ class EpochMetrics(Wire):
     val_mae: float | None = None
     lr: float | None = None
     seconds: float | None = None
+
+
+class LayerStat(Wire):
+    """One layer with parameters, after an epoch (the engine's LayerStats)."""
+
+    index: int = Field(description="the layer's position in the network, activations counted (as in the summary)")
+    type: str = Field(description="the PyTorch module, lower case: linear, conv2d, batchnorm1d, ...")
+    weight_max_abs: float | None = Field(None, description="max |w| of its weight at the end of the epoch")
+    weight_norm: float | None = Field(None, description="the L2 norm of its weight at the end of the epoch")
+    grad_norm: float | None = Field(None, description=(
+        "the L2 norm of the gradient of all its parameters, before clipping: the root mean square over at most "
+        "32 evenly spaced training steps of the epoch (every step when the epoch has fewer)"))
+
+
+class EpochLayerStats(Wire):
+    epoch: int
+    layers: list[LayerStat]
 
 
 class EarlyStoppingProgress(Wire):

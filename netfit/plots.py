@@ -222,3 +222,49 @@ def compare_figure(series: Sequence[tuple[str, Sequence[Any], int | None]], titl
     if title:
         fig.suptitle(title)
     return fig
+
+
+def layer_curves(rows: Sequence[Any], fmt: str = "png", title: str | None = None) -> bytes:
+    """Per-layer statistics vs epoch (`rows`: EpochLayerStats or dicts {epoch, layers}): max |w|
+    on the left, the gradient's norm on the right, one line per layer, both on a log axis (a
+    deep sigmoid network's first-layer gradient sits orders of magnitude below its last's).
+    SVG ids: weight_max_abs:<index>, grad_norm:<index>."""
+    _check_format(fmt)
+    return _render(layers_figure(rows, title), fmt)
+
+
+def layers_figure(rows: Sequence[Any], title: str | None = None) -> Any:
+    from matplotlib.figure import Figure
+
+    series: dict[int, dict[str, Any]] = {}  # layer index -> its type and (epoch, value) points
+    for row in _as_dicts(rows):
+        for layer in row["layers"]:
+            entry = series.setdefault(int(layer["index"]), {"type": layer["type"], "points": []})
+            entry["points"].append((int(row["epoch"]), layer))
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    weight_ax, grad_ax = fig.subplots(1, 2)
+    for ax, name, label in ((weight_ax, "weight_max_abs", "max |w| (end of epoch)"),
+                            (grad_ax, "grad_norm", "gradient norm (over the epoch)")):
+        for n, (index, entry) in enumerate(sorted(series.items())):
+            # a log axis cannot show zero or a missing value: those epochs are gaps
+            points = [(e, layer.get(name)) for e, layer in entry["points"]]
+            points = [(e, v) for e, v in points if v is not None and v > 0 and math.isfinite(v)]
+            if not points:
+                continue
+            xs, ys = zip(*points)
+            line, = ax.plot(xs, ys, "-", color=f"C{n % 10}", marker="." if len(points) < 30 else None,
+                            label=f"{index}: {entry['type']}")
+            line.set_gid(f"{name}:{index}")
+        if ax.has_data():
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    if grad_ax.has_data() or weight_ax.has_data():  # one legend beside both panels: a layer has one colour
+        shown = grad_ax if grad_ax.has_data() else weight_ax
+        fig.legend(*shown.get_legend_handles_labels(), loc="outside right center", fontsize="small",
+                   title="layer", title_fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig

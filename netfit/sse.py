@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from netfit.models import TERMINAL_STATUSES, EarlyStoppingProgress, EpochMetrics
+from netfit.models import TERMINAL_STATUSES, EarlyStoppingProgress, EpochMetrics, LayerStat
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class EpochEvent:
     id: str | None
     metrics: EpochMetrics
     early_stopping: EarlyStoppingProgress | None = None  # the engine's countdown, as it decided
+    layers: list[LayerStat] | None = None  # per-layer statistics, as GET /v1/jobs/{id}/layer-stats has them
 
     @property
     def epoch(self) -> int:
@@ -88,7 +89,8 @@ def job_event(raw: ServerEvent) -> JobEvent | None:
     if raw.event == "epoch":
         countdown = payload.get("early_stopping")
         return EpochEvent(id=raw.id, metrics=EpochMetrics.model_validate(payload),
-                          early_stopping=countdown and EarlyStoppingProgress.model_validate(countdown))
+                          early_stopping=countdown and EarlyStoppingProgress.model_validate(countdown),
+                          layers=[LayerStat.model_validate(layer) for layer in payload.get("layers") or []] or None)
     return StatusEvent(
         id=raw.id,
         status=payload["status"],

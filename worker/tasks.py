@@ -118,7 +118,7 @@ class JobCallbacks(FitCallbacks):
         best = (checkpoint_bytes(self.job_id, "best", report.epoch, report.metrics, state.best_weights, self.described)
                 if report.is_best and state.best_weights is not None else None)
         with_db_retry(lambda s: db_jobs.record_epoch(s, self.job_id, self.attempt, row, resume_state=resume, best=best,
-                                                     early_stopping=report.early_stopping),
+                                                     early_stopping=report.early_stopping, layers=report.layers),
                       self.factory, done_if_duplicate=True)
         # a sweep's trial: its pruner may stop it at this epoch (None for other jobs)
         return with_db_retry(lambda _: sweeps.prune_decision(self.factory, self.job_id, report.epoch), self.factory)
@@ -223,7 +223,9 @@ def _train(job_id: str, attempt: int, factory: sessionmaker[Session], lease: Lea
         log.info("job %s: resuming after epoch %d", job_id, resume.epoch)
     data = load_data(spec, raw=_decoded(sha256, uploaded))
     described = model_metadata(spec, data.signature, data.preprocessing, data.classes)
-    result = fit(spec, data, callbacks=JobCallbacks(factory, job_id, attempt, lease, described), resume=resume)
+    # per-layer statistics are cheap enough to keep for every job (bench engine: engine_stats / engine)
+    result = fit(spec, data, callbacks=JobCallbacks(factory, job_id, attempt, lease, described), resume=resume,
+                 layer_stats=True)
 
     if lease.lost.is_set():
         raise db_jobs.Fenced(job_id)

@@ -19,7 +19,9 @@ from api.responses import errors, link
 from api.settings import Settings
 from db import datasets as db_datasets
 from db import jobs as db_jobs
-from netfit.models import TERMINAL_STATUSES, Checkpoint, EpochMetrics, Job, JobStatus, ModelSummary, Page
+from netfit.models import (
+    TERMINAL_STATUSES, Checkpoint, EpochLayerStats, EpochMetrics, Job, JobStatus, ModelSummary, Page,
+)
 from netfit.spec import ID_PATTERN, MAX_EPOCHS, JobSpec
 
 log = logging.getLogger("netfit.api")
@@ -29,7 +31,8 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=errors(401, 404, 
 JOB_LINKS = {name: link(f"/v1/jobs/{{job_id}}{tail}", method, job_id="$response.body#/id") for name, tail, method in (
     ("GetJob", "", "get"), ("GetMetrics", "/metrics", "get"), ("FollowEvents", "/events", "get"),
     ("CancelJob", "/cancel", "post"), ("ListCheckpoints", "/checkpoints", "get"),
-    ("DownloadCheckpoint", "/checkpoints/{kind}", "get"), ("PlotCurves", "/curves.{fmt}", "get"))}
+    ("DownloadCheckpoint", "/checkpoints/{kind}", "get"), ("PlotCurves", "/curves.{fmt}", "get"),
+    ("GetLayerStats", "/layer-stats", "get"), ("PlotLayers", "/layers.{fmt}", "get"))}
 
 def to_wire(job: Any) -> Job:
     return Job.model_validate(job, from_attributes=True)
@@ -186,6 +189,36 @@ def get_metrics(
         if status in TERMINAL_STATUSES:
             cache.put(key, body)
     return Response(body, media_type="application/json")
+
+
+@router.get("/{job_id}/layer-stats", response_model=Page[EpochLayerStats],
+            summary="Per epoch, each layer's weight and gradient norms")
+def get_layer_stats(
+    job_id: JobId, session: SessionDep, tenant: PrincipalDep,
+    cursor: Annotated[int | None, Query(ge=0, le=MAX_EPOCHS, description="next_cursor of the previous page (an epoch)")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_EPOCHS, description="at most this many epochs; the default holds any job")] = MAX_EPOCHS,
+) -> Page[EpochLayerStats]:
+    """For each layer with parameters: max |w| and ||w|| at the epoch's end, and the gradient's
+    norm during it (see the fields). Epochs recorded without statistics are left out."""
+    _owned(session, tenant, job_id)
+    rows = db_jobs.layer_rows(session, tenant, job_id, after=cursor or 0, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page[EpochLayerStats](items=[EpochLayerStats(epoch=epoch, layers=layers) for epoch, layers in rows],
+                                 next_cursor=str(rows[-1][0]) if more else None)
+
+
+@router.get("/{job_id}/layers.{fmt}", summary="Per-layer max |w| and gradient norm vs epoch",
+            response_class=Response, responses={200: {"content": {"image/svg+xml": {}, "image/png": {}}}})
+def layers_plot(job_id: JobId, fmt: Literal["svg", "png"], session: SessionDep, tenant: PrincipalDep) -> Response:
+    from netfit.plots import layer_curves
+
+    job = _owned(session, tenant, job_id)
+    rows = [EpochLayerStats(epoch=epoch, layers=layers) for epoch, layers in db_jobs.layer_rows(session, tenant, job_id)]
+    if not rows:
+        raise ApiError(404, f"job {job_id} ({job.status}) has no layer statistics yet; they are recorded with each epoch")
+    image = layer_curves(rows, fmt=fmt, title=job.name or job.id)
+    return Response(image, media_type="image/svg+xml" if fmt == "svg" else "image/png")
 
 
 @router.post("/{job_id}/cancel", response_model=Job, summary="Stop a queued or running job")

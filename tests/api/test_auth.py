@@ -101,7 +101,9 @@ def _seed_tenant(c, db_url: str, key: str) -> dict[str, str]:
     with factory() as session:
         attempt = db_jobs.claim(session, job["id"], "test-worker", lease_seconds=600, max_attempts=3)
         db_jobs.record_epoch(session, job["id"], attempt, {"epoch": 1, "train_loss": 0.9, "val_loss": 0.8},
-                             resume_state=b"resume", best=b"weights")
+                             resume_state=b"resume", best=b"weights", layers=[
+                                 {"index": 0, "type": "linear", "weight_max_abs": 0.5, "weight_norm": 2.0,
+                                  "grad_norm": 0.1}])
         # a sweep without trials (its trials would show in the tenant's job list)
         sweep = db_sweeps.create_sweep(session, tenant=db_keys.tenant_for(session, key), request={
             "spec": iris_spec(), "parameters": {"model.layers.0.units": {"values": [4, 8]}}, "method": "grid",

@@ -48,7 +48,7 @@ def test_engine_section_times_every_contender(tmp_path: Path) -> None:
     engine = summary["sections"]["engine"]
     for setup in ("128_b64", "128_b256", "512-256_dropout_b256"):
         seconds = engine[f"{setup}_seconds"]["median"]
-        assert set(seconds) == {"engine", "hand_fused", "hand_plain", "tutorial", "lightning", "keras"}
+        assert set(seconds) == {"engine", "engine_stats", "hand_fused", "hand_plain", "tutorial", "lightning", "keras"}
         assert all(0 < s < 60 for s in seconds.values()), seconds
     values = figures(engine)
     assert values and all(v > 0 and math.isfinite(v) for v in values.values()), values

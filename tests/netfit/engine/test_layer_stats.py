@@ -43,3 +43,27 @@ def test_a_deep_sigmoid_network_has_vanishing_gradients_and_a_relu_one_not():
     assert first["grad_norm"] * 100 <= last["grad_norm"], (first, last)
     first, last, _ = first_and_last(deep("relu"))
     assert first["grad_norm"] * 100 > last["grad_norm"], (first, last)
+
+
+def test_gradients_are_measured_on_at_most_grad_samples_evenly_spaced_steps():
+    """An MNIST epoch at batch 64 has 938 steps: 32 of them are measured (the cost bench engine
+    reports as engine_stats / engine), spread over the epoch, not its first 32."""
+    import torch
+    from torch import nn
+
+    from netfit.engine.fit import GRAD_SAMPLES, LayerStats
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    for batches, measured in ((938, GRAD_SAMPLES), (10, 10)):
+        stats = LayerStats(model, batches)
+        stats.start_epoch()
+        seen = []
+        for batch in range(batches):
+            model.zero_grad()
+            model(torch.full((1, 4), float(batch))).sum().backward()
+            before = stats.steps
+            stats.add_grads(batch)
+            seen += [batch] if stats.steps > before else []
+        assert len(seen) == measured and seen[0] == 0 and seen[-1] >= batches - batches // GRAD_SAMPLES - 1
+        layers = stats.read()
+        assert [layer["index"] for layer in layers] == [0, 2] and all(layer["grad_norm"] > 0 for layer in layers)
