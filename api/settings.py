@@ -49,6 +49,20 @@ class Settings:
     db_retry_seconds: float = 60.0  # a worker rides out a database restart this long
     requeue_seconds: float = 60.0  # a queued job not sent for this long is sent again
     reconcile_seconds: float = 5.0  # how often each worker's reconciler looks
+    # downloaded built-ins (mnist, fashion_mnist; netfit.engine.downloads): the cache every worker
+    # of the machine shares (None: ~/.cache/netfit/datasets), a mirror's base URL tried before the
+    # canonical ones (or alone), and, for tests only, a JSON file of digests replacing the published ones
+    dataset_dir: str | None = None
+    dataset_mirror: str | None = None
+    dataset_mirror_only: bool = False
+    dataset_manifest: str | None = None
+
+    def downloads(self):
+        """These settings as the engine takes them (netfit.engine.downloads.Downloads)."""
+        from netfit.engine.downloads import Downloads  # standard library only: nothing heavy
+
+        return Downloads.configured(self.dataset_dir, self.dataset_mirror, self.dataset_mirror_only,
+                                    self.dataset_manifest)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -70,6 +84,10 @@ class Settings:
             db_retry_seconds=_float("NETFIT_DB_RETRY_SECONDS", cls.db_retry_seconds),
             requeue_seconds=_float("NETFIT_REQUEUE_SECONDS", cls.requeue_seconds),
             reconcile_seconds=_float("NETFIT_RECONCILE_SECONDS", cls.reconcile_seconds),
+            dataset_dir=os.environ.get("NETFIT_DATASET_DIR") or None,
+            dataset_mirror=os.environ.get("NETFIT_DATASET_MIRROR") or None,
+            dataset_mirror_only=_flag("NETFIT_DATASET_MIRROR_ONLY"),
+            dataset_manifest=os.environ.get("NETFIT_DATASET_MANIFEST") or None,
         )
 
 

@@ -34,7 +34,8 @@ class Strict(BaseModel):
 
 # --------------------------------------------------------------------------- data sets
 
-BuiltinName = Literal["iris", "wine", "breast_cancer", "digits"]
+# iris .. digits ship with scikit-learn; mnist and fashion_mnist are downloaded once per machine
+BuiltinName = Literal["iris", "wine", "breast_cancer", "digits", "mnist", "fashion_mnist"]
 
 
 class _Synthetic(Strict):
@@ -124,7 +125,7 @@ class DatasetRef(Strict):
         given = [k for k in ("builtin", "synthetic", "id") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of 'builtin' (iris, wine, breast_cancer, digits), "
+                "give exactly one of 'builtin' (iris, wine, breast_cancer, digits, mnist, fashion_mnist), "
                 "'synthetic' ({'kind': ...}) or 'id' (an uploaded data set); got "
                 + (", ".join(given) or "none")
             )

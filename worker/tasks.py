@@ -221,7 +221,7 @@ def _train(job_id: str, attempt: int, factory: sessionmaker[Session], lease: Lea
     resume = TrainingState.from_bytes(resume_bytes) if resume_bytes else None
     if resume is not None:
         log.info("job %s: resuming after epoch %d", job_id, resume.epoch)
-    data = load_data(spec, raw=_decoded(sha256, uploaded))
+    data = load_data(spec, raw=_decoded(sha256, uploaded), downloads=get_settings().downloads())
     described = model_metadata(spec, data.signature, data.preprocessing, data.classes)
     # per-layer statistics are cheap enough to keep for every job (bench engine: engine_stats / engine)
     result = fit(spec, data, callbacks=JobCallbacks(factory, job_id, attempt, lease, described), resume=resume,

@@ -10,6 +10,7 @@ import sys
 
 from netfit.cli.output import num, table, when
 from netfit.cli.progress import final_line, follow
+from netfit.cli.server import DATASETS_FETCH_HELP, cmd_datasets_fetch
 from netfit.client import Client, metrics_columns
 from netfit.models import Job
 
@@ -180,3 +181,8 @@ def register(command, formatter) -> None:  # see netfit.cli.build_parser
     sub.set_defaults(run=cmd_datasets_upload)
     sub = actions.add_parser("list", help="list uploaded data sets", description="list uploaded data sets")
     sub.set_defaults(run=cmd_datasets_list)
+    sub = actions.add_parser("fetch", help="download mnist / fashion_mnist into this machine's cache",
+                             description="download built-in data sets (mnist, fashion_mnist) into this machine's cache",
+                             epilog=DATASETS_FETCH_HELP, formatter_class=formatter)
+    sub.add_argument("names", nargs="+", metavar="NAME", help="mnist, fashion_mnist")
+    sub.set_defaults(run=cmd_datasets_fetch, server=True)  # local: no API involved

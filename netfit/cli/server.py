@@ -108,6 +108,37 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+DATASETS_FETCH_HELP = """\
+Downloads once, into the cache every worker of this machine reads (checked by sha256), so
+that no job waits for it. Run it where the workers run.
+
+environment:
+  NETFIT_DATASET_DIR          the cache (default ~/.cache/netfit/datasets)
+  NETFIT_DATASET_MIRROR       a base URL tried before the canonical mirrors (files at <URL>/<set>/<file>)
+  NETFIT_DATASET_MIRROR_ONLY  1: use that mirror alone
+"""
+
+
+def cmd_datasets_fetch(args: argparse.Namespace) -> int:
+    """`netfit datasets fetch mnist`: the downloaded built-ins into this machine's cache."""
+    from netfit.engine.downloads import REMOTE_SETS, fetch
+    from netfit.engine.errors import DataError
+
+    downloads = server_module("api.settings").Settings.from_env().downloads()
+    for name in args.names:
+        if name not in REMOTE_SETS:
+            raise SystemExit(f"netfit: '{name}' is not a downloaded built-in; choose from {', '.join(REMOTE_SETS)}")
+        placed: list[str] = []
+        try:
+            paths = fetch(name, downloads, placed)
+        except DataError as exc:
+            raise SystemExit(f"netfit: {exc}") from None
+        size = sum(p.stat().st_size for p in paths.values())
+        done = f"downloaded {len(placed)} of {len(paths)} files to" if placed else "already in"
+        print(f"{name}: {done} {downloads.folder(name)} ({size / 2**20:.1f} MiB, checked by sha256)")
+    return 0
+
+
 def register(command, formatter) -> None:  # see netfit.cli.build_parser
     for name, help, run in (
         ("serve", "run the embedded service: the API and one worker in one process", cmd_serve),

@@ -1,8 +1,9 @@
 """The data a job trains on: its data set read (sources), split with a seed, preprocessed.
 
 Modules: `arrays` (RawArrays, DataSignature, the checks every data set passes), `labels`
-(class codes), `formats` (CSV/NPZ uploads and their guards), `sources` (built-in, synthetic,
-uploaded), `preprocessing`. The names other code imports from here stay importable here.
+(class codes), `formats` (CSV/NPZ uploads and their guards, IDX), `sources` (built-in, synthetic,
+uploaded), `downloads` (MNIST-like sets fetched once into a shared cache), `preprocessing`.
+The names other code imports from here stay importable here.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from sklearn.model_selection import train_test_split
 from netfit.spec import JobSpec
 
 from .arrays import DataSignature, RawArrays, describe
+from .downloads import Downloads
 from .errors import DataError
 from .formats import from_npz_bytes, read_upload, to_npz_bytes
 from .preprocessing import apply_preprocessing, fit_preprocessing
 from .sources import load_raw, signature_of
 
-__all__ = ["DataSignature", "PreparedData", "RawArrays", "Split", "apply_preprocessing", "describe",
+__all__ = ["DataSignature", "Downloads", "PreparedData", "RawArrays", "Split", "apply_preprocessing", "describe",
            "fit_preprocessing", "from_npz_bytes", "load_data", "load_raw", "read_upload", "signature_of",
            "to_npz_bytes"]
 
@@ -53,9 +55,11 @@ def _split_off(x, y, fraction: float, n_total: int, stratify: bool, seed: int):
         return train_test_split(x, y, test_size=k, random_state=seed)
 
 
-def load_data(spec: JobSpec, uploaded: bytes | None = None, raw: RawArrays | None = None) -> PreparedData:
-    """`raw`: the spec's data set already read (it is not changed), else it is read here."""
-    raw = raw if raw is not None else load_raw(spec.dataset, uploaded)
+def load_data(spec: JobSpec, uploaded: bytes | None = None, raw: RawArrays | None = None,
+              downloads: Downloads | None = None) -> PreparedData:
+    """`raw`: the spec's data set already read (it is not changed), else it is read here;
+    `downloads`: where downloaded built-ins are cached and fetched from (default: ~/.cache/netfit)."""
+    raw = raw if raw is not None else load_raw(spec.dataset, uploaded, downloads)
     signature = describe(raw)
     sp = spec.split
     stratify = sp.stratify and raw.classes is not None

@@ -1,9 +1,10 @@
-"""File formats of uploads (CSV, NPZ) and their guards: nothing is unpickled, nothing is
-inflated before its declared size is checked."""
+"""File formats: uploads (CSV, NPZ) and their guards — nothing is unpickled, nothing is
+inflated before its declared size is checked — and IDX, the format MNIST is published in."""
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import math
 import zipfile
@@ -228,3 +229,27 @@ def to_npz_bytes(raw: RawArrays) -> bytes:
 def from_npz_bytes(b: bytes) -> RawArrays:
     return _read_npz(b, "stored data set")
 
+
+
+# IDX: two zero bytes, a type code, the number of dimensions, each size as a big-endian uint32,
+# then the values, big-endian
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(content: bytes, name: str) -> np.ndarray:
+    """An IDX array, gzip-compressed or not."""
+    if content.startswith(b"\x1f\x8b"):
+        try:
+            content = gzip.decompress(content)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{name} is not a readable gzip file ({e}); delete it to download it again") from None
+    if len(content) < 4 or content[:2] != b"\0\0" or content[2] not in IDX_DTYPES:
+        raise DataError(f"{name} is not an IDX file (it starts with {content[:4]!r})")
+    ndim, dtype = content[3], np.dtype(IDX_DTYPES[content[2]])
+    header = 4 + 4 * ndim
+    shape = tuple(int(d) for d in np.frombuffer(content[4:header], dtype=">u4")) if len(content) >= header else None
+    if shape is None or len(content) - header != math.prod(shape) * dtype.itemsize:
+        raise DataError(f"{name}: its IDX header declares shape {list(shape or [])} but the file holds "
+                        f"{len(content) - header:,} bytes of values; the file is damaged")
+    _check_size(shape, name)
+    return np.frombuffer(content, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))

@@ -87,7 +87,7 @@ SPECS: list[tuple[str, Any, int, str]] = [
     ("no dataset", spec_with("dataset", DELETE), 422, "required"),
     ("an empty dataset", spec_with("dataset", {}), 422, "exactly one"),
     ("two datasets", spec_with("dataset", {"builtin": "iris", "id": "abc"}), 422, "exactly one"),
-    ("an unknown builtin", spec_with("dataset.builtin", "mnist"), 422, "iris"),
+    ("an unknown builtin", spec_with("dataset.builtin", "cifar10"), 422, "iris"),
     ("an unknown uploaded id", spec_with("dataset", {"id": "no-such-set"}), 422, "upload"),
     ("a path as dataset id", spec_with("dataset", {"id": "../../etc/passwd"}), 422, "pattern"),
     ("10 million synthetic samples", spec_with("dataset", {"synthetic": {"kind": "moons", "n_samples": 10**7}}), 422,

@@ -7,13 +7,15 @@ from netfit.spec import MAX_SAMPLE_EPOCHS, DatasetRef, JobSpec
 from ..arrays import DataSignature, RawArrays, describe
 from ..errors import DataError, SpecError
 from ..formats import from_npz_bytes
-from .builtin import builtin
+from ..downloads import Downloads
+from .builtin import SIGNATURES, builtin
 from .synthetic import synthetic, synthetic_signature
 
 
-def load_raw(dataset: DatasetRef, uploaded: bytes | None = None) -> RawArrays:
+def load_raw(dataset: DatasetRef, uploaded: bytes | None = None, downloads: Downloads | None = None) -> RawArrays:
+    """`downloads`: where downloaded built-ins (mnist, fashion_mnist) are cached and fetched from."""
     if dataset.builtin is not None:
-        return builtin(dataset.builtin)
+        return builtin(dataset.builtin, downloads)
     if dataset.synthetic is not None:
         return synthetic(dataset.synthetic)
     if uploaded is None:
@@ -28,6 +30,8 @@ def signature_of(spec: JobSpec, uploaded: bytes | None = None, stored: DataSigna
         signature = stored
     elif spec.dataset.synthetic is not None:
         signature = synthetic_signature(spec.dataset.synthetic)
+    elif spec.dataset.builtin in SIGNATURES:  # known without downloading
+        signature = SIGNATURES[spec.dataset.builtin]
     else:
         signature = describe(load_raw(spec.dataset, uploaded))
     epochs = spec.training.epochs
