@@ -3,41 +3,63 @@
 Static files and small ES modules (no build step, nothing fetched from another host): the
 pages are plain HTML that call the same /v1 API a client does, with the API key the user
 pastes (kept in the tab's sessionStorage, sent as a bearer header). Vendored libraries sit
-under api/static/vendor with their licences (see the README there)."""
+under api/static/vendor with their licences (see the README there).
+
+Caching: a vendored library's folder is named by its version, so its files are kept for a year
+without asking again; the page and the app's own modules are revalidated on every load (no-cache
++ ETag: a 304 when unchanged), so a deploy shows at once."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
-from fastapi import APIRouter, FastAPI
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from api.errors import not_found
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
+VENDOR = STATIC / "vendor"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 router = APIRouter(include_in_schema=False)
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
 
 DOCS_HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>netfit API - Swagger UI</title>
-<link rel="stylesheet" href="/static/vendor/swagger-ui/swagger-ui.css">
+<link rel="stylesheet" href="/static/vendor/swagger-ui-5.35.0/swagger-ui.css">
 <link rel="icon" href="/static/favicon.svg"></head>
 <body><div id="swagger-ui"></div>
-<script src="/static/vendor/swagger-ui/swagger-ui-bundle.js"></script>
+<script src="/static/vendor/swagger-ui-5.35.0/swagger-ui-bundle.js"></script>
 <script src="/static/docs/swagger-init.js"></script></body></html>"""
 
 REDOC_HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>netfit API - ReDoc</title>
 <link rel="icon" href="/static/favicon.svg"></head>
 <body><redoc spec-url="/openapi.json"></redoc>
-<script src="/static/vendor/redoc/redoc.standalone.js"></script></body></html>"""
+<script src="/static/vendor/redoc-2.5.4/redoc.standalone.js"></script></body></html>"""
+
+
+class Assets(StaticFiles):
+    """StaticFiles (ETag, Last-Modified, 304) with the cache rule above."""
+
+    def file_response(self, full_path: Any, stat_result: os.stat_result, scope: Any, status_code: int = 200) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers["Cache-Control"] = IMMUTABLE if Path(full_path).is_relative_to(VENDOR) else REVALIDATE
+        return response
+
+
+ASSETS = Assets(directory=STATIC)
 
 
 @router.get("/", response_class=FileResponse)
-def index() -> FileResponse:
-    return FileResponse(STATIC / "index.html", media_type="text/html")
+def index(request: Request) -> Response:
+    path = STATIC / "index.html"
+    return ASSETS.file_response(path, path.stat(), request.scope)
 
 
 @router.get("/docs", response_class=HTMLResponse)
@@ -73,4 +95,4 @@ def example(name: str) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.include_router(router)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", ASSETS, name="static")

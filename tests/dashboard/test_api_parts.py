@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 
+from api.routers.dashboard import STATIC
 from db.models import Job
 from db.session import make_session_factory
 from tests.api.conftest import make_client
@@ -61,3 +62,22 @@ def test_list_filters_by_name_substring(client):
     names = {j["name"] for j in client.get("/v1/jobs", params={"name": "iris"}).json()["items"]}
     assert names == {"iris-small", "IRIS-large"}
     assert client.get("/v1/jobs", params={"name": "%"}).json()["items"] == []  # a literal, not a wildcard
+
+
+def test_vendored_files_are_kept_and_the_apps_own_files_revalidate(client):
+    # a vendored library's folder is named by its VERSION: a new version is a new path
+    vendor = STATIC / "vendor"
+    for folder in (p for p in vendor.iterdir() if p.is_dir()):
+        assert folder.name.endswith("-" + (folder / "VERSION").read_text().strip()), folder.name
+    kept = client.get("/static/vendor/uplot-1.6.32/uPlot.esm.js")
+    assert kept.status_code == 200 and "immutable" in kept.headers["cache-control"]
+    assert "max-age=31536000" in kept.headers["cache-control"]
+    for path in ("/", "/static/js/app.js", "/static/js/jobs.js", "/static/app.css"):
+        first = client.get(path)
+        assert first.status_code == 200 and first.headers["cache-control"] == "no-cache", path
+        # unchanged: a 304 without the body; the browser keeps showing its copy
+        again = client.get(path, headers={"If-None-Match": first.headers["etag"]})
+        assert again.status_code == 304 and again.content == b"", path
+        assert again.headers["cache-control"] == "no-cache"
+    # the tenants' data keeps its own rule: never stored
+    assert client.get("/v1/jobs").headers["cache-control"] == "no-store"
