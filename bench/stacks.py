@@ -6,7 +6,6 @@ passed on to every process (OMP_NUM_THREADS when the run sets torch's threads)."
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -15,8 +14,8 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import (
-    Proc, claimed_redis_db, free_port, fresh_pg_database, service_env, start_api_process, start_worker_process,
-    wait_healthy, wait_ready, wait_until,
+    claimed_redis_db, fresh_pg_database, service_env, start_api_process, start_serve_process, start_worker_process,
+    wait_ready,
 )
 
 
@@ -33,13 +32,8 @@ class Stack:
 @contextmanager
 def embedded(workdir: Path, env: dict[str, str]) -> Iterator[Stack]:
     """`netfit serve` as a user runs it, in workdir."""
-    port = free_port()
-    proc = Proc([sys.executable, "-c", f"from api.server import serve; serve('127.0.0.1', {port})"], env,
-                workdir / "serve.log", cwd=workdir)
-    base_url = f"http://127.0.0.1:{port}"
+    proc, base_url = start_serve_process(env, workdir)
     try:
-        wait_healthy(base_url, proc)
-        wait_until(lambda: "ready." in proc.output(), timeout=90, what="the embedded worker to be ready")
         with httpx.Client(base_url=base_url, timeout=120) as client:
             yield Stack("embedded", "embedded (serve: SQLite + file broker, 1 worker)", base_url,
                         f"sqlite:///{workdir / 'netfit.db'}", 1, client)

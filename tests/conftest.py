@@ -259,6 +259,21 @@ def start_api_process(env: dict[str, str], log: Path) -> tuple[Proc, str]:
     return proc, base_url
 
 
+def start_serve_process(env: dict[str, str], workdir: Path) -> tuple[Proc, str]:
+    """`netfit serve` in workdir (its SQLite and file broker there), API healthy and worker ready."""
+    port = free_port()
+    proc = Proc([sys.executable, "-c", f"from api.server import serve; serve('127.0.0.1', {port})"], env,
+                workdir / "serve.log", cwd=workdir)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base_url, proc)
+        wait_until(lambda: "ready." in proc.output(), timeout=90, what="the embedded worker to be ready")
+    except BaseException:
+        proc.stop(grace=20)
+        raise
+    return proc, base_url
+
+
 def wait_healthy(base_url: str, proc: Proc, timeout: float = 60) -> None:
     def up() -> bool:
         assert proc.alive(), f"server died at start:\n{proc.output()[-3000:]}"
@@ -301,14 +316,8 @@ def start_api(tmp_path: Path) -> Iterator[Callable[..., str]]:
 def embedded_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`netfit serve` as a user runs it: no NETFIT_* settings, SQLite and the file broker in
     the working directory, one worker process. Yields the base_url (http://127.0.0.1:PORT)."""
-    workdir = tmp_path_factory.mktemp("embedded")
-    port = free_port()
-    code = f"from api.server import serve; serve('127.0.0.1', {port})"
-    proc = Proc([sys.executable, "-c", code], {}, workdir / "serve.log", cwd=workdir)
-    base_url = f"http://127.0.0.1:{port}"
+    proc, base_url = start_serve_process({}, tmp_path_factory.mktemp("embedded"))
     try:
-        wait_healthy(base_url, proc)
-        wait_until(lambda: "ready." in proc.output(), timeout=60, what="the embedded worker to be ready")
         yield base_url
     finally:
         proc.stop(grace=20)

@@ -3,7 +3,6 @@ real worker from a local mirror (tests/idx_mirror), and offline a failed job tha
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import make_client
-from tests.conftest import Proc, free_port, wait_healthy, wait_until
+from tests.conftest import start_serve_process, wait_until
 from tests.idx_mirror import FILES, Mirror, make_set, write_manifest
 
 
@@ -46,13 +45,8 @@ def mirrored_service(tmp_path_factory) -> Iterator[tuple[str, Mirror, Path]]:
         env = {"NETFIT_DATASET_DIR": str(workdir / "cache"), "NETFIT_DATASET_MIRROR": mirror.url(),
                "NETFIT_DATASET_MIRROR_ONLY": "1",
                "NETFIT_DATASET_MANIFEST": str(write_manifest(workdir / "manifest.json", files))}
-        port = free_port()
-        proc = Proc([sys.executable, "-c", f"from api.server import serve; serve('127.0.0.1', {port})"], env,
-                    workdir / "serve.log", cwd=workdir)
-        base_url = f"http://127.0.0.1:{port}"
+        proc, base_url = start_serve_process(env, workdir)
         try:
-            wait_healthy(base_url, proc)
-            wait_until(lambda: "ready." in proc.output(), timeout=60, what="the embedded worker to be ready")
             yield base_url, mirror, workdir / "cache"
         finally:
             proc.stop(grace=20)
