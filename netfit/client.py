@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from netfit.models import Checkpoint, Dataset, EpochMetrics, Job, Page, Sweep, SweepImportance, Trial
+from netfit.models import Checkpoint, Dataset, EpochLayerStats, EpochMetrics, Job, Page, Sweep, SweepImportance, Trial
 from netfit.spec import JobSpec
 from netfit.sse import EpochEvent, JobEvent, StatusEvent, job_event, parse_sse
 
@@ -159,6 +159,10 @@ class Client:
         """The metrics as columns (`{"epoch": [...], "val_loss": [...]}`), ready to plot."""
         return metrics_columns(self.metrics(job_id))
 
+    def layer_stats(self, job_id: str) -> list[EpochLayerStats]:
+        """Per epoch, each layer's max |w|, ||w|| and gradient norm (epochs without them left out)."""
+        return list(self._items(EpochLayerStats, f"/v1/jobs/{job_id}/layer-stats"))
+
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> Job:
         """Block until the job is succeeded, failed or cancelled; TimeoutError after `timeout` s."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -263,10 +267,18 @@ class Client:
     def curves(self, job_id: str, path: str | Path | None = None, fmt: str | None = None) -> bytes:
         """The learning curves as PNG or SVG bytes (format from `fmt`, else from `path`'s suffix,
         else SVG); also written to `path` when given."""
+        return self._image(f"/v1/jobs/{job_id}/curves", path, fmt)
+
+    def layers_plot(self, job_id: str, path: str | Path | None = None, fmt: str | None = None) -> bytes:
+        """Each layer's max |w| and gradient norm vs epoch, as PNG or SVG bytes (the format
+        chosen as for curves); also written to `path` when given."""
+        return self._image(f"/v1/jobs/{job_id}/layers", path, fmt)
+
+    def _image(self, stem: str, path: str | Path | None, fmt: str | None) -> bytes:
         fmt = (fmt or (Path(path).suffix.lstrip(".") if path else "") or "svg").lower()
         if fmt not in CURVE_FORMATS:
             raise ValueError(f"plot format must be one of {CURVE_FORMATS}, not {fmt!r}; name the file .png or .svg")
-        content = self._request("GET", f"/v1/jobs/{job_id}/curves.{fmt}").content
+        content = self._request("GET", f"{stem}.{fmt}").content
         if path is not None:
             Path(path).write_bytes(content)
         return content

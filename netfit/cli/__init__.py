@@ -4,6 +4,7 @@
     netfit submit examples/iris_two_layers_small.json --follow
     netfit metrics ID --format csv
     netfit plot ID -o curves.png
+    netfit plot ID --layers -o layers.png         # each layer's max |w| and gradient norm vs epoch
     netfit keys create --tenant team-a            # on the server: an API key, printed once
 
 Each module of this package registers its commands (`register(command, formatter)`);

@@ -114,8 +114,14 @@ def cmd_download(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_plot(client: Client, args: argparse.Namespace) -> int:
-    client.curves(args.id, path=args.output)
-    print(f"saved the learning curves of {args.id} to {args.output}")
+    if args.layers:
+        output = args.output or "layers.png"
+        client.layers_plot(args.id, path=output)
+        print(f"saved the layer statistics of {args.id} to {output}")
+        return 0
+    output = args.output or "curves.png"
+    client.curves(args.id, path=output)
+    print(f"saved the learning curves of {args.id} to {output}")
     return 0
 
 
@@ -168,7 +174,9 @@ def register(command, formatter) -> None:  # see netfit.cli.build_parser
 
     sub = command("plot", "save a job's learning curves (PNG or SVG, from the file name)", cmd_plot)
     sub.add_argument("id")
-    sub.add_argument("-o", "--output", default="curves.png", help="file to write (default %(default)s)")
+    sub.add_argument("-o", "--output", help="file to write (default curves.png, or layers.png with --layers)")
+    sub.add_argument("--layers", action="store_true",
+                     help="plot each layer's max |w| and gradient norm vs epoch instead of the learning curves")
 
     datasets = command("datasets", "upload and list data sets", None)
     actions = datasets.add_subparsers(dest="action", metavar="ACTION", required=True)

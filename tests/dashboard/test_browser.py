@@ -130,6 +130,21 @@ def test_a_running_jobs_chart_gains_points_live_and_cancel_stops_it(page, servic
     shot(page, "job-cancelled")
 
 
+def test_a_deep_sigmoid_jobs_page_shows_its_vanishing_gradient_in_the_layer_statistics(page, service):
+    spec = {**iris_spec(epochs=8), "name": "deep-sigmoid"}
+    spec["model"] = {"layers": [*[{"type": t, "units": 16} if t == "linear" else {"type": t}
+                                  for _ in range(6) for t in ("linear", "sigmoid")], {"type": "linear", "units": 3}]}
+    job = service.wait_done(service.submit(spec)["id"])
+    page.goto(f"/#/jobs/{job['id']}")
+    page.locator("#layer-stats").wait_for(state="visible")
+    wait_until(lambda: page.locator("#chart-layers").get_attribute("data-points") == "8", timeout=10, what="8 epochs")
+    rows = page.locator("#layer-stats-table tbody tr")
+    assert rows.count() == 7  # the linear layers; sigmoids hold no parameters
+    grads = [float(rows.nth(i).locator("td").nth(4).inner_text()) for i in (0, 6)]
+    assert grads[0] * 100 <= grads[1], grads  # the first layer's gradient decades below the last's
+    shot(page, "job-layer-stats")
+
+
 def test_compare_overlays_two_runs_and_lists_only_differing_fields(page, service):
     ids = []
     for lr in (0.01, 0.05):

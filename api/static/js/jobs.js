@@ -2,6 +2,7 @@
 // SSE, the early-stopping countdown, results, downloads, cancel) and the comparison of 2-10 jobs.
 import { api, download, streamEvents } from "./api.js";
 import { h, fmt, when, statusBadge, table, debounce } from "./dom.js";
+import { layerStatsPanel } from "./layers.js";
 
 const STATUSES = ["", "queued", "running", "succeeded", "failed", "cancelled"];
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
@@ -99,6 +100,84 @@ function countdownText(es) {
   return parts.join(" · ");
 }
 
+// Epochs done: the job row's count, or the events' when they are ahead (a row fetched at a
+// status event can be older than the epochs that streamed in meanwhile).
+export function epochsDone(job, rows) {
+  let last = 0;
+  for (const epoch of rows.keys()) if (epoch > last) last = epoch;
+  return Math.max(job.epochs_completed || 0, last);
+}
+
+// Where a run ended before its budget (early stopping, cancel, pruning), as the PNG marks it.
+const stopEpochOf = (job, done) => (job.stop_reason && job.stop_reason !== "max_epochs" ? done : null);
+
+// Best/last weights and the ONNX export: fetched with the key's header (a plain link could not
+// send it), saved under the name the server gives.
+function downloadButtons(id, showError) {
+  const files = [["best", "best weights", `/v1/jobs/${id}/checkpoints/best`, `${id}-best.safetensors`],
+    ["last", "last weights", `/v1/jobs/${id}/checkpoints/last`, `${id}-last.safetensors`],
+    ["onnx", "ONNX (best)", `/v1/jobs/${id}/export?format=onnx`, `${id}-best.onnx`]];
+  return files.map(([kind, label, path, name]) => h("button", { class: "secondary", id: `download-${kind}`,
+    onclick: async (e) => {
+      e.target.disabled = true;
+      try { await download(path, name); } catch (err) { showError(err); } finally { e.target.disabled = false; }
+    } }, label));
+}
+
+// Rows pasted as JSON (one sample, a list of them, or {"instances": [...]}) or CSV/TSV (a header
+// line of names is skipped); a cell that is not a number is sent as is, so the service's 422
+// names the sample and the value.
+export function parseRows(text) {
+  const t = text.trim();
+  if (!t) throw new Error("paste at least one row");
+  if (t[0] === "[" || t[0] === "{") {
+    const v = JSON.parse(t);
+    if (Array.isArray(v)) return v.length && typeof v[0] !== "object" ? [v] : v;  // a bare row is one sample
+    if (Array.isArray(v?.instances)) return v.instances;
+    throw new Error('JSON must be a row, a list of rows or {"instances": [...]}');
+  }
+  const cells = t.split(/\r?\n/).filter((l) => l.trim()).map((l) => l.trim().split(/\s*[,;\t]\s*|\s+/));
+  const number = (c) => c !== "" && Number.isFinite(Number(c));
+  const rows = cells[0].every((c) => !number(c)) ? cells.slice(1) : cells;
+  if (!rows.length) throw new Error("only a header line: paste the rows under it");
+  return rows.map((r) => r.map((c) => (number(c) ? Number(c) : c)));
+}
+
+function predictionTable(out) {
+  const classes = out.classes && out.classes.length <= 10 ? out.classes : null;
+  const head = ["#", "prediction", ...(classes ? classes.map((c) => `p(${c})`) : out.probabilities ? ["probability"] : [])];
+  return table(head, out.predictions.map((p, i) => h("tr", {}, h("td", {}, i + 1),
+    h("td", { class: "prediction" }, typeof p === "object" ? JSON.stringify(p) : fmt(p)),
+    classes ? out.probabilities[i].map((q) => h("td", { class: "num" }, q.toFixed(3)))
+      : out.probabilities ? h("td", { class: "num" }, Math.max(...out.probabilities[i]).toFixed(3)) : null)), { id: "predict-table" });
+}
+
+// "Predict" for a few rows: POST /v1/jobs/{id}/predict with the chosen weights.
+function predictPanel(id, inputShape) {
+  const shape = inputShape();
+  const hint = shape && shape.length === 1 ? `${shape[0]} numbers per row` : shape ? `samples of shape ${JSON.stringify(shape)}` : "rows of the job's inputs";
+  const input = h("textarea", { id: "predict-input", rows: 4, spellcheck: false, "aria-label": "rows to predict",
+    placeholder: `one row per line, CSV or JSON (${hint})` });
+  const which = h("select", { id: "predict-checkpoint", "aria-label": "weights" }, h("option", { value: "best" }, "best weights"), h("option", { value: "last" }, "last weights"));
+  const run = h("button", { id: "predict-run" }, "Predict");
+  const out = h("div", { id: "predict-output" });
+  const problem = (message, details = []) => out.replaceChildren(h("div", { class: "error", id: "predict-error" }, message,
+    details.length ? h("ul", {}, details.map((d) => h("li", {}, h("code", {}, (d.loc || []).join(".")), " ", d.msg))) : null));
+  run.addEventListener("click", async () => {
+    let rows;
+    try { rows = parseRows(input.value); } catch (err) { problem(`Cannot read the rows: ${err.message}`); return; }
+    run.disabled = true;
+    out.replaceChildren(h("span", { class: "muted" }, "predicting…"));
+    try {
+      const res = await api(`/v1/jobs/${id}/predict?checkpoint=${which.value}`, { method: "POST", json: { instances: rows } });
+      out.replaceChildren(h("p", { class: "muted" }, `${rows.length} row${rows.length === 1 ? "" : "s"} · ${res.checkpoint.kind} weights of epoch ${res.checkpoint.epoch}`), predictionTable(res));
+    } catch (err) {
+      problem(err.message, err.body?.details || []);
+    } finally { run.disabled = false; }
+  });
+  return h("div", { id: "predict" }, input, h("div", { class: "toolbar" }, which, run), out);
+}
+
 export function jobPage(ctx, id) {
   return page(ctx, async (signal) => {
     // uPlot is loaded by the pages that draw (the list, the first page most people open, does not)
@@ -112,10 +191,14 @@ export function jobPage(ctx, id) {
     const info = h("div", { id: "job-info" });
     const layers = h("div", { id: "layers" });
     const downloads = h("div", { id: "downloads" });
+    const layerStats = layerStatsPanel(lineChart);
+    signal.addEventListener("abort", () => layerStats.stop());
     ctx.view.append(title, h("div", { class: "toolbar" }, cancel, h("a", { href: `#/jobs` }, "← all jobs")),
       countdown, h("div", { class: "grid2" }, lossEl, metricEl),
       h("div", { class: "grid2" }, h("div", {}, h("h2", {}, "Results"), info, h("h2", {}, "Downloads"), downloads),
-        h("div", {}, h("h2", {}, "Layers"), layers)));
+        h("div", {}, h("h2", {}, "Layers"), layers)), layerStats.el);
+    downloads.append(...downloadButtons(id, ctx.showError));
+    info.after(h("h2", {}, "Predict"), predictPanel(id, () => job.summary?.input_shape));
     cancel.addEventListener("click", async () => {
       try { job = await api(`/v1/jobs/${id}/cancel`, { method: "POST" }); renderInfo(); } catch (e) { ctx.showError(e); }
     });
@@ -124,7 +207,7 @@ export function jobPage(ctx, id) {
     let infoTimer = null;
     signal.addEventListener("abort", () => clearTimeout(infoTimer));
     let es = null;
-    const stopEpoch = () => (job.stop_reason && job.stop_reason !== "max_epochs" ? job.epochs_completed : null);
+    const stopEpoch = () => stopEpochOf(job, epochsDone(job, rows));
     const marks = () => ({ best: es?.best_epoch ?? job.best_epoch, stop: stopEpoch() });
     const lossChart = lineChart(lossEl, { title: "loss", labels: ["train_loss", "val_loss"], marks, width: lossEl.clientWidth - 20 });
     let metricChart = null;
@@ -143,7 +226,7 @@ export function jobPage(ctx, id) {
     const renderInfo = () => {
       title.querySelector("#job-status").replaceChildren(statusBadge(job.status));
       cancel.disabled = TERMINAL.has(job.status);
-      const kv = [["id", job.id], ["status", job.status], ["stop reason", job.stop_reason], ["epochs", `${job.epochs_completed}/${job.epochs}`],
+      const kv = [["id", job.id], ["status", job.status], ["stop reason", job.stop_reason], ["epochs completed", `${epochsDone(job, rows)} of ${job.epochs} max`], ["stop epoch", stopEpoch()],
         ["best epoch", liveBest() ? es.best_epoch : job.best_epoch], ["device", job.device], ["attempts", job.attempts], ["created", when(job.created_at)],
         ["finished", when(job.finished_at)], ["error", job.error]];
       // while it runs, the best so far comes from the events (the job fetched at the start is older)
@@ -158,8 +241,6 @@ export function jobPage(ctx, id) {
           table(["#", "layer", "output shape", "params"], s.layers.map((l) => h("tr", {}, h("td", {}, l.index), h("td", {}, l.type),
             h("td", {}, JSON.stringify(l.output_shape)), h("td", { class: "num" }, l.params.toLocaleString()))), { id: "layer-table" }));
       }
-      downloads.replaceChildren(...["best", "last"].map((kind) => h("button", { class: "secondary", id: `download-${kind}`,
-        onclick: () => download(`/v1/jobs/${id}/checkpoints/${kind}`, `${id}-${kind}.safetensors`).catch(ctx.showError) }, `${kind} weights`)));
       if (es) countdown.textContent = countdownText(es);
       if (TERMINAL.has(job.status)) countdown.prepend(h("b", {}, `${job.status}${job.stop_reason && job.stop_reason !== job.status ? ` (${job.stop_reason})` : ""} · `));
     };
@@ -167,10 +248,10 @@ export function jobPage(ctx, id) {
     await streamEvents(`/v1/jobs/${id}/events`, async (kind, data) => {
       if (kind === "epoch") {
         rows.set(data.epoch, data);
+        layerStats.add(data.epoch, data.layers);
         // the countdown: nested as the lead writes it, or flat fields on the event
         const progress = data.early_stopping || (data.wait != null ? { monitor: data.monitor, best: data.best, best_epoch: data.best_epoch, wait: data.wait, patience: data.patience } : null);
         if (progress) { es = progress; countdown.textContent = countdownText(es); }
-        job.epochs_completed = Math.max(job.epochs_completed, data.epoch);
         redraw();
         // the results table follows the epochs too, at most twice a second (fast epochs would rebuild it hundreds of times)
         if (!infoTimer) infoTimer = setTimeout(() => { infoTimer = null; renderInfo(); }, 500);
