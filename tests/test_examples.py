@@ -8,13 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import ROOT
 
 EXAMPLES = ROOT / "examples"
-# job specs: mnist_npz.json needs an upload; sweep_*.json are sweeps (test_sweep_examples)
-SPECS = sorted(p.name for p in EXAMPLES.glob("*.json") if p.name != "mnist_npz.json" and not p.name.startswith("sweep_"))
+# job specs: mnist_npz.json needs an upload; *_builtin.json download their data (no internet here:
+# checked by a dry run only); sweep_*.json are sweeps (test_sweep_examples)
+SPECS = sorted(p.name for p in EXAMPLES.glob("*.json") if p.name != "mnist_npz.json" and not p.name.startswith("sweep_")
+               and not p.name.endswith("_builtin.json"))
+DOWNLOADING = sorted(p.name for p in EXAMPLES.glob("*_builtin.json"))
 SWEEPS = sorted(p.name for p in EXAMPLES.glob("sweep_*.json"))
 
 
@@ -43,6 +47,14 @@ def test_every_spec_trains_and_compare_ranks_them(embedded_service: str, tmp_pat
     assert accuracies == sorted(accuracies, reverse=True)
     assert rows["iris-one-layer"][2] == "15"  # 4*3 weights + 3 biases
     assert rows["overfitting-small-es"][10] != "-"  # regression reports RMSE
+
+
+@pytest.mark.parametrize("spec", DOWNLOADING)
+def test_specs_on_downloaded_builtins_pass_the_dry_run(spec: str, embedded_service: str):
+    dry = httpx.post(f"{embedded_service}/v1/jobs", params={"dry_run": "true"}, content=(EXAMPLES / spec).read_bytes(),
+                     headers={"content-type": "application/json"}, timeout=30)
+    assert dry.status_code == 200, dry.text
+    assert dry.json()["summary"]["layers"][-1]["output_shape"] == [10]
 
 
 def test_iris_script_saves_the_curves(embedded_service: str, tmp_path: Path):

@@ -10,7 +10,8 @@ from a notebook — the lesson's low-level API beside the service's high-level o
     result = fit(spec, data, callbacks=...)     # FitResult: stop reason, best/last weights, metrics
 
 Needs the `engine` extra (torch, numpy, scikit-learn, safetensors). Modules: `errors`
-(SpecError, DataError), `data` (loaders, splits, preprocessing), `layers` (spec → nn.Module,
-shape inference, summary), `fit` (the loop), `early_stopping`, `schedules`, `checkpoints`
-(safetensors weights, resume state). Importing this package imports nothing heavy.
+(SpecError, DataError), `data` (load_data: a data set read, split and preprocessed; its parts in
+`arrays`, `labels`, `formats`, `sources`, `preprocessing`, and `downloads` for MNIST-like sets
+fetched once per machine), `layers` (spec → nn.Module, shape inference, summary), `fit`
+(the loop), `early_stopping`, `schedules`, `checkpoints` (safetensors weights, resume state). Importing this package imports nothing heavy.
 """
