@@ -49,6 +49,12 @@ class Settings:
     db_retry_seconds: float = 60.0  # a worker rides out a database restart this long
     requeue_seconds: float = 60.0  # a queued job not sent for this long is sent again
     reconcile_seconds: float = 5.0  # how often each worker's reconciler looks
+    # a running job's epochs reach the database at least this often (the live curves), many
+    # fast epochs in one transaction; the state to resume from and the best weights at most
+    # every checkpoint_seconds (and at the end): a lost worker costs at most max(one epoch,
+    # checkpoint_seconds) of training, done again (DESIGN §5)
+    flush_seconds: float = 0.25
+    checkpoint_seconds: float = 5.0
     # downloaded built-ins (mnist, fashion_mnist; netfit.engine.downloads): the cache every worker
     # of the machine shares (None: ~/.cache/netfit/datasets), a mirror's base URL tried before the
     # canonical ones (or alone), and, for tests only, a JSON file of digests replacing the published ones
@@ -84,6 +90,8 @@ class Settings:
             db_retry_seconds=_float("NETFIT_DB_RETRY_SECONDS", cls.db_retry_seconds),
             requeue_seconds=_float("NETFIT_REQUEUE_SECONDS", cls.requeue_seconds),
             reconcile_seconds=_float("NETFIT_RECONCILE_SECONDS", cls.reconcile_seconds),
+            flush_seconds=_float("NETFIT_FLUSH_SECONDS", cls.flush_seconds),
+            checkpoint_seconds=_float("NETFIT_CHECKPOINT_SECONDS", cls.checkpoint_seconds),
             dataset_dir=os.environ.get("NETFIT_DATASET_DIR") or None,
             dataset_mirror=os.environ.get("NETFIT_DATASET_MIRROR") or None,
             dataset_mirror_only=_flag("NETFIT_DATASET_MIRROR_ONLY"),

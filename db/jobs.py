@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,6 +34,16 @@ METRIC_ROW = ("epoch", *METRIC_COLUMNS)  # metric_rows' columns, in netfit.model
 
 class Fenced(Exception):
     """This attempt no longer owns the job: its lease was taken over or the job ended."""
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One finished epoch as record_epochs stores it: metrics (with "epoch" and "seconds"), the
+    early-stopping countdown after it, and per-layer statistics when measured."""
+
+    metrics: dict[str, Any]
+    early_stopping: dict[str, Any] | None = None
+    layers: list[dict[str, Any]] | None = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -258,30 +269,68 @@ def cancel_requested(session: Session, job_id: str) -> bool:
     return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
+def record_epochs(session: Session, job_id: str, attempt: int, epochs: list[EpochRecord], *,
+                  resume: tuple[int, bytes] | None = None,
+                  best: tuple[int, dict[str, Any], bytes] | None = None) -> None:
+    """One transaction per flush (worker.tasks batches fast epochs): each epoch's metrics row
+    (with its per-layer statistics) and event, the job's progress, and when given the state to
+    resume from (its epoch, bytes) and the best weights so far (epoch, metrics, bytes). A stale
+    attempt writes nothing and gets Fenced."""
+    values: dict[str, Any] = {"updated_at": utcnow()}
+    if epochs:
+        values["epochs_completed"] = int(epochs[-1].metrics["epoch"])
+    if best is not None:
+        values.update(best_epoch=best[0], best_metrics=_scores(best[1]))
+    _fenced_update(session, job_id, attempt, values)
+    for record in epochs:
+        _add_epoch(session, job_id, record)
+    if resume is not None:
+        epoch, state = resume
+        scores = next((_scores(r.metrics) for r in epochs if r.metrics["epoch"] == epoch), {})
+        _put_checkpoint(session, job_id, "resume", epoch, scores, state)
+    if best is not None:
+        _put_checkpoint(session, job_id, "best", best[0], _scores(best[1]), best[2])
+    session.commit()
+
+
 def record_epoch(session: Session, job_id: str, attempt: int, metrics: dict[str, Any], *,
                  resume_state: bytes, best: bytes | None = None,
                  early_stopping: dict[str, Any] | None = None,
                  layers: list[dict[str, Any]] | None = None) -> None:
-    """One transaction: the epoch's metrics row (with its per-layer statistics), the state to
-    resume from, the best weights when this epoch is the best so far, and the job's progress.
-    A stale attempt writes nothing and gets Fenced."""
-    row = {k: v for k, v in clean_metrics(metrics).items() if k in METRIC_COLUMNS}
+    """One epoch, its resume state and (when it is the best so far) its weights: record_epochs of one."""
     epoch = int(metrics["epoch"])
-    values: dict[str, Any] = {"epochs_completed": epoch, "updated_at": utcnow()}
-    scores = {k: v for k, v in row.items() if k != "seconds"}
-    if best is not None:
-        values.update(best_epoch=epoch, best_metrics=scores)
-    _fenced_update(session, job_id, attempt, values)
+    record_epochs(session, job_id, attempt, [EpochRecord(metrics, early_stopping, layers)],
+                  resume=(epoch, resume_state), best=(epoch, metrics, best) if best is not None else None)
+
+
+def _scores(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in clean_metrics(metrics).items() if k in METRIC_COLUMNS and k != "seconds"}
+
+
+def _add_epoch(session: Session, job_id: str, record: EpochRecord) -> None:
+    row = {k: v for k, v in clean_metrics(record.metrics).items() if k in METRIC_COLUMNS}
+    epoch = int(record.metrics["epoch"])
+    layers = record.layers
     if layers is not None:
         layers = [{k: finite_or_none(v) for k, v in layer.items()} for layer in layers]
         row["layers"] = layers  # set only when measured: a None here would store JSON null, not SQL NULL
     session.add(EpochMetric(job_id=job_id, epoch=epoch, **row))
-    _put_checkpoint(session, job_id, "resume", epoch, scores, resume_state)
-    if best is not None:
-        _put_checkpoint(session, job_id, "best", epoch, scores, best)
     # the event also carries the engine's early-stopping countdown, so followers show it as is
-    _event(session, job_id, "epoch", {"epoch": epoch, **row, "early_stopping": early_stopping, "layers": layers})
+    _event(session, job_id, "epoch", {"epoch": epoch, **row, "early_stopping": record.early_stopping,
+                                      "layers": layers})
+
+
+def rewind(session: Session, job_id: str, attempt: int, epoch: int, best_epoch: int | None,
+           best_metrics: dict[str, Any] | None) -> int:
+    """A resumed attempt starts after `epoch`, its resume state's: the rows a lost attempt wrote
+    after that state are dropped (they are trained again, so every epoch is recorded once), and
+    the progress goes back to the state's. Fenced; returns how many rows were dropped."""
+    _fenced_update(session, job_id, attempt, {
+        "epochs_completed": epoch, "best_epoch": best_epoch,
+        "best_metrics": _scores(best_metrics) if best_metrics else None, "updated_at": utcnow()})
+    dropped = session.execute(delete(EpochMetric).where(EpochMetric.job_id == job_id, EpochMetric.epoch > epoch))
     session.commit()
+    return dropped.rowcount or 0
 
 
 def finish(session: Session, job_id: str, attempt: int, *, status: str, stop_reason: str | None = None,

@@ -1,8 +1,9 @@
 """The Celery task: the only place where the engine, the database and Celery meet.
 
 train_job(job_id) is thin: claim the job (a duplicate message finds nothing to claim),
-load its data, run engine.fit with callbacks that commit every epoch (metrics + resume
-state + best weights, fenced by the attempt number), renew the lease from a background
+load its data, run engine.fit with callbacks that commit its epochs (metrics and events at
+least every NETFIT_FLUSH_SECONDS, the resume state and best weights at most every
+NETFIT_CHECKPOINT_SECONDS; fenced by the attempt number), renew the lease from a background
 thread, and finish with the status, stop reason and the best/last weights.
 """
 
@@ -42,6 +43,8 @@ HEARTBEAT_SECONDS = get_settings().heartbeat_seconds
 MAX_ATTEMPTS = get_settings().max_attempts
 DB_RETRY_SECONDS = get_settings().db_retry_seconds
 CANCEL_POLL_SECONDS = 1.0  # should_stop() reads the database at most this often
+FLUSH_SECONDS = get_settings().flush_seconds
+CHECKPOINT_SECONDS = get_settings().checkpoint_seconds
 
 # Set when Celery starts its warm shutdown (SIGTERM): the job saves its epoch and is released.
 shutting_down = threading.Event()
@@ -105,23 +108,58 @@ class Lease(threading.Thread):
 
 
 class JobCallbacks(FitCallbacks):
-    """Persists each epoch (fenced) and tells the loop when to stop."""
+    """Persists the epochs (fenced) and tells the loop when to stop. Fast epochs are batched: their
+    rows and events reach the database at least every FLUSH_SECONDS in one transaction, the resume
+    state and best weights at most every CHECKPOINT_SECONDS; flush(final=True) writes the rest."""
 
-    def __init__(self, factory: sessionmaker[Session], job_id: str, attempt: int, lease: Lease, described: dict[str, Any]):
+    def __init__(self, factory: sessionmaker[Session], job_id: str, attempt: int, lease: Lease, described: dict[str, Any],
+                 trial: bool = False):
         self.factory, self.job_id, self.attempt, self.lease = factory, job_id, attempt, lease
         self.described = described  # the checkpoints' self-description (model_metadata)
+        self.trial = trial  # a sweep's trial: its pruner reads this epoch's row, so each epoch is flushed first
         self._next_check = 0.0
+        self.pending: list[db_jobs.EpochRecord] = []
+        self.state: TrainingState | None = None  # the latest epoch's, not yet saved
+        self.best: tuple[int, dict[str, Any]] | None = None  # a best epoch whose weights are not saved yet
+        now = time.monotonic()
+        self.flushed_at = self.saved_at = now
 
     def on_epoch_end(self, report: EpochReport, state: TrainingState) -> str | None:
-        row = {"epoch": report.epoch, **report.metrics, "seconds": report.seconds}
-        resume = state.to_bytes()
-        best = (checkpoint_bytes(self.job_id, "best", report.epoch, report.metrics, state.best_weights, self.described)
-                if report.is_best and state.best_weights is not None else None)
-        with_db_retry(lambda s: db_jobs.record_epoch(s, self.job_id, self.attempt, row, resume_state=resume, best=best,
-                                                     early_stopping=report.early_stopping, layers=report.layers),
-                      self.factory, done_if_duplicate=True)
-        # a sweep's trial: its pruner may stop it at this epoch (None for other jobs)
+        self.pending.append(db_jobs.EpochRecord({"epoch": report.epoch, **report.metrics, "seconds": report.seconds},
+                                                report.early_stopping, report.layers))
+        self.state = state
+        if report.is_best:
+            self.best = (report.epoch, report.metrics)
+        # write now unless the next epoch end still comes in time (epochs as long as this one)
+        due = time.monotonic() + report.seconds
+        if self.trial or due >= self.flushed_at + FLUSH_SECONDS:
+            self.flush(checkpoint=due >= self.saved_at + CHECKPOINT_SECONDS)
+        if not self.trial:
+            return None
+        # a sweep's trial: its pruner may stop it at this epoch
         return with_db_retry(lambda _: sweeps.prune_decision(self.factory, self.job_id, report.epoch), self.factory)
+
+    def flush(self, *, checkpoint: bool = False) -> None:
+        """Write the pending epochs in one transaction; with checkpoint, also the latest state and
+        the best weights if a new best came since the last save."""
+        resume = best = None
+        if checkpoint and self.state is not None:
+            resume = (self.state.epoch, self.state.to_bytes())
+            if self.best is not None and self.state.best_weights is not None:
+                epoch, metrics = self.best
+                best = (epoch, metrics, checkpoint_bytes(self.job_id, "best", epoch, metrics, self.state.best_weights,
+                                                         self.described))
+        if not (self.pending or resume):
+            return
+        epochs = self.pending
+        with_db_retry(lambda s: db_jobs.record_epochs(s, self.job_id, self.attempt, epochs, resume=resume, best=best),
+                      self.factory, done_if_duplicate=True)
+        self.pending = []
+        self.flushed_at = time.monotonic()
+        if resume is not None:
+            self.state, self.saved_at = None, self.flushed_at
+            if best is not None:
+                self.best = None
 
     def should_stop(self) -> bool:
         if shutting_down.is_set() or self.lease.lost.is_set() or self.lease.cancelled.is_set():
@@ -205,7 +243,7 @@ def _decoded(sha256: str | None, uploaded: bytes | None) -> RawArrays | None:
 
 
 def _train(job_id: str, attempt: int, factory: sessionmaker[Session], lease: Lease) -> str:
-    def load(session: Session) -> tuple[dict[str, Any], str, str | None, bytes | None, bytes | None]:
+    def load(session: Session) -> tuple[dict[str, Any], str, bool, str | None, bytes | None, bytes | None]:
         job = db_jobs.job_for_worker(session, job_id)
         spec = job.spec
         dataset_id = spec.get("dataset", {}).get("id")
@@ -214,22 +252,31 @@ def _train(job_id: str, attempt: int, factory: sessionmaker[Session], lease: Lea
         fresh = sha256 is not None and sha256 not in _uploads
         uploaded = db_datasets.dataset_bytes(session, job.tenant, dataset_id) if fresh else None
         resume = db_jobs.get_checkpoint(session, None, job_id, "resume")
-        return spec, job.queue, sha256, uploaded, resume.data if resume else None
+        return spec, job.queue, job.sweep_id is not None, sha256, uploaded, resume.data if resume else None
 
-    raw_spec, queue, sha256, uploaded, resume_bytes = with_db_retry(load, factory)
+    raw_spec, queue, trial, sha256, uploaded, resume_bytes = with_db_retry(load, factory)
     spec = JobSpec.model_validate(raw_spec)
     resume = TrainingState.from_bytes(resume_bytes) if resume_bytes else None
-    if resume is not None:
-        log.info("job %s: resuming after epoch %d", job_id, resume.epoch)
+    if attempt > 1:
+        # a lost attempt may have recorded epochs after its last saved state: they are trained again
+        after = resume.epoch if resume is not None else 0
+        dropped = with_db_retry(lambda s: db_jobs.rewind(
+            s, job_id, attempt, after, resume.best_epoch if resume else None, resume.best_metrics if resume else None),
+            factory)
+        log.info("job %s: resuming after epoch %d (%d later epochs recorded by a lost attempt are trained again)",
+                 job_id, after, dropped)
     data = load_data(spec, raw=_decoded(sha256, uploaded), downloads=get_settings().downloads())
     described = model_metadata(spec, data.signature, data.preprocessing, data.classes)
     # per-layer statistics are cheap enough to keep for every job (bench engine: engine_stats / engine)
-    result = fit(spec, data, callbacks=JobCallbacks(factory, job_id, attempt, lease, described), resume=resume,
-                 layer_stats=True)
+    callbacks = JobCallbacks(factory, job_id, attempt, lease, described, trial=trial)
+    result = fit(spec, data, callbacks=callbacks, resume=resume, layer_stats=True)
 
     if lease.lost.is_set():
         raise db_jobs.Fenced(job_id)
-    if result.stop_reason == "cancelled" and shutting_down.is_set() and not lease.cancelled.is_set():
+    released = result.stop_reason == "cancelled" and shutting_down.is_set() and not lease.cancelled.is_set()
+    # the epochs not written yet; the resume state only if the job goes on elsewhere (finish drops it)
+    callbacks.flush(checkpoint=released)
+    if released:
         # SIGTERM, not a user's cancel: the epochs so far are saved; hand the job to another worker
         with_db_retry(lambda s: db_jobs.release(s, job_id, attempt), factory)
         try:
