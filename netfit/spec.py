@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 from pydantic import Strict as NoCoercion
 
 MAX_LAYERS = 64
@@ -178,17 +178,56 @@ LAYER_ALIASES: dict[str, str] = {
     "silu": "silu", "swish": "silu", "sigmoid": "sigmoid", "tanh": "tanh",
     "softmax": "softmax", "logsoftmax": "log_softmax", "softplus": "softplus",
     "identity": "identity",
+    "add": "add", "concat": "concat", "concatenate": "concat", "block": "block",
 }
 
 
-class Linear(Strict):
+# a layer's name in a graph: no "." (a block's layers show as "r1.conv", after the block layer's name)
+NodeName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
+INPUT = "input"  # the reserved name of the network's input (inside a block: the block's input)
+JOINS = ("add", "concat")
+MAX_INPUTS = 16
+MAX_BLOCKS = 16
+MAX_NODES = 4 * MAX_LAYERS  # layers once every block is expanded
+
+
+class _Node(Strict):
+    """What any layer may carry in a functional graph: its `name`, and the names of the earlier
+    layers it takes (`inputs`; default: the layer before it, or the input for the first)."""
+
+    name: NodeName | None = None
+    inputs: list[NodeName] | None = Field(None, min_length=1, max_length=MAX_INPUTS)
+
+    @model_validator(mode="after")
+    def _arity(self) -> _Node:
+        n, t = len(self.inputs or ()), getattr(self, "type", "")
+        if self.name == INPUT:
+            raise ValueError(f"the name '{INPUT}' is reserved for the network's input; choose another name")
+        if t in JOINS and n < 2:
+            raise ValueError(f"{t} joins two or more layers: give their names in 'inputs', e.g. [\"a\", \"b\"]")
+        if t not in JOINS and n > 1:
+            raise ValueError(f"a {t} layer takes one input but 'inputs' names {n}: join them first with an add or "
+                             "concat layer")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _as_before(self, handler: Any) -> dict[str, Any]:
+        # a sequential spec dumps exactly as before graphs existed (its stored form and hash)
+        out = handler(self)
+        for key in ("name", "inputs"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
+
+
+class Linear(_Node):
     type: Literal["linear"]
     units: int = Field(ge=1, le=MAX_UNITS, validation_alias=AliasChoices("units", "out_features"))
     activation: Activation | None = None
     bias: bool = Field(True, validation_alias=AliasChoices("bias", "use_bias"))
 
 
-class Conv2d(Strict):
+class Conv2d(_Node):
     type: Literal["conv2d"]
     filters: int = Field(ge=1, le=4096, validation_alias=AliasChoices("filters", "out_channels"))
     kernel_size: IntPair
@@ -198,7 +237,7 @@ class Conv2d(Strict):
     bias: bool = Field(True, validation_alias=AliasChoices("bias", "use_bias"))
 
 
-class _Pool(Strict):
+class _Pool(_Node):
     pool_size: IntPair = Field(2, validation_alias=AliasChoices("pool_size", "kernel_size"))
     stride: IntPair | None = Field(None, validation_alias=AliasChoices("stride", "strides"))
     padding: Padding = 0
@@ -212,11 +251,11 @@ class AvgPool2d(_Pool):
     type: Literal["avgpool2d"]
 
 
-class Flatten(Strict):
+class Flatten(_Node):
     type: Literal["flatten"]
 
 
-class Reshape(Strict):
+class Reshape(_Node):
     type: Literal["reshape"]
     # per-sample shape, without the batch dimension; one entry may be -1
     shape: list[Annotated[int, Field(ge=-1, le=MAX_UNITS * 16)]] = Field(
@@ -231,23 +270,23 @@ class Reshape(Strict):
         return shape
 
 
-class Dropout(Strict):
+class Dropout(_Node):
     type: Literal["dropout"]
     p: float = Field(0.5, ge=0, lt=1, validation_alias=AliasChoices("p", "rate"))
 
 
-class BatchNorm(Strict):
+class BatchNorm(_Node):
     type: Literal["batchnorm"]
     momentum: float = Field(0.1, gt=0, le=1)
     eps: float = Field(1e-5, gt=0, le=1, validation_alias=AliasChoices("eps", "epsilon"))
 
 
-class LayerNorm(Strict):
+class LayerNorm(_Node):
     type: Literal["layernorm"]
     eps: float = Field(1e-5, gt=0, le=1, validation_alias=AliasChoices("eps", "epsilon"))
 
 
-class ActivationLayer(Strict):
+class ActivationLayer(_Node):
     """A bare activation: `{"type": "relu"}` or Keras' `{"type": "Activation", "activation": "relu"}`."""
 
     type: Literal[
@@ -277,8 +316,28 @@ def _canonical_type(value: Any) -> Any:
     return value
 
 
+class Add(_Node):
+    """The element-wise sum of its `inputs` (equal shapes), e.g. a residual connection."""
+
+    type: Literal["add"]
+
+
+class Concat(_Node):
+    """Its `inputs` side by side along the features (or channels) axis; the other sizes must match."""
+
+    type: Literal["concat"]
+
+
+class BlockLayer(_Node):
+    """One use of a block of model.blocks: `{"type": "block", "block": "res", "name": "r1"}`."""
+
+    type: Literal["block"]
+    block: NodeName
+
+
 Layer = Annotated[
-    Union[Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Reshape, Dropout, BatchNorm, LayerNorm, ActivationLayer],
+    Union[Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Reshape, Dropout, BatchNorm, LayerNorm, ActivationLayer,
+          Add, Concat, BlockLayer],
     Field(discriminator="type"),
 ]
 
@@ -290,7 +349,7 @@ def _without_discriminator(schema: dict[str, Any]) -> None:
     schema["items"].pop("discriminator", None)
 
 
-class Model(Strict):
+class _Layers(Strict):
     layers: list[Layer] = Field(min_length=1, max_length=MAX_LAYERS, json_schema_extra=_without_discriminator)
 
     @field_validator("layers", mode="before")
@@ -299,6 +358,38 @@ class Model(Strict):
         if isinstance(layers, list):
             return [_canonical_type(layer) for layer in layers]
         return layers
+
+
+class Block(_Layers):
+    """A named sub-graph, defined once in model.blocks and used as a layer: inside it, "input" is
+    what the block layer takes, and its output is its last layer's."""
+
+
+class Model(_Layers):
+    # a plain list of layers is a sequence; names, inputs, joins and blocks make it a graph
+    blocks: dict[NodeName, Block] = Field(default_factory=dict, max_length=MAX_BLOCKS)
+
+    @model_validator(mode="after")
+    def _graph(self) -> Model:
+        from netfit.spec_graph import graph_problem
+
+        problem = graph_problem(self.layers, self.blocks, MAX_NODES)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def is_graph(self) -> bool:
+        from netfit.spec_graph import is_graph
+
+        return is_graph(self.layers, self.blocks)
+
+    @model_serializer(mode="wrap")
+    def _as_before(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        if not out.get("blocks"):
+            out.pop("blocks", None)
+        return out
 
 
 # --------------------------------------------------------------------------- training

@@ -15,10 +15,12 @@ import torch
 from torch import nn
 
 from netfit.models import LayerSummary, ModelSummary
-from netfit.spec import TASK_LOSSES, JobSpec, Loss, metric_names
+from netfit.spec import JOINS, TASK_LOSSES, JobSpec, Loss, metric_names
+from netfit.spec_graph import INPUT, Node, expand
 
 from .data import DataSignature, apply_preprocessing
 from .errors import SpecError
+from .graph import Add, Concat, GraphNet
 
 MAX_PARAMS = 50_000_000
 # a trailing activation the loss applies itself (CrossEntropy: log-softmax; BCEWithLogits: sigmoid)
@@ -76,9 +78,10 @@ class _Bad(Exception):
     """One layer's problem: (field or None, message)."""
 
 
-def _modules(layer: Any, shape: tuple[int, ...], i: int) -> list[nn.Module]:
-    """The modules for one spec layer given its per-sample input shape; _Bad if they cannot work."""
-    t, where = layer.type, f"layer {i} ({layer.type})"
+def _modules(layer: Any, shape: tuple[int, ...], i: int, where: str | None = None) -> list[nn.Module]:
+    """The modules for one spec layer given its per-sample input shape; _Bad if they cannot work.
+    `where` names it in messages (a graph's node: its name and path); default "layer i (type)"."""
+    t, where = layer.type, where or f"layer {i} ({layer.type})"
     if t == "linear":
         if len(shape) != 1:
             raise _Bad(None, f"{where} needs a flat input but gets shape {list(shape)}: add a flatten layer before layer {i}")
@@ -148,17 +151,48 @@ class _Traced:
     in_shape: tuple[int, ...]
     shape: tuple[int, ...]
     params: int
+    node: Node | None = None  # a graph's node (None in a sequence)
+    inputs: list[str] | None = None  # a graph node's input names
+
+    @property
+    def loc(self) -> list[str | int]:
+        return list(self.node.loc) if self.node else ["model", "layers", self.index]
+
+    @property
+    def where(self) -> str:
+        return self.node.where if self.node else f"layer {self.index} ({self.type})"
+
+
+def _traced_layer(layer: Any, shape: tuple[int, ...], i: int, where: str) -> tuple[tuple[int, ...], int]:
+    """One layer's output shape and parameter count, on the meta device (_Bad, or torch's error)."""
+    with torch.device("meta"):
+        block = nn.Sequential(*_modules(layer, shape, i, where))
+        y = block.eval()(torch.empty((2, *shape)))
+    return tuple(y.shape[1:]), sum(p.numel() for p in block.parameters())
+
+
+def _join_shape(node: Node, shapes: list[tuple[int, ...]], names: list[str]) -> tuple[int, ...]:
+    got = ", ".join(f"'{n}' {list(s)}" for n, s in zip(names, shapes))
+    if node.layer.type == "add":
+        if len(set(shapes)) > 1:
+            raise _Bad(None, f"{node.where}: add needs inputs of one shape but gets {got}; give the branches equal "
+                       "sizes (e.g. units) or use concat")
+        return shapes[0]
+    if len({len(s) for s in shapes}) > 1 or len({s[1:] for s in shapes}) > 1:
+        raise _Bad(None, f"{node.where}: concat joins on the features (channels) axis, so every other size must "
+                   f"match, but gets {got}; flatten the inputs, or pool/pad them to one height and width")
+    return (sum(s[0] for s in shapes), *shapes[0][1:])
 
 
 def _trace(spec: JobSpec, signature: DataSignature, errors: list[dict]) -> list[_Traced] | None:
     """Per-layer output shapes and parameter counts on the meta device; None after a layer error."""
+    if spec.model.is_graph:
+        return _trace_graph(spec, signature, errors)
     shape, out = tuple(signature.input_shape), []
     for i, layer in enumerate(spec.model.layers):
         loc: list[str | int] = ["model", "layers", i]
         try:
-            with torch.device("meta"):
-                block = nn.Sequential(*_modules(layer, shape, i))
-                y = block.eval()(torch.empty((2, *shape)))
+            y_shape, params = _traced_layer(layer, shape, i, f"layer {i} ({layer.type})")
         except _Bad as bad:
             field, msg = bad.args
             errors.append({"loc": loc + ([field] if field else []), "msg": msg})
@@ -166,8 +200,31 @@ def _trace(spec: JobSpec, signature: DataSignature, errors: list[dict]) -> list[
         except (RuntimeError, ValueError) as e:  # anything torch refuses that the checks above missed
             errors.append({"loc": loc, "msg": f"layer {i} ({layer.type}) cannot take input of shape {list(shape)}: {e}"})
             return None
-        out.append(_Traced(i, layer.type, shape, tuple(y.shape[1:]), sum(p.numel() for p in block.parameters())))
+        out.append(_Traced(i, layer.type, shape, y_shape, params))
         shape = out[-1].shape
+    return out
+
+
+def _trace_graph(spec: JobSpec, signature: DataSignature, errors: list[dict]) -> list[_Traced] | None:
+    """A graph's nodes (blocks expanded) traced in order; every error names the node and its path."""
+    nodes = expand(spec.model.layers, spec.model.blocks)
+    shapes, labels, out = [tuple(signature.input_shape)], [INPUT] + [n.name for n in nodes], []
+    for k, node in enumerate(nodes):
+        ins, names = [shapes[i] for i in node.inputs], [labels[i] for i in node.inputs]
+        try:
+            if node.layer.type in JOINS:
+                shape, params = _join_shape(node, ins, names), 0
+            else:
+                shape, params = _traced_layer(node.layer, ins[0], int(node.loc[-1]), node.where)
+        except _Bad as bad:
+            field, msg = bad.args
+            errors.append({"loc": list(node.loc) + ([field] if field else []), "msg": msg})
+            return None
+        except (RuntimeError, ValueError) as e:
+            errors.append({"loc": list(node.loc), "msg": f"{node.where} cannot take input of shape {list(ins[0])}: {e}"})
+            return None
+        out.append(_Traced(k, node.layer.type, ins[0], shape, params, node, names))
+        shapes.append(shape)
     return out
 
 
@@ -218,13 +275,13 @@ def _check_output(spec: JobSpec, signature: DataSignature, traced: list[_Traced]
             "regression": f"the data has {head.n_outputs} target{'s' if head.n_outputs > 1 else ''}"}[head.task]
     fix = "set units to" if last.type == "linear" else "end with a linear layer of"
     if len(got) != 1:
-        errors.append({"loc": ["model", "layers", traced[-1].index], "msg": f"the network ends with shape {list(got)} but "
+        errors.append({"loc": traced[-1].loc, "msg": f"the network ends with shape {list(got)} but "
                        f"{what}: add a flatten layer and a linear layer with units {head.n_outputs}"})
     elif got[0] != head.n_outputs:
         if head.task == "classification" and signature.n_classes == 2 and got[0] == 1:
             what += " (for 1 output use task \"binary\")"
-        loc = ["model", "layers", last.index] + (["units"] if last.type == "linear" else [])
-        errors.append({"loc": loc, "msg": f"layer {last.index} ({last.type}) outputs {got[0]} values but {what}: "
+        loc = last.loc + (["units"] if last.type == "linear" else [])
+        errors.append({"loc": loc, "msg": f"{last.where} outputs {got[0]} values but {what}: "
                        f"{fix} {head.n_outputs}"})
     last_act = _last_activation(spec)
     if last_act == "softmax" and got == (1,):
@@ -282,10 +339,25 @@ def build_model(spec: JobSpec, signature: DataSignature, device: str | torch.dev
     """The real network (initialised on the CPU under the caller's seed, then moved), without the
     folded trailing activation. `plan`: check()'s result for this spec and signature."""
     traced, head = plan or _check(spec, signature)
+    if spec.model.is_graph:
+        return _build_graph(traced, head).to(device)
     mods = [m for layer, t in zip(spec.model.layers, traced) for m in _modules(layer, t.in_shape, t.index)]
     if head.folded:
         mods.pop()
     return nn.Sequential(*mods).to(device)
+
+
+def _build_graph(traced: list[_Traced], head: Head) -> GraphNet:
+    nodes = []
+    for t in traced:
+        layer = t.node.layer
+        if t.type in JOINS:
+            nodes.append(([Add() if t.type == "add" else Concat()], t.node.inputs))
+        else:
+            nodes.append((_modules(layer, t.in_shape, int(t.node.loc[-1])), t.node.inputs))
+    if head.folded:
+        nodes[-1][0].pop()
+    return GraphNet(nodes, [t.node.name for t in traced])
 
 
 def notes(spec: JobSpec, signature: DataSignature, head: Head) -> list[str]:
@@ -313,7 +385,9 @@ def summarize(spec: JobSpec, signature: DataSignature) -> ModelSummary:
     traced, head = check(spec, signature)
     return ModelSummary(
         input_shape=list(signature.input_shape), task=head.task, loss=head.loss, n_outputs=head.n_outputs,
-        layers=[LayerSummary(index=t.index, type=t.type, output_shape=list(t.shape), params=t.params) for t in traced],
+        layers=[LayerSummary(index=t.index, type=t.type, output_shape=list(t.shape), params=t.params,
+                             **({"name": t.node.name, "inputs": t.inputs, "block": t.node.block} if t.node else {}))
+                for t in traced],
         total_params=sum(t.params for t in traced),
         notes=notes(spec, signature, head),
     )
