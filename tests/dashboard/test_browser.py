@@ -126,8 +126,37 @@ def test_a_running_jobs_chart_gains_points_live_and_cancel_stops_it(page, servic
     shot(page, "job-running")
     page.click("#cancel")
     page.wait_for_selector("#job-status [data-status='cancelled']", timeout=30_000)
-    assert service.job(job["id"])["status"] == "cancelled"
+    done = service.job(job["id"])
+    assert done["status"] == "cancelled"
+    # the results follow the epochs that ran (not the 5,000 budget) and the stop epoch is where it ended
+    page.wait_for_selector(f"#results:has-text('{done['epochs_completed']} of 5000 max')")
+    assert f"stop epoch{done['epochs_completed']}" in page.inner_text("#results").replace("\t", "").replace("\n", "")
     shot(page, "job-cancelled")
+
+
+def test_a_finished_jobs_page_predicts_pasted_rows_on_whole_epoch_ticks(page, service):
+    job = service.wait_done(service.submit({**iris_spec(epochs=3), "name": "predict-iris"})["id"])
+    page.goto(f"/#/jobs/{job['id']}")
+    page.wait_for_selector("#chart-metric[data-x-ticks]")
+    # 3 epochs on a wide chart: uPlot alone would tick 1, 1.5, 2, ...
+    for chart in ("#chart-loss", "#chart-metric"):
+        ticks = page.get_attribute(chart, "data-x-ticks").split(",")
+        assert ticks and all(t.isdigit() for t in ticks if t), (chart, ticks)
+    assert "3 of 3 max" in page.inner_text("#results")
+    rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+    page.fill("#predict-input", "sepal_length,sepal_width,petal_length,petal_width\n" + "\n".join(",".join(map(str, r)) for r in rows))
+    page.click("#predict-run")
+    page.wait_for_selector("#predict-table")
+    want = httpx.post(f"{service.base_url}/v1/jobs/{job['id']}/predict", json={"instances": rows}, timeout=30).json()
+    assert page.locator("#predict-table td.prediction").all_inner_texts() == want["predictions"]
+    assert page.locator("#predict-table th").count() == 2 + len(want["classes"])  # #, prediction, p(class)...
+    shot(page, "job-predict")
+    page.fill("#predict-input", "[[5.1, 3.5, 1.4]]")  # a feature short: the service's 422, shown at the sample
+    page.click("#predict-run")
+    error = page.locator("#predict-error")
+    error.wait_for()
+    assert "instances[0]" in error.inner_text() and "4 features" in error.inner_text(), error.inner_text()
+    shot(page, "job-predict-error")
 
 
 def test_a_deep_sigmoid_jobs_page_shows_its_vanishing_gradient_in_the_layer_statistics(page, service):
@@ -296,3 +325,14 @@ def test_with_auth_on_nothing_shows_without_a_key_and_a_key_shows_only_its_tenan
     # the key stays in this tab's sessionStorage only: not in the URL, no cookie
     assert key not in page.url and page.context.cookies() == []
     shot(page, "auth-with-key")
+    # downloads send the key too (fetched, not a plain link): the ONNX file is the service's export
+    service.wait_done(mine["id"])
+    page.goto(f"/#/jobs/{mine['id']}")
+    page.wait_for_selector("#results:has-text('succeeded')")
+    with page.expect_download() as download:
+        page.click("#download-onnx")
+    saved = Path(download.value.path()).read_bytes()
+    exported = httpx.get(f"{service.base_url}/v1/jobs/{mine['id']}/export?format=onnx", headers=service.headers(), timeout=60)
+    assert exported.status_code == 200 and saved == exported.content
+    assert download.value.suggested_filename == f"{mine['id']}-best.onnx"
+    shot(page, "auth-job")

@@ -4,13 +4,22 @@ import uPlot from "/static/vendor/uplot-1.6.32/uPlot.esm.js";
 
 const COLORS = ["#2b6cb0", "#dd6b20", "#2f855a", "#805ad5", "#c53030", "#319795", "#d69e2e", "#b83280", "#4a5568", "#38a169"];
 
+// epochs are whole: ticks 1, 2, 5, 10, 20, 50… apart, never 0.5 (uPlot's default steps are decimal)
+const EPOCH_STEPS = Array.from({ length: 7 }, (_, i) => [1, 2, 5].map((m) => m * 10 ** i)).flat();
+// the labels drawn, also kept on the element (the canvas has no text to read)
+const epochTicks = (el) => (u, splits) => {
+  const labels = splits.map((v) => (v == null ? "" : String(v)));
+  el.dataset.xTicks = labels.join(",");
+  return labels;
+};
+
 // log: a log y axis (values must be > 0; give null for the others)
 export function lineChart(el, { title, labels, marks = () => ({}), width, height = 260, log = false }) {
   const opts = {
     title, width: width || Math.max(320, el.clientWidth || 600), height,
     scales: { x: { time: false }, ...(log ? { y: { distr: 3 } } : {}) },
     // a log axis labels its decades: 1e-5, not the "0" of uPlot's default below 0.001
-    axes: [{ label: "epoch" }, log ? { values: (u, splits) => splits.map((v) => (v == null ? "" : v >= 0.001 ? String(+v.toPrecision(3)) : v.toExponential(0))) } : {}],
+    axes: [{ label: "epoch", incrs: EPOCH_STEPS, values: epochTicks(el) }, log ? { values: (u, splits) => splits.map((v) => (v == null ? "" : v >= 0.001 ? String(+v.toPrecision(3)) : v.toExponential(0))) } : {}],
     series: [{ label: "epoch" }, ...labels.map((label, i) => ({
       label, stroke: COLORS[i % COLORS.length], width: 1.6, spanGaps: true,
       dash: label.startsWith("train") ? [6, 4] : undefined,

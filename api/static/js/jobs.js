@@ -172,7 +172,8 @@ function predictPanel(id, inputShape) {
       const res = await api(`/v1/jobs/${id}/predict?checkpoint=${which.value}`, { method: "POST", json: { instances: rows } });
       out.replaceChildren(h("p", { class: "muted" }, `${rows.length} row${rows.length === 1 ? "" : "s"} · ${res.checkpoint.kind} weights of epoch ${res.checkpoint.epoch}`), predictionTable(res));
     } catch (err) {
-      problem(err.message, err.body?.details || []);
+      // the details only where they say more than the message
+      problem(err.message, (err.body?.details || []).filter((d) => !err.message.includes(d.msg)));
     } finally { run.disabled = false; }
   });
   return h("div", { id: "predict" }, input, h("div", { class: "toolbar" }, which, run), out);
