@@ -1,4 +1,4 @@
-"""python -m bench [engine|service|api|throughput|dashboard|predict|packed|all ...] [--quick] [--out PATH] [--threads N]"""
+"""python -m bench [engine|service|api|throughput|dashboard|predict|packed|sweeps|all ...] [--quick] [--out PATH] [--threads N]"""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from bench import engine
 from bench.report import Report
 
-SECTIONS = ("engine", "service", "api", "throughput", "dashboard", "predict", "packed")
+SECTIONS = ("engine", "service", "api", "throughput", "dashboard", "predict", "packed", "sweeps")
 DEFAULT_OUT = Path(__file__).parent / "results" / "latest.json"
 
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     began = time.monotonic()
     if "engine" in chosen:
         engine.run(report, quick=args.quick, rounds=args.rounds, names=args.contenders)
-    services = [name for name in chosen if name not in ("engine", "dashboard", "predict", "packed")]
+    services = [name for name in chosen if name not in ("engine", "dashboard", "predict", "packed", "sweeps")]
     if services:
         from bench import services as service_benchmarks
 
@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> None:
         from bench import packed
 
         packed.run(report, quick=args.quick, rounds=args.rounds)
+    if "sweeps" in chosen:  # scheduler overhead of a sweep, TPE's ask at 1,000 trials (bench/sweeps.py)
+        from bench import sweeps
+
+        sweeps.run(report, quick=args.quick, threads=args.threads)
     report.summary()
     print(f"\n({time.monotonic() - began:.0f} s)")
     report.write(args.out, argv)

@@ -39,7 +39,7 @@ from tests.worker.servers import PrivateRedis, private_redis
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
-TRIALS, CONCURRENT, EPOCHS = 20, 3, 4  # 3 at a time on 2 workers: one trial always waits in Redis
+TRIALS, CONCURRENT, EPOCHS = 20, 3, 3  # 3 at a time on 2 workers: one trial always waits in Redis
 FAST = {"NETFIT_RECONCILE_SECONDS": "0.5", "NETFIT_REQUEUE_SECONDS": "2"}
 
 # run as `python -c`: the real worker or API, with the ask stopped at TRAP_POINT from trial TRAP_AT on
@@ -251,24 +251,32 @@ def test_kill_9_of_a_worker_running_a_trial(ready):
     assert resumed.attempts == 2 and not resumed.lease_owner.endswith(f":{killed.pid}")
 
 
-@pytest.mark.parametrize("point", ["before", "locked", "after"])
-def test_kill_9_of_the_worker_asking_for_the_next_trial(ready, point):
-    """before: Optuna asked, no row written; locked: the counter UPDATE holds the sweep row's
-    lock; after: the trial's row is committed and its message never sent."""
+def test_kill_9_of_workers_asking_for_the_next_trial(ready):
+    """Three more workers, each stopped in its first ask from trial 3 on, at its own point:
+    before (Optuna has answered, nothing is written), locked (inside the trial row's
+    transaction, holding the sweep row's lock), after (the row committed, its message never
+    sent). Each is killed there, with whatever trial it was training."""
     s = ready
-    trapped = s.worker(trap=(point, 4))  # a third worker, which dies in its ask
-    sweep_id = s.post(sweep_body(seed={"before": 2, "locked": 3, "after": 4}[point]))
+    traps = {point: s.worker(trap=(point, 3), wait=False) for point in ("before", "locked", "after")}
+    for proc in traps.values():
+        wait_ready(proc)
+    sweep_id = s.post(sweep_body(seed=2))
     sampler = Sampler(s.factory, sweep_id)
-    wait_until(lambda: f"TRAPPED {point} trial" in trapped.output() or not trapped.alive(), timeout=90,
-               interval=0.02, what=f"the trapped worker to stop in its ask ({point})")
-    assert trapped.alive(), trapped.output()[-3000:]
-    trapped.signal(signal.SIGKILL)
-    number = int(trapped.output().split(f"TRAPPED {point} trial ")[1].split()[0])
-    s.ends_well(sweep_id, sampler)
-    # the trial it was asking for: asked again by another process (before, locked) or sent by the
-    # reconciler (after), once
-    [trial] = [t for t in s.trials(sweep_id) if t.trial_number == number]
-    assert trial.status == "succeeded"
+    asked: dict[str, int] = {}  # point -> the trial number it was asking for
+
+    def kill_each_in_its_ask() -> bool:
+        for point, proc in traps.items():
+            assert proc.alive() or point in asked, proc.output()[-3000:]
+            if point not in asked and f"TRAPPED {point} trial " in (out := proc.output()):
+                proc.signal(signal.SIGKILL)
+                asked[point] = int(out.split(f"TRAPPED {point} trial ")[1].split()[0])
+        return len(asked) == len(traps)
+
+    wait_until(kill_each_in_its_ask, timeout=90, interval=0.02, what="each trapped worker to stop in its ask")
+    trials = s.ends_well(sweep_id, sampler)
+    # the trials they were asking for: asked again by another process (before, locked) or sent
+    # by a reconciler (after), and run once
+    assert all(trials[number].status == "succeeded" for number in asked.values()), asked
 
 
 def test_kill_9_of_the_api_between_storing_a_sweep_and_asking_its_first_trials(ready):

@@ -1,0 +1,25 @@
+"""`python -m bench sweeps --quick` runs end to end: a small sweep's scheduler overhead and the
+TPE ask at both parameter counts, ours beside Optuna's alone, each goal judged."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.bench.test_smoke import assert_judged, figures, run_bench
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_sweeps_section_measures_the_overhead_and_the_ask(tmp_path: Path) -> None:
+    stdout, summary = run_bench(["sweeps"], tmp_path / "sweeps.json")
+    values = figures(summary["sections"]["sweeps"])
+    assert set(values) == {"scheduler_overhead", *(f"tpe_ask_{n}_params{tail}" for n in (16, 3)
+                                                   for tail in ("_ms", "_optuna_ms", "_ratio"))}
+    assert all(v > 0 and math.isfinite(v) for v in values.values()), values
+    # at most 2 trials at once on 2 workers: the sweep can't take less than their time over 2
+    assert values["scheduler_overhead"] >= 1
+    assert_judged(stdout, summary)
