@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from pydantic_core import to_json
 from sqlalchemy.orm import Session
 
 from api.deps import CursorDep, LimitQuery, PrincipalDep, SessionDep, SettingsDep
@@ -178,14 +177,12 @@ def get_metrics(
         status = db_jobs.job_status(session, tenant, job_id)
         if status is None:
             raise not_found("job", job_id)
-        # pydantic's serializer: 6x json.dumps on 1,000 rows, NaN/inf as null like EpochMetrics
-        # (numbers keep their values; only the spelling of small exponents differs, 1e-05 -> 0.00001)
         rows = [dict(zip(db_jobs.METRIC_ROW, row))
                 for row in db_jobs.metric_rows(session, tenant, job_id, after=cursor or 0, limit=limit + 1)]
         more = len(rows) > limit
         rows = rows[:limit]
         page = {"items": rows, "next_cursor": str(rows[-1]["epoch"]) if more else None}
-        body = to_json(page, inf_nan_mode="null")
+        body = render_json(page)
         if status in TERMINAL_STATUSES:
             cache.put(key, body)
     return Response(body, media_type="application/json")
