@@ -73,6 +73,18 @@ def test_a_bad_first_mirror_is_refused_and_the_next_one_used(tmp_path, idx_set, 
     assert not [p for p in paths["t10k-images-idx3-ubyte.gz"].parent.iterdir() if p.name.endswith(".part")]
 
 
+def test_a_wrong_file_in_the_cache_is_set_aside_and_downloaded_again(tmp_path, idx_set, manifest):
+    """A file put there by hand (or by an older netfit) is checked too, not trusted for being there."""
+    folder = tmp_path / "cache" / "mnist"
+    folder.mkdir(parents=True)
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not the labels")
+    with Mirror(idx_set[0]) as mirror:
+        paths = fetch("mnist", downloads(tmp_path, manifest, mirror.url()))
+        assert mirror.served() == dict.fromkeys(FILES, 1)
+    assert paths["t10k-labels-idx1-ubyte.gz"].read_bytes() == idx_set[0]["t10k-labels-idx1-ubyte.gz"]
+    assert (folder / "t10k-labels-idx1-ubyte.gz.rejected").read_bytes() == b"not the labels"
+
+
 def test_every_mirror_failing_says_where_the_files_go_and_how_to_upload_instead(tmp_path, idx_set, manifest):
     with Mirror(idx_set[0], prefixes=("a", "b")) as mirror:
         mirror.mode.update(a="corrupt", b="down")
