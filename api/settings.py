@@ -55,6 +55,10 @@ class Settings:
     # checkpoint_seconds) of training, done again (DESIGN §5)
     flush_seconds: float = 0.25
     checkpoint_seconds: float = 5.0
+    log_level: str = "info"
+    log_format: str = "plain"  # or "json": one object per line, for log shippers (worker.logs)
+    # a worker creates this file once it has warmed up and listens (serve's /readyz waits for it)
+    worker_ready_file: str | None = None
     # downloaded built-ins (mnist, fashion_mnist; netfit.engine.downloads): the cache every worker
     # of the machine shares (None: ~/.cache/netfit/datasets), a mirror's base URL tried before the
     # canonical ones (or alone), and, for tests only, a JSON file of digests replacing the published ones
@@ -92,6 +96,9 @@ class Settings:
             reconcile_seconds=_float("NETFIT_RECONCILE_SECONDS", cls.reconcile_seconds),
             flush_seconds=_float("NETFIT_FLUSH_SECONDS", cls.flush_seconds),
             checkpoint_seconds=_float("NETFIT_CHECKPOINT_SECONDS", cls.checkpoint_seconds),
+            log_level=os.environ.get("NETFIT_LOG_LEVEL") or cls.log_level,
+            log_format=(os.environ.get("NETFIT_LOG_FORMAT") or cls.log_format).strip().lower(),
+            worker_ready_file=os.environ.get("NETFIT_WORKER_READY_FILE") or None,
             dataset_dir=os.environ.get("NETFIT_DATASET_DIR") or None,
             dataset_mirror=os.environ.get("NETFIT_DATASET_MIRROR") or None,
             dataset_mirror_only=_flag("NETFIT_DATASET_MIRROR_ONLY"),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
-import os
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from celery import signals
 
 from api.request_ids import current as request_id
+from api.settings import get_settings
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s [%(context)s] %(message)s"
 REQUEST_HEADER = "netfit_request_id"  # the Celery message header that carries the request id
@@ -57,8 +57,9 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging() -> None:
     """One stderr handler on the root logger; uvicorn's and Celery's loggers propagate to it."""
-    level = os.environ.get("NETFIT_LOG_LEVEL", "info").upper()
-    json_lines = os.environ.get("NETFIT_LOG_FORMAT", "plain").strip().lower() == "json"
+    settings = get_settings()
+    level = settings.log_level.upper()
+    json_lines = settings.log_format == "json"
     logging.config.dictConfig({
         "version": 1,
         "disable_existing_loggers": False,
