@@ -30,11 +30,10 @@ run: install
 
 services:
 	bash scripts/services.sh
-	# Docker, docker-compose, debootstrap, prometheus: what the container and Prometheus tests run (once)
+	# Docker, docker-compose, debootstrap, prometheus, chromium: what the container, Prometheus and browser tests run (once)
 	bash scripts/test-tools.sh
 
 test: $(BENCH_STAMP) services
-	bash scripts/browser.sh  # Debian's Chromium for the dashboard's browser tests
 	$(VENV)/bin/pytest
 
 # every benchmark (engine, service, api, throughput) with its goal, PASS or MISS; 5-7 min quiet, < 15.

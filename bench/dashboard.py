@@ -79,7 +79,7 @@ def run(report: Report, quick: bool = False) -> None:
         report.note("  skipped: playwright is not installed (pip install -e '.[dev]')")
         return
     if not Path(CHROMIUM).exists():
-        report.note(f"  skipped: no {CHROMIUM} (bash scripts/browser.sh installs it)")
+        report.note(f"  skipped: no {CHROMIUM} (bash scripts/test-tools.sh installs it)")
         return
     n_jobs = 1_000 if quick else 10_000
     with tempfile.TemporaryDirectory(prefix="netfit-bench-dashboard-") as workdir:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The system tools the slow tests drive for real, from Debian: the Docker daemon and
 # docker-compose (tests/test_containers.py), debootstrap (the stand-in base image) and the
-# Prometheus server and promtool (tests/api/test_prometheus.py). Idempotent: installs only
+# Prometheus server and promtool (tests/api/test_prometheus.py), and Chromium, which Playwright
+# drives for the dashboard's browser tests (executable_path=/usr/bin/chromium: no browser
+# download). Idempotent: installs only
 # what is missing, so `make test` pays for it once per machine.
 set -eu
 missing=()
@@ -11,6 +13,7 @@ need docker-compose docker-compose
 need debootstrap debootstrap
 need prometheus prometheus
 need promtool prometheus
+need chromium chromium
 if [ ${#missing[@]} -eq 0 ]; then
   echo "test tools present"
   exit 0
