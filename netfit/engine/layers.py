@@ -18,7 +18,7 @@ from netfit.models import LayerSummary, ModelSummary
 from netfit.spec import JOINS, TASK_LOSSES, JobSpec, Loss, metric_names
 from netfit.spec_graph import INPUT, Node, expand
 
-from .data import DataSignature, apply_preprocessing
+from .data import DataSignature
 from .errors import SpecError
 from .graph import Add, Concat, GraphNet
 
@@ -33,18 +33,6 @@ class Head:
     loss: Loss
     n_outputs: int
     folded: str | None  # the dropped trailing activation, for predictions
-
-
-class Preprocessed(nn.Module):
-    """A trained network that takes raw inputs: the job's preprocessing (statistics of its
-    training split, from the checkpoint) runs first. `.network` is the bare network."""
-
-    def __init__(self, network: nn.Module, preprocessing: dict[str, Any]):
-        super().__init__()
-        self.network, self.preprocessing = network, preprocessing
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(apply_preprocessing(x, self.preprocessing))
 
 
 class Reshape(nn.Module):
