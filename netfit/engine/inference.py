@@ -252,6 +252,8 @@ def _export(module: nn.Module, example: torch.Tensor) -> Any:
 def _blame(model: TrainedModel) -> int | None:
     """The spec index of the first layer that cannot be exported on its own, or None."""
     spec = JobSpec.model_validate(model.metadata["spec"])
+    if not isinstance(model.network, nn.Sequential):  # a graph: its nodes are not spec layers one to one
+        return None
     x = torch.zeros((2, *model.signature.input_shape))
     modules = list(model.network)
     index = 0
