@@ -19,7 +19,6 @@ from api.settings import Settings, get_settings
 from db.session import make_session_factory
 
 log = logging.getLogger("netfit.api")
-METRICS_CACHE_BYTES = 32 * 1024 * 1024  # ~150 finished 1,000-epoch jobs' metrics
 
 DESCRIPTION = """`model.fit` as a service: POST a network, a data set and a training recipe as
 JSON; a worker trains it with PyTorch; fetch every epoch's metrics and the best/last weights.
@@ -94,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.auth_on = settings.require_auth  # api.deps.auth_required: becomes True with the first key
     app.state.auth_checked_at = float("-inf")
-    app.state.metrics_cache = BytesLRU(METRICS_CACHE_BYTES)  # finished jobs' GET .../metrics bodies
+    app.state.metrics_cache = BytesLRU(settings.metrics_cache_bytes)  # finished jobs' GET .../metrics bodies
     app.state.session_factory = session_factory
     app.state.enqueue = lambda job_id, queue: enqueue(job_id, queue, celery)
     app.state.ping_broker = lambda: ping(celery)

@@ -41,6 +41,10 @@ class Settings:
     # job figures are labelled by tenant (tenant names are for operators who choose to see them)
     metrics_token: str | None = None
     metrics_tenants: bool = False
+    # the API's in-process caches: finished jobs' metrics pages (32 MiB: ~150 1,000-epoch jobs),
+    # and the models kept for predict/export (their parameters, buffers and ONNX bytes)
+    metrics_cache_bytes: int = 32 * 1024 * 1024
+    model_cache_bytes: int = 256 * 1024 * 1024
     default_queue: str = "cpu"  # where "device": "auto" jobs go (the stack sets gpu with GPU workers)
     # workers and the reconciler (DESIGN §5)
     lease_seconds: float = 30.0  # a silent worker loses its job after this
@@ -87,6 +91,8 @@ class Settings:
             gpu_jobs={"1": True, "0": False}.get(os.environ.get("NETFIT_GPU_JOBS", "")),
             metrics_token=os.environ.get("NETFIT_METRICS_TOKEN") or None,
             metrics_tenants=_flag("NETFIT_METRICS_TENANTS"),
+            metrics_cache_bytes=_int("NETFIT_METRICS_CACHE_BYTES", cls.metrics_cache_bytes),
+            model_cache_bytes=_int("NETFIT_MODEL_CACHE_BYTES", cls.model_cache_bytes),
             default_queue=os.environ.get("NETFIT_DEFAULT_QUEUE") or cls.default_queue,
             lease_seconds=_float("NETFIT_LEASE_SECONDS", cls.lease_seconds),
             heartbeat_seconds=_float("NETFIT_HEARTBEAT_SECONDS", cls.heartbeat_seconds),

@@ -24,7 +24,6 @@ from db import jobs as db_jobs
 from netfit.models import ErrorBody
 from netfit.spec import ID_PATTERN
 
-MODEL_CACHE_BYTES = 256 * 1024 * 1024  # parameters + buffers of the models kept, and their ONNX exports
 JobId = Annotated[str, Path(pattern=ID_PATTERN, description="the id that POST /v1/jobs returned")]
 Kind = Annotated[Literal["best", "last"], Query(description="which weights: the best epoch's or the last")]
 CONFLICT = {409: {"model": ErrorBody, "description": "the job has no such checkpoint yet"}}
@@ -82,7 +81,7 @@ def _cache(request: Request) -> ModelCache:
     cache = getattr(state, "model_cache", None)
     if cache is None:  # made on first use: one per app (tests make many apps in one process)
         with _make_lock:
-            cache = getattr(state, "model_cache", None) or ModelCache(MODEL_CACHE_BYTES)
+            cache = getattr(state, "model_cache", None) or ModelCache(state.settings.model_cache_bytes)
             state.model_cache = cache
     return cache
 
