@@ -78,12 +78,30 @@ def packable(spec: JobSpec) -> str | None:
     t = spec.training
     if t.compile or t.precision != "fp32":
         return "compile and bf16 precision are not packed; train such trials alone"
+    if spec.model.is_graph:  # the batched network is a chain; a graph's joins would be skipped
+        return "functional graphs (names, inputs, joins, blocks) are not packed; train such trials alone"
     for i, layer in enumerate(spec.model.layers):
         if layer.type in ("conv2d", "maxpool2d", "avgpool2d", "batchnorm", "softmax", "log_softmax"):
             last = i == len(spec.model.layers) - 1 and layer.type in ("softmax", "log_softmax")
             if not last:  # a trailing softmax is folded into the loss
                 return f"layer {i} ({layer.type}) is not packed; packs hold linear, activation, dropout, flatten, reshape and layernorm layers"
     return None
+
+
+def group_packs(specs: list[JobSpec], most: int = 128) -> list[list[int]]:
+    """The indexes of `specs` grouped into packs (same pack_key, each packable, at most `most`
+    members), in first-seen order; a spec that cannot pack is a group of its own."""
+    groups: dict[str, list[list[int]]] = {}
+    alone: list[list[int]] = []
+    for i, spec in enumerate(specs):
+        if packable(spec) is not None:
+            alone.append([i])
+            continue
+        packs = groups.setdefault(pack_key(spec), [[]])
+        if len(packs[-1]) == most:
+            packs.append([])
+        packs[-1].append(i)
+    return sorted([p for packs in groups.values() for p in packs] + alone, key=lambda group: group[0])
 
 
 # --------------------------------------------------------------------------- the batched network

@@ -26,6 +26,9 @@ export function table(columns, rows, attrs = {}) {
     h("tbody", {}, rows));
 }
 
+// a summary row's layer: its type, and for a graph's node its name and the nodes it takes
+export const layerLabel = (l) => (l.name ? `${l.name} (${l.type}) ← ${(l.inputs || []).join(", ")}` : l.type);
+
 export function debounce(fn, ms) {
   let t;
   return (...args) => { clearTimeout(t); t = setTimeout(() => fn(...args), ms); };

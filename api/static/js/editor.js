@@ -2,7 +2,7 @@
 // POST /v1/jobs?dry_run=true (stores nothing); each 422 detail shown with the field it names
 // and its line, the network's summary table, and submit.
 import { api, ApiError } from "./api.js";
-import { h, table, debounce } from "./dom.js";
+import { h, table, debounce, layerLabel } from "./dom.js";
 
 // the line of the field a loc names ("model.layers.3.units"), found by walking the JSON text
 export function lineOf(text, loc) {
@@ -60,7 +60,7 @@ export function newJobPage(ctx) {
       state.className = "ok";
       const s = dry.summary;
       summary.replaceChildren(h("p", {}, `input ${JSON.stringify(s.input_shape)} · ${s.task} · loss ${s.loss} · ${s.n_outputs} outputs`),
-        table(["#", "layer", "output shape", "params"], s.layers.map((l) => h("tr", {}, h("td", {}, l.index), h("td", {}, l.type),
+        table(["#", "layer", "output shape", "params"], s.layers.map((l) => h("tr", {}, h("td", {}, l.index), h("td", {}, layerLabel(l)),
           h("td", {}, JSON.stringify(l.output_shape)), h("td", { class: "num" }, l.params.toLocaleString()))), { id: "summary-table" }));
       submit.disabled = false;
     } catch (err) {

@@ -1,7 +1,7 @@
 // Jobs: the list (filters, search, cursor pages, live refresh), a job's page (live curves over
 // SSE, the early-stopping countdown, results, downloads, cancel) and the comparison of 2-10 jobs.
 import { api, download, streamEvents } from "./api.js";
-import { h, fmt, when, statusBadge, table, debounce } from "./dom.js";
+import { h, fmt, when, statusBadge, table, debounce, layerLabel } from "./dom.js";
 import { layerStatsPanel } from "./layers.js";
 
 const STATUSES = ["", "queued", "running", "succeeded", "failed", "cancelled"];
@@ -239,7 +239,7 @@ export function jobPage(ctx, id) {
       const s = job.summary;
       if (s) {
         layers.replaceChildren(h("p", { class: "muted" }, `input ${JSON.stringify(s.input_shape)} · ${s.task} · loss ${s.loss} · ${s.total_params.toLocaleString()} parameters`),
-          table(["#", "layer", "output shape", "params"], s.layers.map((l) => h("tr", {}, h("td", {}, l.index), h("td", {}, l.type),
+          table(["#", "layer", "output shape", "params"], s.layers.map((l) => h("tr", {}, h("td", {}, l.index), h("td", {}, layerLabel(l)),
             h("td", {}, JSON.stringify(l.output_shape)), h("td", { class: "num" }, l.params.toLocaleString()))), { id: "layer-table" }));
       }
       if (es) countdown.textContent = countdownText(es);

@@ -146,3 +146,12 @@ def test_a_trained_graph_loads_predicts_and_exports_the_same_outputs_as_torch(tm
     assert out["predictions"] == [model.classes[k] for k in expected.argmax(1)]
     session = ort.InferenceSession(export_onnx(model))
     assert np.allclose(session.run(None, {"input": raw})[0], expected, atol=1e-5)
+
+
+def test_a_graph_is_not_packed_with_other_trials():
+    from netfit.engine.packed import packable
+
+    assert "graphs" in packable(spec_of(IRIS_GRAPH))
+    doc = copy.deepcopy(IRIS_GRAPH)
+    doc["model"] = {"layers": [{"type": "linear", "units": 8}, {"type": "relu"}, {"type": "linear", "units": 3}]}
+    assert packable(spec_of(doc)) is None
