@@ -14,7 +14,7 @@ import pytest
 from netfit.engine.checkpoints import TrainingState
 from netfit.engine.data import load_data
 from netfit.engine.fit import EpochReport, FitCallbacks, fit
-from netfit.engine.packed import fit_packed, pack_key, packable
+from netfit.engine.packed import fit_packed, group_packs, pack_key, packable
 from netfit.spec import JobSpec
 
 TOL = dict(rel=1e-4, abs=1e-5)
@@ -152,3 +152,13 @@ def test_only_specs_of_one_shape_pack():
         {"type": "flatten"}, {"type": "linear", "units": 3}]}})
     assert "layer 1 (conv2d) is not packed" in packable(conv)
     assert packable(base) is None
+
+
+def test_a_sweeps_trials_group_into_packs_by_shape():
+    narrow, wide = make_spec(seed=1), make_spec(seed=2, p=0.5)
+    wider = JobSpec.model_validate({**narrow.model_dump(), "model": {"layers": [
+        {"type": "linear", "units": 64}, {"type": "relu"}, {"type": "dropout", "p": 0.1}, {"type": "linear", "units": 3}]}})
+    bf16 = make_spec(precision="bf16")
+    specs = [narrow, wider, wide, bf16, narrow, wider, narrow]
+    assert group_packs(specs, most=3) == [[0, 2, 4], [1, 5], [3], [6]]
+    assert group_packs(specs) == [[0, 2, 4, 6], [1, 5], [3]]
