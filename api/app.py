@@ -57,10 +57,10 @@ class BodyLimit:
         return await self.app(scope, counted, send)
 
 
-def _warm_engine() -> None:
+def _warm_engine(done: threading.Event) -> None:
     """Dry-run a tiny conv net once: a process's first check of a spec takes seconds (imports,
     torch's first meta-device trace), which the first POST would pay otherwise. Runs in a
-    thread so that start-up is not slower; a POST arriving meanwhile does its own check."""
+    thread so that /healthz answers at once; /readyz says 503 until `done` is set."""
     try:
         from netfit.spec import JobSpec
         from netfit.engine.data import DataSignature
@@ -72,6 +72,8 @@ def _warm_engine() -> None:
         summarize(spec, DataSignature((1, 8, 8), "classification", 3, 1, 30, False))
     except Exception as exc:  # noqa: BLE001 - only a warm-up; the POST reports what is wrong
         log.warning("could not warm up job validation (%s); the first POST will be slower", exc)
+    finally:
+        done.set()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -83,7 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        threading.Thread(target=_warm_engine, name="netfit-warm-up", daemon=True).start()
+        threading.Thread(target=_warm_engine, args=(app.state.warmed,), name="netfit-warm-up", daemon=True).start()
         yield
         session_factory.kw["bind"].dispose()
 
@@ -91,6 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="netfit", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                   default_response_class=errors.SafeJSONResponse, docs_url=None, redoc_url=None)
     app.state.settings = settings
+    app.state.warmed = threading.Event()  # the warm-up is done (api.routers.health.readyz)
+    app.state.worker_ready = None  # serve: a callable saying whether its worker has warmed up
     app.state.auth_on = settings.require_auth  # api.deps.auth_required: becomes True with the first key
     app.state.auth_checked_at = float("-inf")
     app.state.metrics_cache = BytesLRU(settings.metrics_cache_bytes)  # finished jobs' GET .../metrics bodies

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger("netfit.server")
@@ -80,6 +81,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | os.PathLike
     data.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("NETFIT_DATABASE_URL", f"sqlite:///{data / 'netfit.db'}")
     os.environ.setdefault("NETFIT_BROKER_URL", f"filesystem://{data / '.netfit' / 'broker'}")
+    ready_file = data / ".netfit" / "worker-ready"  # the worker creates it once warm (worker.tasks)
+    os.environ["NETFIT_WORKER_READY_FILE"] = str(ready_file)
 
     from api.app import create_app
     from api.request_ids import configure_logging
@@ -97,16 +100,21 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | os.PathLike
         shutil.rmtree(options["processed_folder"], ignore_errors=True)
         os.makedirs(options["processed_folder"], exist_ok=True)
 
-    worker = _Supervised([sys.executable, "-m", "worker"], cwd=str(data))
+    ready_file.parent.mkdir(parents=True, exist_ok=True)
+    worker = _Supervised([sys.executable, "-m", "worker"], cwd=str(data), ready_file=ready_file)
+    app = create_app(settings)
+    app.state.worker_ready = ready_file.exists
     url = f"http://{host}:{port}"
-    print(f"netfit is serving at {url}  (database: {settings.database_url}; docs: {url}/docs)\n{auth}\n"
+    print(f"netfit is starting at {url} (warming up; /readyz answers 200 when done)", flush=True)
+    banner = (f"netfit is serving at {url}  (database: {settings.database_url}; docs: {url}/docs)\n{auth}\n"
           f"try:\n  curl -s -X POST {url}/v1/jobs -H 'content-type: application/json' \\\n"
           f"    -d '{{\"dataset\": {{\"builtin\": \"iris\"}}, \"preprocess\": {{\"features\": \"standardize\"}}, "
           f"\"model\": {{\"layers\": [{{\"type\": \"linear\", \"units\": 16}}, {{\"type\": \"relu\"}}, "
-          f"{{\"type\": \"linear\", \"units\": 3}}]}}, \"training\": {{\"epochs\": 50}}}}'",
-          flush=True)
+          f"{{\"type\": \"linear\", \"units\": 3}}]}}, \"training\": {{\"epochs\": 50}}}}'")
+    threading.Thread(target=_announce, args=(banner, app.state.warmed, ready_file.exists, worker.stopping),
+                     name="netfit-banner", daemon=True).start()
     try:
-        _uvicorn(create_app(settings), host, port)
+        _uvicorn(app, host, port)
     finally:
         worker.stop()
 
@@ -118,13 +126,14 @@ class _Supervised:
 
     RESTART_DELAY = 2.0
 
-    def __init__(self, args: list[str], cwd: str):
-        self.args, self.cwd = args, cwd
+    def __init__(self, args: list[str], cwd: str, ready_file: Path):
+        self.args, self.cwd, self.ready_file = args, cwd, ready_file
         self.stopping = threading.Event()
         self.process = self._start()
         threading.Thread(target=self._watch, name="worker-supervisor", daemon=True).start()
 
     def _start(self) -> subprocess.Popen[bytes]:
+        self.ready_file.unlink(missing_ok=True)  # not ready until this worker has warmed up
         return subprocess.Popen(self.args, cwd=self.cwd, preexec_fn=_die_with_parent)
 
     def _watch(self) -> None:
@@ -138,6 +147,16 @@ class _Supervised:
     def stop(self) -> None:
         self.stopping.set()
         _stop(self.process)
+
+
+def _announce(banner: str, api_warm: threading.Event, worker_warm: Callable[[], bool],
+              stopping: threading.Event) -> None:
+    """Print the banner when /readyz turns 200 (the API's and the worker's warm-up done): a user
+    who acts on it meets no start-up costs."""
+    while not stopping.wait(0.05):
+        if api_warm.is_set() and worker_warm():
+            print(banner, flush=True)
+            return
 
 
 def _die_with_parent() -> None:

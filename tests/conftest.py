@@ -268,6 +268,8 @@ def start_serve_process(env: dict[str, str], workdir: Path) -> tuple[Proc, str]:
     try:
         wait_healthy(base_url, proc)
         wait_until(lambda: "ready." in proc.output(), timeout=90, what="the embedded worker to be ready")
+        wait_until(lambda: httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200, timeout=60,
+                   what="/readyz (the warm-up)")
     except BaseException:
         proc.stop(grace=20)
         raise

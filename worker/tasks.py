@@ -16,9 +16,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
-from celery.signals import worker_shutting_down
+from celery.signals import worker_ready, worker_shutting_down
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -53,6 +54,13 @@ shutting_down = threading.Event()
 @worker_shutting_down.connect
 def _on_shutdown(**_: Any) -> None:
     shutting_down.set()
+
+
+@worker_ready.connect
+def _on_ready(**_: Any) -> None:
+    # after warm_up (worker.main runs it before Celery starts): `netfit serve` is ready now
+    if get_settings().worker_ready_file:
+        Path(get_settings().worker_ready_file).touch()
 
 
 def with_db_retry(action: Callable[[Session], T], factory: sessionmaker[Session], *, deadline: float | None = None,

@@ -1,4 +1,5 @@
-"""Liveness (/healthz: the process answers) and readiness (/readyz: DB and broker reachable)."""
+"""Liveness (/healthz: the process answers) and readiness (/readyz: the warm-up is done - the
+API's and, under `netfit serve`, its worker's - and the database and broker are reachable)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,15 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: the database and the broker answer", responses=errors(503))
+@router.get("/readyz", summary="Readiness: warmed up, the database and the broker answer", responses=errors(503))
 async def readyz(request: Request):  # noqa: ANN201 - a dict or an ErrorBody response
     state = request.app.state
     problems = []
+    # warming up: the first job would pay seconds of one-time costs (api.app._warm_engine, worker.tasks.warm_up)
+    worker_ready = state.worker_ready
+    for name, done in (("api", state.warmed.is_set), ("worker", worker_ready)):
+        if done is not None and not done():
+            problems.append({"loc": ["warm_up", name], "msg": f"the {name} is warming up"})
 
     def database() -> None:
         with state.session_factory() as session:
@@ -33,5 +39,5 @@ async def readyz(request: Request):  # noqa: ANN201 - a dict or an ErrorBody res
             problems.append({"loc": [name], "msg": f"{name} unreachable: {str(exc).splitlines()[0][:200]}"})
     if problems:
         return error_response(503, "unavailable", "not ready: " + "; ".join(p["msg"] for p in problems),
-                              problems, headers={"Retry-After": "5"})
+                              problems, headers={"Retry-After": "1" if all(p["loc"][0] == "warm_up" for p in problems) else "5"})
     return {"status": "ready", "database": "ok", "broker": "ok"}

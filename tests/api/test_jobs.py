@@ -125,7 +125,7 @@ def test_database_down_is_503_with_retry_after(redis_url):
         body = assert_error_body(response, 503, "unavailable")
         assert response.headers["retry-after"] == "5" and "database" in body["message"]
         ready = assert_error_body(down.get("/readyz"), 503, "unavailable")
-        assert [d["loc"] for d in ready["details"]] == [["database"]]
+        assert [d["loc"] for d in ready["details"] if d["loc"][0] != "warm_up"] == [["database"]]
     assert down.get("/healthz").status_code == 200
 
 
@@ -134,7 +134,7 @@ def test_post_with_broker_down_is_kept_and_sent_by_the_reconciler(pg_url, redis_
         job = no_broker.post("/v1/jobs", json=iris_spec())
         assert job.status_code == 201 and job.json()["status"] == "queued"
         ready = assert_error_body(no_broker.get("/readyz"), 503, "unavailable")
-        assert [d["loc"] for d in ready["details"]] == [["broker"]]
+        assert [d["loc"] for d in ready["details"] if d["loc"][0] != "warm_up"] == [["broker"]]
     celery = create_celery(redis_url)
     factory = make_session_factory(pg_url)
     counts = reconcile_once(factory, lambda job_id, queue: enqueue(job_id, queue, celery), requeue_after=60)

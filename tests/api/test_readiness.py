@@ -1,0 +1,41 @@
+"""`netfit serve` says it is ready when it is: /readyz answers 503 while the API and its worker
+warm up (the first job would pay those seconds), then 200, and the banner comes with the 200."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Proc, free_port, wait_healthy, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def test_readyz_is_503_while_serve_warms_up_then_200_with_the_banner(tmp_path: Path):
+    port = free_port()
+    proc = Proc([sys.executable, "-c", f"from api.server import serve; serve('127.0.0.1', {port})"], {},
+                tmp_path / "serve.log", cwd=tmp_path)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base_url, proc)
+        # the worker is still importing torch and training its warm-up job: not ready yet
+        first = httpx.get(f"{base_url}/readyz", timeout=5)
+        assert first.status_code == 503, first.text
+        assert any(d["loc"][0] == "warm_up" for d in first.json()["details"]), first.json()
+        assert "netfit is serving at" not in proc.output()
+
+        answers: list[httpx.Response] = []
+
+        def ready() -> bool:
+            answers.append(httpx.get(f"{base_url}/readyz", timeout=5))
+            return answers[-1].status_code == 200
+
+        wait_until(ready, timeout=90, interval=0.05, what="/readyz to answer 200")
+        assert answers[-1].json()["status"] == "ready"
+        assert "ready." in proc.output()  # the worker listens
+        wait_until(lambda: "netfit is serving at" in proc.output(), timeout=5, what="the banner")
+    finally:
+        proc.stop(grace=20)
