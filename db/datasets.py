@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,7 +17,7 @@ def create_dataset(session: Session, *, tenant: str, name: str | None, format: s
     dataset = Dataset(
         id=new_id(), tenant=tenant, name=name, format=format, data=data, n_samples=n_samples,
         input_shape=list(input_shape), task=task, n_classes=n_classes, has_test_split=has_test_split,
-        size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
     )
     session.add(dataset)
     session.commit()
@@ -41,13 +40,3 @@ def list_datasets(session: Session, tenant: str, *, limit: int = 50,
                   cursor: str | None = None) -> tuple[list[Dataset], str | None]:
     """Newest first, with the jobs list's cursor. ValueError for a bad cursor."""
     return newest_first(select(Dataset).where(Dataset.tenant == tenant), Dataset, cursor, limit, session.scalars)
-
-
-def as_wire(dataset: Dataset) -> dict[str, Any]:
-    """The fields of netfit.models.Dataset."""
-    return {
-        "id": dataset.id, "name": dataset.name, "format": dataset.format, "n_samples": dataset.n_samples,
-        "input_shape": dataset.input_shape, "task": dataset.task, "n_classes": dataset.n_classes,
-        "has_test_split": dataset.has_test_split, "size_bytes": dataset.size, "sha256": dataset.sha256,
-        "created_at": dataset.created_at,
-    }

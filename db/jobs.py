@@ -85,7 +85,7 @@ def _put_checkpoint(session: Session, job_id: str, kind: str, epoch: int, metric
     session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.kind == kind))
     session.add(Checkpoint(
         job_id=job_id, kind=kind, epoch=epoch, metrics=metrics, data=data,
-        size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
     ))
 
 

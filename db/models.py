@@ -175,7 +175,7 @@ class Checkpoint(Base):
     metrics: Mapped[dict[str, Any]]
     # deferred: listing checkpoints must not pull megabytes of weights
     data: Mapped[bytes] = deferred(mapped_column(LargeBinary, nullable=False))
-    size: Mapped[int]
+    size_bytes: Mapped[int] = mapped_column("size")  # named as on the wire
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -194,7 +194,7 @@ class Dataset(Base):
     task: Mapped[str] = mapped_column(String(16))
     n_classes: Mapped[int | None]
     has_test_split: Mapped[bool] = mapped_column(Boolean, default=False)
-    size: Mapped[int]
+    size_bytes: Mapped[int] = mapped_column("size")  # named as on the wire
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -74,13 +74,13 @@ def upload_dataset(
         n_samples=signature.n_samples, input_shape=list(signature.input_shape), task=signature.task,
         n_classes=signature.n_classes, has_test_split=signature.has_test_split,
     )
-    return Dataset.model_validate(db_datasets.as_wire(row))
+    return Dataset.model_validate(row, from_attributes=True)
 
 
 @router.get("", response_model=Page[Dataset], summary="Uploaded data sets, newest first")
 def list_datasets(session: SessionDep, tenant: PrincipalDep, cursor: CursorDep, limit: LimitQuery = 50) -> Page[Dataset]:
     rows, next_cursor = db_datasets.list_datasets(session, tenant, limit=limit, cursor=cursor)
-    return Page[Dataset](items=[Dataset.model_validate(db_datasets.as_wire(d)) for d in rows], next_cursor=next_cursor)
+    return Page[Dataset](items=[Dataset.model_validate(d, from_attributes=True) for d in rows], next_cursor=next_cursor)
 
 
 @router.get("/{dataset_id}", response_model=Dataset, summary="One uploaded data set")
@@ -88,4 +88,4 @@ def get_dataset(dataset_id: DatasetId, session: SessionDep, tenant: PrincipalDep
     row = db_datasets.get_dataset(session, tenant, dataset_id)
     if row is None:
         raise not_found("data set", dataset_id)
-    return Dataset.model_validate(db_datasets.as_wire(row))
+    return Dataset.model_validate(row, from_attributes=True)

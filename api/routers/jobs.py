@@ -231,9 +231,8 @@ def cancel_job(job_id: JobId, session: SessionDep, tenant: PrincipalDep) -> Job:
 @router.get("/{job_id}/checkpoints", response_model=Page[Checkpoint], summary="The saved weights (best, last)")
 def list_checkpoints(job_id: JobId, session: SessionDep, tenant: PrincipalDep) -> Page[Checkpoint]:
     _owned(session, tenant, job_id)
-    return Page[Checkpoint](items=[
-        Checkpoint(kind=c.kind, epoch=c.epoch, metrics=c.metrics, size_bytes=c.size, sha256=c.sha256,
-                   created_at=c.created_at) for c in db_jobs.list_checkpoints(session, tenant, job_id)])
+    return Page[Checkpoint](items=[Checkpoint.model_validate(c, from_attributes=True)
+                                   for c in db_jobs.list_checkpoints(session, tenant, job_id)])
 
 
 @router.get("/{job_id}/checkpoints/{kind}", summary="Download weights as safetensors",

@@ -80,7 +80,7 @@ def test_stale_attempt_is_fenced_and_writes_nothing(session_factory):
         kept = {c.kind: c.epoch for c in s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id))}
         assert kept == {"best": 1, "last": 2}  # the stale writes left nothing; resume state dropped
         best = jobs.get_checkpoint(s, "default", job_id, "best")
-        assert best.data == b"best-1" and best.size == 6
+        assert best.data == b"best-1" and best.size_bytes == 6
 
 
 def test_epoch_is_recorded_once_with_non_finite_metrics_as_null(session_factory):
