@@ -176,3 +176,33 @@ def test_a_sweeps_event_stream_tells_each_trial_start_prune_finish_and_each_new_
     # `best` shares its trial_finished's id, so resume where the next event has an id of its own)
     k = next(i for i in range(4, len(trial_events) - 1) if trial_events[i][0] != trial_events[i + 1][0])
     assert _events(service, sweep_id, last_event_id=trial_events[k][0]) == events[k + 1:]
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_sweep_whose_trials_fail_by_their_spec_ends_failed_after_max_concurrent(pg_url, redis_url, start_worker,
+                                                                               start_api):
+    """The API accepts GPU jobs (NETFIT_GPU_JOBS=1) and the only worker serves the gpu queue
+    without a GPU: every trial fails on its spec's device. The sweep stops after max_concurrent
+    such failures in a row and says why; the trial asked after the first failure is cancelled
+    while it waits."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: a cuda trial would train")
+    from tests.conftest import wait_ready
+
+    env = service_env(pg_url, redis_url)
+    worker = start_worker(env, queues="gpu", wait=False)  # starts while the API does
+    http = httpx.Client(base_url=start_api({**env, "NETFIT_GPU_JOBS": "1"}), timeout=30)
+    wait_ready(worker)
+    response = http.post("/v1/sweeps", json=sweep_body(spec=iris_spec(epochs=5, device="cuda"), max_trials=8))
+    assert response.status_code == 201, response.text
+    sweep_id = response.json()["id"]
+    wait_until(lambda: http.get(f"/v1/sweeps/{sweep_id}").json()["status"] != "running", timeout=90,
+               interval=0.2, what="the sweep to end")
+    sweep = http.get(f"/v1/sweeps/{sweep_id}").json()
+    assert sweep["status"] == "failed", sweep
+    assert "2 trials in a row failed (max_concurrent=2)" in sweep["error"] and "no CUDA GPU" in sweep["error"]
+    trials = http.get(f"/v1/sweeps/{sweep_id}/trials").json()["items"]
+    assert sorted(t["status"] for t in trials) == ["cancelled", "failed", "failed"], trials
