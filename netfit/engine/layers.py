@@ -218,6 +218,8 @@ def _trace_graph(spec: JobSpec, signature: DataSignature, errors: list[dict]) ->
 
 def _last_activation(spec: JobSpec) -> str | None:
     last = spec.model.layers[-1]
+    if spec.model.is_graph:  # the output node: a last block's last layer
+        last = expand(spec.model.layers, spec.model.blocks)[-1].layer
     if last.type in ("linear", "conv2d"):
         return last.activation
     return last.type if last.type in {"softmax", "log_softmax", "sigmoid"} else None

@@ -155,3 +155,14 @@ def test_a_graph_is_not_packed_with_other_trials():
     doc = copy.deepcopy(IRIS_GRAPH)
     doc["model"] = {"layers": [{"type": "linear", "units": 8}, {"type": "relu"}, {"type": "linear", "units": 3}]}
     assert packable(spec_of(doc)) is None
+
+
+def test_a_softmax_ending_the_last_block_is_folded_into_the_loss():
+    head = {"layers": [{"type": "linear", "units": 3, "name": "out"}, {"type": "softmax"}]}
+    doc = copy.deepcopy(IRIS_GRAPH)
+    doc["model"]["blocks"]["head"] = head
+    doc["model"]["layers"][-1] = {"type": "block", "block": "head", "name": "h"}
+    spec = spec_of(doc)
+    signature = load_data(spec).signature
+    assert any("softmax is folded" in note for note in summarize(spec, signature).notes)
+    assert isinstance(list(build_model(spec, signature).children())[-1], nn.Linear)
