@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import CursorDep, LimitQuery, PrincipalDep, SessionDep, SettingsDep
 from api.errors import ApiError, invalid, not_found, render_json
+from api.etags import etagged
 from api.events import job_event_stream
 from api.examples import JOB_EXAMPLES
 from api.responses import errors, link
@@ -32,6 +33,11 @@ JOB_LINKS = {name: link(f"/v1/jobs/{{job_id}}{tail}", method, job_id="$response.
     ("CancelJob", "/cancel", "post"), ("ListCheckpoints", "/checkpoints", "get"),
     ("DownloadCheckpoint", "/checkpoints/{kind}", "get"), ("PlotCurves", "/curves.{fmt}", "get"),
     ("GetLayerStats", "/layer-stats", "get"), ("PlotLayers", "/layers.{fmt}", "get"))}
+
+# pages of a job's epochs (metrics, layer statistics): the cursor is the last epoch seen
+EpochCursor = Annotated[int | None, Query(ge=0, le=MAX_EPOCHS, description="next_cursor of the previous page (an epoch)")]
+EpochLimit = Annotated[int, Query(ge=1, le=MAX_EPOCHS, description="at most this many epochs; the default holds any job")]
+
 
 def to_wire(job: Any) -> Job:
     return Job.model_validate(job, from_attributes=True)
@@ -154,16 +160,15 @@ def list_jobs(
     return Response(render_json(page.model_dump(mode="json")), media_type="application/json")
 
 
-@router.get("/{job_id}", response_model=Job, summary="A job's status and results")
-def get_job(job_id: JobId, session: SessionDep, tenant: PrincipalDep) -> Job:
-    return to_wire(_owned(session, tenant, job_id))
+@router.get("/{job_id}", response_model=Job, summary="A job's status and results (ETag: 304 if unchanged)")
+def get_job(job_id: JobId, request: Request, session: SessionDep, tenant: PrincipalDep) -> Response:
+    return etagged(request, render_json(to_wire(_owned(session, tenant, job_id)).model_dump(mode="json")))
 
 
-@router.get("/{job_id}/metrics", response_model=Page[EpochMetrics], summary="One row per finished epoch")
+@router.get("/{job_id}/metrics", response_model=Page[EpochMetrics], summary="One row per finished epoch (ETag: 304 if unchanged)")
 def get_metrics(
     job_id: JobId, request: Request, session: SessionDep, tenant: PrincipalDep,
-    cursor: Annotated[int | None, Query(ge=0, le=MAX_EPOCHS, description="next_cursor of the previous page (an epoch)")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_EPOCHS, description="at most this many epochs; the default holds any job")] = MAX_EPOCHS,
+    cursor: EpochCursor = None, limit: EpochLimit = MAX_EPOCHS,
 ) -> Response:
     """Plain rows straight to JSON (ORM objects and models cost ~20x the query). A finished
     job's metrics never change, so its pages are kept; the status is read first, so a kept
@@ -185,15 +190,14 @@ def get_metrics(
         body = render_json(page)
         if status in TERMINAL_STATUSES:
             cache.put(key, body)
-    return Response(body, media_type="application/json")
+    return etagged(request, body)
 
 
 @router.get("/{job_id}/layer-stats", response_model=Page[EpochLayerStats],
             summary="Per epoch, each layer's weight and gradient norms")
 def get_layer_stats(
     job_id: JobId, session: SessionDep, tenant: PrincipalDep,
-    cursor: Annotated[int | None, Query(ge=0, le=MAX_EPOCHS, description="next_cursor of the previous page (an epoch)")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_EPOCHS, description="at most this many epochs; the default holds any job")] = MAX_EPOCHS,
+    cursor: EpochCursor = None, limit: EpochLimit = MAX_EPOCHS,
 ) -> Page[EpochLayerStats]:
     """For each layer with parameters: max |w| and ||w|| at the epoch's end, and the gradient's
     norm during it (see the fields). Epochs recorded without statistics are left out."""
@@ -228,11 +232,12 @@ def cancel_job(job_id: JobId, session: SessionDep, tenant: PrincipalDep) -> Job:
     return to_wire(job)
 
 
-@router.get("/{job_id}/checkpoints", response_model=Page[Checkpoint], summary="The saved weights (best, last)")
-def list_checkpoints(job_id: JobId, session: SessionDep, tenant: PrincipalDep) -> Page[Checkpoint]:
+@router.get("/{job_id}/checkpoints", response_model=Page[Checkpoint], summary="The saved weights (best, last; ETag)")
+def list_checkpoints(job_id: JobId, request: Request, session: SessionDep, tenant: PrincipalDep) -> Response:
     _owned(session, tenant, job_id)
-    return Page[Checkpoint](items=[Checkpoint.model_validate(c, from_attributes=True)
+    page = Page[Checkpoint](items=[Checkpoint.model_validate(c, from_attributes=True)
                                    for c in db_jobs.list_checkpoints(session, tenant, job_id)])
+    return etagged(request, render_json(page.model_dump(mode="json")))
 
 
 @router.get("/{job_id}/checkpoints/{kind}", summary="Download weights as safetensors",
