@@ -114,8 +114,13 @@ def graph_problem(layers: Sequence[Any], blocks: Mapping[str, Any], max_nodes: i
                 "other blocks, never itself")
     sizes: dict[str, int] = {}
 
-    def size(seq: Sequence[Any]) -> int:
-        return sum(sizes.setdefault(l.block, size(blocks[l.block].layers)) if l.type == "block" else 1 for l in seq)
+    def size(seq: Sequence[Any]) -> int:  # each block counted once: nested blocks multiply
+        total = 0
+        for layer in seq:
+            if layer.type == "block" and layer.block not in sizes:
+                sizes[layer.block] = size(blocks[layer.block].layers)
+            total += sizes[layer.block] if layer.type == "block" else 1
+        return total
 
     total = size(layers)
     if total > max_nodes:

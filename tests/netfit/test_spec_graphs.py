@@ -95,3 +95,11 @@ def test_arity_reserved_names_and_expanded_size_are_checked_at_the_layer():
     big = {"layers": [{"type": "relu"}] * 60}
     message = refused(graph([{"type": "block", "block": "big"}] * 5, {"big": big}))
     assert "300 layers once its blocks are expanded, more than 256" in message
+
+
+def test_nested_blocks_that_multiply_are_counted_without_expanding_them():
+    # b0 uses b1 60 times, b1 uses b2 60 times, ...: 60**15 layers, refused at once
+    blocks = {f"b{k}": {"layers": [{"type": "block", "block": f"b{k + 1}"}] * 60} for k in range(15)}
+    blocks["b15"] = {"layers": [{"type": "relu"}]}
+    message = refused(graph([{"type": "block", "block": "b0"}, {"type": "linear", "units": 10}], blocks))
+    assert "once its blocks are expanded, more than 256" in message
