@@ -41,16 +41,17 @@ class GraphNet(nn.Module):
                 k += 1
             wiring.append((k - len(modules), k, inputs))
         self.wiring, self.names = tuple(wiring), list(names)
+        # the same modules, per node (a plain tuple: registered once, above): no lookups per step
+        self._steps = tuple((tuple(modules), inputs) for modules, inputs in nodes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        modules = list(self._modules.values())
         outs = [x]
-        for start, end, inputs in self.wiring:
+        for modules, inputs in self._steps:
             if len(inputs) > 1:  # a join: one module over all its inputs
-                y = modules[start](*[outs[i] for i in inputs])
+                y = modules[0](*[outs[i] for i in inputs])
             else:
                 y = outs[inputs[0]]
-                for m in modules[start:end]:
+                for m in modules:
                     y = m(y)
             outs.append(y)
         return outs[-1]
