@@ -241,7 +241,7 @@ def test_kill_9_of_a_worker_running_a_trial(ready):
     sampler = Sampler(s.factory, sweep_id)
     wait_until(lambda: _asked(s, sweep_id, 6), timeout=60, what="six trials asked")
     victim = wait_until(lambda: next((t for t in s.trials(sweep_id) if t.status == "running"
-                                      and 1 <= t.epochs_completed <= EPOCHS - 2 and s.owner(t)), None),
+                                      and 1 <= t.epochs_completed <= EPOCHS - 1 and s.owner(t)), None),
                         timeout=60, interval=0.01, what="a trial mid-way")
     killed = s.owner(victim)
     killed.signal(signal.SIGKILL)
