@@ -13,7 +13,7 @@ import torch
 from bench import engine
 from bench.report import Report
 
-SECTIONS = ("engine", "service", "api", "throughput", "dashboard", "predict", "packed", "sweeps")
+SECTIONS = ("engine", "service", "api", "throughput", "dashboard", "predict", "packed", "sweeps", "http")
 DEFAULT_OUT = Path(__file__).parent / "results" / "latest.json"
 
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     began = time.monotonic()
     if "engine" in chosen:
         engine.run(report, quick=args.quick, rounds=args.rounds, names=args.contenders)
-    services = [name for name in chosen if name not in ("engine", "dashboard", "predict", "packed", "sweeps")]
+    services = [name for name in chosen if name not in ("engine", "dashboard", "predict", "packed", "sweeps", "http")]
     if services:
         from bench import services as service_benchmarks
 
@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> None:
         from bench import dashboard
 
         dashboard.run(report, quick=args.quick)
+    if "http" in chosen:  # API requests/s and p50/p99 from wrk, a separate process (bench/http.py)
+        from bench import http
+
+        http.run(report, quick=args.quick)
     if "predict" in chosen:  # /predict latency, batch rows/s vs onnxruntime (bench/predict.py)
         from bench import predict
 

@@ -259,12 +259,17 @@ def start_api_process(env: dict[str, str], log: Path) -> tuple[Proc, str]:
     return proc, base_url
 
 
-def start_serve_process(env: dict[str, str], workdir: Path) -> tuple[Proc, str]:
-    """`netfit serve` in workdir (its SQLite and file broker there), API healthy and worker ready."""
+def launch_serve(env: dict[str, str], workdir: Path) -> tuple[Proc, str]:
+    """`netfit serve` in workdir (its SQLite and file broker there), just started: not waited for."""
     port = free_port()
     proc = Proc([sys.executable, "-c", f"from api.server import serve; serve('127.0.0.1', {port})"], env,
                 workdir / "serve.log", cwd=workdir)
-    base_url = f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def start_serve_process(env: dict[str, str], workdir: Path) -> tuple[Proc, str]:
+    """`netfit serve` in workdir (its SQLite and file broker there), API healthy and worker ready."""
+    proc, base_url = launch_serve(env, workdir)
     try:
         wait_healthy(base_url, proc)
         wait_until(lambda: "ready." in proc.output(), timeout=90, what="the embedded worker to be ready")

@@ -3,22 +3,18 @@ warm up (the first job would pay those seconds), then 200, and the banner comes 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import Proc, free_port, wait_healthy, wait_until
+from tests.conftest import launch_serve, wait_healthy, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 def test_readyz_is_503_while_serve_warms_up_then_200_with_the_banner(tmp_path: Path):
-    port = free_port()
-    proc = Proc([sys.executable, "-c", f"from api.server import serve; serve('127.0.0.1', {port})"], {},
-                tmp_path / "serve.log", cwd=tmp_path)
-    base_url = f"http://127.0.0.1:{port}"
+    proc, base_url = launch_serve({}, tmp_path)
     try:
         wait_healthy(base_url, proc)
         # the worker is still importing torch and training its warm-up job: not ready yet
