@@ -67,6 +67,9 @@ def test_data_survives_restarts():
     assert "pgdata" in COMPOSE["volumes"] and "redisdata" in COMPOSE["volumes"]
     assert any(v.endswith(":/var/lib/postgresql/data") for v in SERVICES["postgres"]["volumes"])
     assert any(v.endswith(":/data") for v in SERVICES["redis"]["volumes"])
+    # every worker shares one download of the built-in data sets (the image user's default cache)
+    for worker in ("worker-cpu", "worker-gpu"):
+        assert SERVICES[worker]["volumes"] == ["datasets:/home/netfit/.cache/netfit/datasets"]
     # Without the append-only file a Redis restart forgets every queued job message.
     redis_cmd = command("redis")
     assert redis_cmd[redis_cmd.index("--appendonly") + 1] == "yes"
