@@ -535,7 +535,8 @@ class JobSpec(Strict):
 
 # Keras words a user may reach for, listed beside the canonical (PyTorch) tags in messages
 KERAS_LAYER_WORDS = ("Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D", "Flatten", "Reshape", "Dropout",
-                     "BatchNormalization", "LayerNormalization", "Activation", "ReLU", "LeakyReLU", "Softmax")
+                     "BatchNormalization", "LayerNormalization", "Activation", "ReLU", "LeakyReLU", "Softmax",
+                     "Add", "Concatenate")
 # Keras arguments that give input sizes, which netfit infers from the data
 INPUT_SIZE_FIELDS = ("input_shape", "input_dim", "batch_input_shape", "in_features", "in_channels")
 
