@@ -47,7 +47,10 @@ function drawMarks(u, { best, stop }) {
     if (epoch == null) return;
     ctx.strokeStyle = color; ctx.fillStyle = color; ctx.lineWidth = 1.5; ctx.setLineDash([4, 3]);
     ctx.beginPath(); ctx.moveTo(x(epoch), top); ctx.lineTo(x(epoch), top + h); ctx.stroke();
-    ctx.font = `${11 * devicePixelRatio}px system-ui`; ctx.fillText(text, x(epoch) + 4, top + 14 * devicePixelRatio);
+    ctx.font = `${11 * devicePixelRatio}px system-ui`;
+    // at the right edge the label goes left of its line (it was cut off at the last epoch)
+    const w = ctx.measureText(text).width, at = x(epoch) + 4 + w > u.bbox.left + u.bbox.width ? x(epoch) - 4 - w : x(epoch) + 4;
+    ctx.fillText(text, at, top + 14 * devicePixelRatio);
   };
   if (best != null && best === stop) line(best, "#2f855a", `best = stop ${best}`);  // one label, not two on top of each other
   else { line(best, "#2f855a", `best ${best}`); line(stop, "#c53030", `stop ${stop}`); }

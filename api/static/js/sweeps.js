@@ -60,6 +60,12 @@ function parallelCoordinates(trials, objective) {
   return svg;
 }
 
+// the leaderboard's order: best objective value first (by the sweep's mode), trials without one last
+export function ranked(trials, mode) {
+  const sign = mode === "max" ? -1 : 1;
+  return [...trials].sort((a, b) => (a.value == null) - (b.value == null) || sign * (a.value - b.value) || a.number - b.number);
+}
+
 export function sweepPage(ctx, id) {
   const ac = new AbortController();
   let timer = null;
@@ -72,7 +78,7 @@ export function sweepPage(ctx, id) {
       h("p", { class: "muted" }, `${sweep.method} · objective ${sweep.objective.metric} (${sweep.objective.mode}) · ${trials.length}/${sweep.max_trials} trials`,
         " · ", h("a", { href: `#/jobs?sweep=${sweep.id}` }, "its jobs")));
     const params = [...new Set(trials.flatMap((t) => Object.keys(t.params)))];
-    board.replaceChildren(table(["#", "value", "status", "stop reason", "epochs", ...params, "job"], trials.map((t) => h("tr", {},
+    board.replaceChildren(table(["#", "value", "status", "stop reason", "epochs", ...params, "job"], ranked(trials, sweep.objective.mode).map((t) => h("tr", {},
       h("td", {}, t.number), h("td", { class: "num" }, fmt(t.value)), h("td", {}, statusBadge(t.status)), h("td", {}, t.stop_reason || ""),
       h("td", { class: "num" }, t.epochs_completed), params.map((p) => h("td", {}, fmt(t.params[p], 3))),
       h("td", {}, h("a", { href: `#/jobs/${t.job_id}` }, "job"))))));
