@@ -22,6 +22,7 @@ from tests.conftest import (
     Proc, claimed_redis_db, fresh_pg_database, iris_spec, service_env, start_api_process,
     start_worker_process, wait_ready, wait_until,
 )
+from tests.worker.promise import assert_recomputed_within
 from tests.worker.servers import private_postgres, private_redis
 from worker.celery_app import create_celery, enqueue
 
@@ -51,7 +52,8 @@ class FaultStack:
 
     def worker(self, **env: str) -> Proc:
         """Start a worker (not waited for: start several, then wait_ready each)."""
-        env = {"NETFIT_RECONCILE_SECONDS": "0.5", "NETFIT_REQUEUE_SECONDS": "2", **env}
+        # every epoch written as it ends (no batching): the tests act on epoch counts of short jobs
+        env = {"NETFIT_RECONCILE_SECONDS": "0.5", "NETFIT_REQUEUE_SECONDS": "2", "NETFIT_FLUSH_SECONDS": "0", **env}
         proc = start_worker_process(service_env(self.db_url, self.broker_url, **env),
                                     self.logs / f"worker-{len(self.workers)}.log", wait=False)
         self.workers.append(proc)
@@ -134,18 +136,30 @@ def test_a_job_longer_than_the_visibility_timeout_runs_once(fault_stack):
 
 def test_kill_9_mid_job_resumes_on_another_worker_with_identical_results(fault_stack):
     fs = fault_stack
-    spec = iris_spec(epochs=20, batch_size=16)
-    start_workers(fs, 2)
+    epochs, checkpoint = 200, 0.1
+    spec = iris_spec(epochs=epochs, batch_size=16)  # ~3 ms epochs: many to a flush, dozens to a saved state
+    start_workers(fs, 2, NETFIT_FLUSH_SECONDS="0.05", NETFIT_CHECKPOINT_SECONDS=str(checkpoint))
     job_id = fs.submit(spec)
-    wait_until(lambda: fs.row(job_id).epochs_completed >= 3, timeout=60, what="three epochs")
+
+    def trained() -> float:  # seconds of training recorded so far, once a resume state is saved
+        with fs.factory() as session:
+            saved = db_jobs.get_checkpoint(session, None, job_id, "resume")
+            return saved is not None and sum(m.seconds for m in db_jobs.list_metrics(session, "default", job_id))
+
+    # well past one checkpoint interval: a lost state would redo far more than the promise allows
+    wait_until(lambda: trained() >= 3 * checkpoint, timeout=120, interval=0.01, what="0.3 s of training")
     victim = fs.owner(job_id)
     victim.signal(signal.SIGKILL)
     killed_at = fs.row(job_id).epochs_completed
-    done = fs.wait_finished(job_id)
+    done = fs.wait_finished(job_id, timeout=180)
     assert done.status == "succeeded"
     assert done.attempts == 2 and not done.lease_owner.endswith(f":{victim.pid}")
-    assert fs.epochs(job_id) == list(range(1, 21))  # every epoch exactly once
-    assert killed_at < 20
+    assert fs.epochs(job_id) == list(range(1, epochs + 1))  # every epoch exactly once
+    assert killed_at < epochs
+    with fs.factory() as session:
+        seconds = {m.epoch: m.seconds for m in db_jobs.list_metrics(session, "default", job_id)}
+    resumer = fs.owner(job_id)
+    assert assert_recomputed_within(resumer.output(), job_id, seconds, checkpoint) >= 1  # a saved state was used
 
     # the same spec trained without interruption gives the same numbers
     from netfit.spec import JobSpec
