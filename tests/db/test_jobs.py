@@ -155,3 +155,30 @@ def test_events_replay_in_order(session_factory):
         assert [(e.kind, e.data.get("status") or e.data["epoch"]) for e in events] == [
             ("status", "queued"), ("status", "running"), ("epoch", 1), ("status", "succeeded")]
         assert [e.id for e in jobs.events_after(s, job_id, events[1].id)] == [events[2].id, events[3].id]
+
+
+def test_a_batch_of_epochs_is_one_write_and_a_resumed_attempt_drops_what_its_state_does_not_hold(session_factory):
+    job_id = new_job(session_factory)
+    with session_factory() as s:
+        first = jobs.claim(s, job_id, "w1", lease_seconds=LEASE, max_attempts=3)
+        jobs.record_epochs(s, job_id, first, [jobs.EpochRecord(epoch_row(e)) for e in (1, 2)],
+                           resume=(2, b"state-2"), best=(2, epoch_row(2), b"best-2"))
+        # later epochs flushed without a state: the lost attempt's work after epoch 2
+        jobs.record_epochs(s, job_id, first, [jobs.EpochRecord(epoch_row(e, val_loss=0.4)) for e in (3, 4, 5)])
+    expire_lease(session_factory, job_id)
+    with session_factory() as s:
+        second = jobs.claim(s, job_id, "w2", lease_seconds=LEASE, max_attempts=3)
+        with pytest.raises(jobs.Fenced):  # the lost attempt, awake again, writes nothing
+            jobs.record_epochs(s, job_id, first, [jobs.EpochRecord(epoch_row(6))])
+        assert jobs.rewind(s, job_id, second, 2, 2, epoch_row(2)) == 3
+        job = s.get(Job, job_id)
+        assert (job.epochs_completed, job.best_epoch) == (2, 2)
+        assert [m.epoch for m in jobs.list_metrics(s, "default", job_id)] == [1, 2]
+        resume = jobs.get_checkpoint(s, None, job_id, "resume")
+        assert (resume.epoch, resume.data) == (2, b"state-2")
+        with pytest.raises(jobs.Fenced):
+            jobs.rewind(s, job_id, first, 0, None, None)
+        jobs.record_epochs(s, job_id, second, [jobs.EpochRecord(epoch_row(e)) for e in (3, 4)])
+        assert [m.epoch for m in jobs.list_metrics(s, "default", job_id)] == [1, 2, 3, 4]  # each once
+        kinds = [e.kind for e in jobs.events_after(s, job_id, 0)]
+        assert kinds.count("epoch") == 7  # 1-5 by the lost attempt, 3-4 again: followers key them by epoch
