@@ -39,15 +39,22 @@ def _trial_seconds(job: dict[str, Any]) -> float:
     return stamp(job["finished_at"]) - stamp(job["started_at"])
 
 
-def _calibrate(stack: stacks.Stack, short: int = 10, long: int = 40) -> tuple[float, float]:
-    """(seconds per job, seconds per epoch) of an Iris job while every worker runs one, as in
-    the sweep: a warm-up round, a round of `short`-epoch jobs, then one of `long`-epoch jobs."""
-    median = []
-    for epochs in (short, short, long):
-        ids = [submit(stack.client, iris_spec(epochs=epochs, batch_size=16, seed=i))[0] for i in range(stack.workers)]
-        median.append(statistics.median(_trial_seconds(wait_done(stack.client, job_id)) for job_id in ids))
-    per_epoch = max(1e-3, (median[2] - median[1]) / (long - short))
-    return max(0.0, median[1] - short * per_epoch), per_epoch
+def _round(stack: stacks.Stack, epochs: int) -> float:
+    """The median seconds of an Iris job of `epochs` epochs while every worker runs one, as in the sweep."""
+    ids = [submit(stack.client, iris_spec(epochs=epochs, batch_size=16, seed=i))[0] for i in range(stack.workers)]
+    return statistics.median(_trial_seconds(wait_done(stack.client, job_id)) for job_id in ids)
+
+
+def _trial_epochs(stack: stacks.Stack, target: float, short: int = 10, long: int = 40) -> tuple[int, float]:
+    """How many epochs make a `target`-second trial here, now, and what a round of them took:
+    a warm-up round, rounds of `short` and `long` epochs (a job's fixed cost and the cost per
+    epoch), then a round at the estimate, scaled once (the machine's load moves)."""
+    _round(stack, short)
+    first, second = _round(stack, short), _round(stack, long)
+    per_epoch = max(1e-3, (second - first) / (long - short))
+    epochs = max(2, round((target - max(0.0, first - short * per_epoch)) / per_epoch))
+    measured = _round(stack, epochs)
+    return max(2, round(epochs * target / measured)), measured
 
 
 def overhead(report: Report, stack: stacks.Stack, quick: bool) -> None:
@@ -55,10 +62,9 @@ def overhead(report: Report, stack: stacks.Stack, quick: bool) -> None:
         n, epochs = 6, 3
     else:
         n, target = 40, 1.0
-        fixed, per_epoch = _calibrate(stack)
-        epochs = max(2, round((target - fixed) / per_epoch))
-        report.note(f"  an Iris job here, one per worker at once: {fixed * ms:.0f} ms + {per_epoch * ms:.1f} ms per "
-                    f"epoch (with its persistence): trials of {epochs} epochs, ~{target:g} s")
+        epochs, measured = _trial_epochs(stack, target)
+        report.note(f"  calibrated with both workers busy (the last round took {measured:.2f} s): trials of "
+                    f"{epochs} Iris epochs, ~{target:g} s")
     body = {"name": "bench-overhead", "spec": iris_spec(epochs=epochs, batch_size=16),
             "parameters": {"model.layers.0.units": {"values": [8, 16, 32]},
                            "training.optimizer.lr": {"min": 0.001, "max": 0.1, "distribution": "log_uniform"}},
