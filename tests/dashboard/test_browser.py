@@ -116,6 +116,13 @@ def test_list_shows_jobs_and_updates_when_one_finishes(page, service):
 
 def test_a_running_jobs_chart_gains_points_live_and_cancel_stops_it(page, service):
     job = service.submit(slow_spec("live-iris"))
+    try:
+        check_live_page_and_cancel(page, service, job)
+    finally:  # its 5,000 epochs would otherwise hold the module's one worker when this fails
+        httpx.post(f"{service.base_url}/v1/jobs/{job['id']}/cancel", headers=service.headers(), timeout=10)
+
+
+def check_live_page_and_cancel(page, service, job):
     page.goto(f"/#/jobs/{job['id']}")
     chart = page.locator("#chart-loss")
     wait_until(lambda: int(chart.get_attribute("data-points") or 0) >= 3, timeout=60, what="the first epochs on the chart")
