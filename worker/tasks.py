@@ -118,7 +118,7 @@ class Lease(threading.Thread):
 class JobCallbacks(FitCallbacks):
     """Persists the epochs (fenced) and tells the loop when to stop. Fast epochs are batched: their
     rows and events reach the database at least every FLUSH_SECONDS in one transaction, the resume
-    state and best weights at most every CHECKPOINT_SECONDS; flush(final=True) writes the rest."""
+    state and best weights at most every CHECKPOINT_SECONDS; the task flush()es the rest at the end."""
 
     def __init__(self, factory: sessionmaker[Session], job_id: str, attempt: int, lease: Lease, described: dict[str, Any],
                  trial: bool = False):
