@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -85,8 +86,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        threading.Thread(target=_warm_engine, args=(app.state.warmed,), name="netfit-warm-up", daemon=True).start()
+        warm_up = threading.Thread(target=_warm_engine, args=(app.state.warmed,), name="netfit-warm-up", daemon=True)
+        warm_up.start()
         yield
+        # a process that exits while torch still traces in this thread aborts ("terminate called
+        # without an active exception"): an app stopped within seconds of its start waits for it
+        await asyncio.to_thread(warm_up.join, 30)
         session_factory.kw["bind"].dispose()
 
     # /docs and /redoc are served by api.routers.dashboard from vendored files (work offline)
