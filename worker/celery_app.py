@@ -53,6 +53,8 @@ def create_celery(broker_url: str | None = None) -> Celery:
     app = Celery("netfit", broker=url, include=[])
     app.conf.update(
         broker_transport_options=transport_options,
+        # the file broker writes each message whole (worker.file_broker says why)
+        broker_transport="worker.file_broker:Transport" if url == "filesystem://" else None,
         # ack after the task ran, not when received: a worker killed mid-job leaves the
         # message to be delivered again (the DB claim decides whether there is work left)
         task_acks_late=True,
