@@ -328,3 +328,14 @@ def embedded_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield base_url
     finally:
         proc.stop(grace=20)
+
+
+EXAMPLES = ROOT / "examples"
+
+
+def run_example(script: str, *args: str, url: str, cwd: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETFIT_")}
+    result = subprocess.run([sys.executable, str(EXAMPLES / script), "--url", url, "--epochs", "2", *args],
+                            env=env, cwd=cwd, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout

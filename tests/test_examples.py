@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import EXAMPLES, run_example
 
-EXAMPLES = ROOT / "examples"
 # job specs: mnist_npz.json needs an upload; *_builtin.json download their data (no internet here:
 # checked by a dry run only); sweep_*.json are sweeps (test_sweep_examples)
 SPECS = sorted(p.name for p in EXAMPLES.glob("*.json") if p.name != "mnist_npz.json" and not p.name.startswith("sweep_")
                and not p.name.endswith("_builtin.json"))
 DOWNLOADING = sorted(p.name for p in EXAMPLES.glob("*_builtin.json"))
 SWEEPS = sorted(p.name for p in EXAMPLES.glob("sweep_*.json"))
-
-
-def run_example(script: str, *args: str, url: str, cwd: Path) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NETFIT_")}
-    result = subprocess.run([sys.executable, str(EXAMPLES / script), "--url", url, "--epochs", "2", *args],
-                            env=env, cwd=cwd, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
 
 
 def leaderboard_rows(out: str) -> dict[str, list[str]]:

@@ -17,19 +17,12 @@ from db import sweeps as db_sweeps
 from db.models import Checkpoint, Dataset, EpochMetric, Job, JobEvent
 from db.session import make_session_factory
 from tests.api.conftest import make_client
-from tests.api.test_datasets import csv_bytes
-from tests.api.test_jobs import assert_error_body
+from tests.api.conftest import csv_bytes
+from tests.api.conftest import assert_error_body
 from tests.conftest import Proc, free_port, iris_spec, service_env, start_api_process, wait_until
+from tests.api.conftest import bearer, new_key
 
 SECURITY_HEADERS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY", "referrer-policy": "no-referrer"}
-
-
-def new_key(db_url: str, tenant: str) -> str:
-    factory = make_session_factory(db_url)
-    with factory() as session:
-        _, key = db_keys.create_key(session, tenant=tenant)
-    factory.kw["bind"].dispose()
-    return key
 
 
 def revoke(db_url: str, key: str) -> None:
@@ -37,10 +30,6 @@ def revoke(db_url: str, key: str) -> None:
     with factory() as session:
         db_keys.revoke_key(session, key)
     factory.kw["bind"].dispose()
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 # --------------------------------------------------------------------------- keys

@@ -5,8 +5,8 @@ from __future__ import annotations
 from db import jobs as db_jobs
 from db.session import make_session_factory
 from tests.api.conftest import make_client
-from tests.api.test_auth import bearer, new_key
-from tests.api.test_jobs import assert_error_body
+from tests.api.conftest import bearer, new_key
+from tests.api.conftest import assert_error_body
 from tests.conftest import iris_spec
 
 

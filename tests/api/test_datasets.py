@@ -7,14 +7,9 @@ import io
 import numpy as np
 
 from tests.api.conftest import make_client
-from tests.api.test_jobs import assert_error_body
+from tests.api.conftest import assert_error_body
 from tests.conftest import iris_spec
-
-
-def csv_bytes() -> bytes:
-    rng = np.random.default_rng(0)
-    rows = ["a,b,label"] + [f"{rng.normal():.3f},{rng.normal():.3f},{'yes' if i % 2 else 'no'}" for i in range(40)]
-    return ("\n".join(rows) + "\n").encode()
+from tests.api.conftest import csv_bytes
 
 
 def npz_bytes() -> bytes:

@@ -14,8 +14,8 @@ import torch
 from netfit.client import Client
 from netfit.engine.data import load_data
 from netfit.spec import JobSpec
-from tests.api.test_jobs import assert_error_body
-from tests.netfit.engine.test_graphs import IRIS_GRAPH
+from tests.api.conftest import assert_error_body
+from tests.netfit.engine.conftest import IRIS_GRAPH
 
 
 @pytest.mark.slow  # a job trained and exported by the worker (~25 s quiet)

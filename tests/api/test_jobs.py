@@ -10,14 +10,7 @@ from tests.api.conftest import make_client
 from tests.conftest import iris_spec
 from worker.celery_app import create_celery, enqueue
 from worker.reconciler import reconcile_once
-
-
-def assert_error_body(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["error"] == code and isinstance(body["message"], str) and body["message"]
-    assert "Traceback" not in response.text
-    return body
+from tests.api.conftest import assert_error_body
 
 
 def test_submit_stores_enqueues_and_returns_queued_job(client, queued_messages):

@@ -7,8 +7,8 @@ from db import jobs as db_jobs
 from db.session import make_session_factory
 from netfit.sse import EpochEvent, job_event, parse_sse
 from tests.api.conftest import make_client
-from tests.api.test_auth import bearer, new_key
-from tests.api.test_jobs import assert_error_body
+from tests.api.conftest import bearer, new_key
+from tests.api.conftest import assert_error_body
 from tests.conftest import iris_spec
 
 

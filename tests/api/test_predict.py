@@ -17,9 +17,9 @@ from netfit.engine.data import load_data
 from netfit.models import TERMINAL_STATUSES
 from netfit.spec import JobSpec
 from tests.api.conftest import make_client
-from tests.api.test_auth import bearer, new_key
-from tests.api.test_datasets import csv_bytes
-from tests.api.test_jobs import assert_error_body
+from tests.api.conftest import bearer, new_key
+from tests.api.conftest import csv_bytes
+from tests.api.conftest import assert_error_body
 from tests.conftest import iris_spec, service_env, wait_until
 
 

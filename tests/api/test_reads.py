@@ -10,8 +10,8 @@ from db.models import EpochMetric, Job
 from db.session import make_session_factory
 from netfit.models import EpochMetrics
 from tests.api.conftest import make_client
-from tests.api.test_auth import bearer, new_key
-from tests.api.test_jobs import assert_error_body
+from tests.api.conftest import bearer, new_key
+from tests.api.conftest import assert_error_body
 from tests.conftest import iris_spec
 
 

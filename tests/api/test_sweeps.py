@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from db.models import Job, Sweep
 from db.session import make_session_factory
 from tests.api.conftest import make_client
-from tests.api.test_auth import bearer, new_key
+from tests.api.conftest import bearer, new_key
 from tests.conftest import iris_spec
 
 

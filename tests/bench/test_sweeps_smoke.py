@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench.test_smoke import assert_judged, figures, run_bench
+from tests.bench.conftest import assert_judged, figures, run_bench
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ service) runs last. Screenshots of every page go to tests/dashboard/artifacts/."
 from __future__ import annotations
 
 import copy
-import shutil
 import sys
 import time
 from datetime import datetime, timedelta, timezone

@@ -10,7 +10,7 @@ from db import jobs
 from db.migrate import config, upgrade
 from db.session import make_engine, make_session_factory
 from tests.conftest import iris_spec
-from tests.db.test_migrations import _insert_old_job
+from tests.db.conftest import insert_old_job
 
 
 def test_0004_downgrades_and_upgrades_a_database_with_epochs(db_url):
@@ -19,7 +19,7 @@ def test_0004_downgrades_and_upgrades_a_database_with_epochs(db_url):
     with engine.connect() as conn:
         assert "layers" not in {c["name"] for c in inspect(conn).get_columns("epoch_metrics")}
     with engine.begin() as conn:
-        job_id = _insert_old_job(conn, "team-a", iris_spec())
+        job_id = insert_old_job(conn, "team-a", iris_spec())
         conn.execute(text("INSERT INTO epoch_metrics (job_id, epoch, train_loss) VALUES (:id, 1, 0.5)"), {"id": job_id})
     upgrade(db_url)
     with make_session_factory(engine)() as session:

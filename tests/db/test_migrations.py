@@ -7,6 +7,7 @@ from sqlalchemy import inspect
 from db.migrate import upgrade
 from db.models import Base
 from db.session import make_engine
+from tests.db.conftest import insert_old_job
 
 
 def test_migration_matches_models_and_is_idempotent(db_url):
@@ -39,7 +40,7 @@ def test_0002_downgrades_and_upgrades_a_database_with_jobs(db_url):
         assert "api_keys" not in inspect(conn).get_table_names()
     factory = make_session_factory(engine)
     with engine.begin() as conn:
-        job_id = _insert_old_job(conn, "team-a", iris_spec())
+        job_id = insert_old_job(conn, "team-a", iris_spec())
     upgrade(db_url)
     with factory() as session:
         assert jobs.count_active(session, "team-a") == 1 and jobs.get_job(session, "team-a", job_id)
@@ -48,22 +49,6 @@ def test_0002_downgrades_and_upgrades_a_database_with_jobs(db_url):
     with engine.connect() as conn:
         assert "ix_jobs_tenant_status" in {i["name"] for i in inspect(conn).get_indexes("jobs")}
     engine.dispose()
-
-
-def _insert_old_job(conn, tenant: str, spec: dict) -> str:
-    """A job row as revision 0001 knew it (the ORM would name the columns later revisions add)."""
-    import json
-
-    from sqlalchemy import text
-
-    from db.models import new_id, utcnow
-
-    job_id, now = new_id(), utcnow().replace(tzinfo=None)
-    conn.execute(text(
-        "INSERT INTO jobs (id, tenant, spec, status, epochs, epochs_completed, attempts, releases, queue,"
-        " cancel_requested, created_at, updated_at) VALUES (:id, :tenant, :spec, 'queued', 5, 0, 0, 0, 'cpu',"
-        " false, :now, :now)"), {"id": job_id, "tenant": tenant, "spec": json.dumps(spec), "now": now})
-    return job_id
 
 
 def test_0003_downgrades_and_upgrades_a_database_with_jobs(db_url):
@@ -82,7 +67,7 @@ def test_0003_downgrades_and_upgrades_a_database_with_jobs(db_url):
         assert "sweeps" not in inspect(conn).get_table_names()
         assert "sweep_id" not in {c["name"] for c in inspect(conn).get_columns("jobs")}
     with engine.begin() as conn:
-        job_id = _insert_old_job(conn, "team-a", iris_spec())
+        job_id = insert_old_job(conn, "team-a", iris_spec())
     upgrade(db_url)
     with make_session_factory(engine)() as session:
         job = jobs.get_job(session, "team-a", job_id)

@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 
 from netfit import Client
 from tests.conftest import iris_spec
-from tests.netfit.test_cli import netfit, one_line_error
+from tests.netfit.conftest import netfit, one_line_error
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from tests.conftest import iris_spec
-from tests.netfit.test_cli import netfit
+from tests.netfit.conftest import netfit
 
 pytestmark = [pytest.mark.slow]
 

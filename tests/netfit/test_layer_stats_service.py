@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from netfit import Client
-from tests.netfit.test_cli import netfit
-from tests.test_examples import run_example
+from tests.netfit.conftest import netfit
+from tests.conftest import run_example
 
 
 @pytest.mark.slow  # two trainings through the worker and three processes: ~10 s quiet, ~30 s on a busy machine

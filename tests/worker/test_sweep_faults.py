@@ -16,7 +16,6 @@ before the message is sent) and prints where. The test waits for that line, then
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading

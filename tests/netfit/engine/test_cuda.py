@@ -9,7 +9,7 @@ import torch
 from netfit.engine.data import load_data
 from netfit.engine.fit import fit
 from netfit.engine.packed import fit_packed
-from tests.netfit.engine.test_packed import make_spec
+from tests.netfit.engine.conftest import make_spec
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine (bench/gpu.sh runs these on one)")]

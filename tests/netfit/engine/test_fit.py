@@ -6,7 +6,6 @@ These are the acceptance runs of issue 2 (Iris, digits, over-fitting, divergence
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np

@@ -20,22 +20,8 @@ from netfit.engine.graph import GraphNet
 from netfit.engine.inference import export_onnx, load_model, model_metadata, predict
 from netfit.engine.layers import build_model, summarize
 from netfit.spec import JobSpec
+from tests.netfit.engine.conftest import IRIS_GRAPH
 
-RES = {"layers": [{"type": "linear", "units": 16, "name": "fc"}, {"type": "relu"},
-                  {"type": "linear", "units": 16, "name": "fc2"}, {"type": "add", "inputs": ["input", "fc2"]}]}
-# iris: a residual block used twice, then two branches side by side
-IRIS_GRAPH = {
-    "dataset": {"builtin": "iris"}, "preprocess": {"features": "standardize"},
-    "split": {"validation": 0.2, "test": 0.2, "seed": 0},
-    "model": {"blocks": {"res": RES}, "layers": [
-        {"type": "linear", "units": 16, "name": "stem"},
-        {"type": "block", "block": "res", "name": "r1"},
-        {"type": "block", "block": "res", "name": "r2"},
-        {"type": "linear", "units": 8, "activation": "tanh", "name": "side", "inputs": ["stem"]},
-        {"type": "concat", "inputs": ["r2", "side"], "name": "both"},
-        {"type": "linear", "units": 3, "activation": "softmax"}]},
-    "training": {"epochs": 4, "batch_size": 16, "device": "cpu", "seed": 0, "optimizer": {"type": "adam", "lr": 0.02}},
-}
 IMAGE = {"dataset": {"builtin": "digits"}, "preprocess": {"features": "scale"}}
 
 

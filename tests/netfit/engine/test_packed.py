@@ -7,7 +7,6 @@ and unfused optimizer round differently from fit's), including dropout masks on 
 
 from __future__ import annotations
 
-from typing import Any
 
 import pytest
 
@@ -16,22 +15,9 @@ from netfit.engine.data import load_data
 from netfit.engine.fit import EpochReport, FitCallbacks, fit
 from netfit.engine.packed import fit_packed, group_packs, pack_key, packable
 from netfit.spec import JobSpec
+from tests.netfit.engine.conftest import make_spec
 
 TOL = dict(rel=1e-4, abs=1e-5)
-
-
-def make_spec(p: float | None = 0.0, dataset: dict | None = None, out: int = 3, **training: Any) -> JobSpec:
-    layers: list[dict] = [{"type": "linear", "units": 16}, {"type": "relu"}]
-    layers += [{"type": "dropout", "p": p}] if p is not None else []
-    layers += [{"type": "linear", "units": out}]
-    return JobSpec.model_validate({
-        "dataset": dataset or {"builtin": "iris"},
-        "split": {"validation": 0.2, "test": 0.2, "seed": 0},
-        "preprocess": {"features": "standardize"},
-        "model": {"layers": layers},
-        "training": {"epochs": 12, "batch_size": 16, "device": "cpu",
-                     "optimizer": training.pop("optimizer", {"type": "adam", "lr": 0.01}), **training},
-    })
 
 
 def assert_same_run(packed, alone) -> None:
