@@ -102,3 +102,12 @@ assert "netfit.engine.fit" not in sys.modules and "worker.tasks" not in sys.modu
 def test_processes_load_only_what_their_rules_allow():
     result = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_no_test_module_imports_another():
+    """What several test modules share lives in a conftest module, so each test module can
+    change (or go) alone."""
+    offenders = [f"{path.relative_to(ROOT)} imports {name}"
+                 for path in sorted((ROOT / "tests").rglob("*.py"))
+                 for name in _imports(path) if name.split(".")[-1].startswith("test_") and name.startswith("tests.")]
+    assert offenders == []
