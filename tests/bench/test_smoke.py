@@ -38,7 +38,8 @@ def test_engine_section_times_every_contender(tmp_path: Path) -> None:
 def test_service_sections_report_every_figure(tmp_path: Path) -> None:
     stdout, summary = run_bench(["service", "api", "throughput"], tmp_path / "services.json")
     sections = summary["sections"]
-    assert set(sections) == {"service_embedded", "service_redis_pg", "throughput_redis_pg", "api_redis_pg"}
+    assert set(sections) == {"service_embedded", "service_redis_pg", "readiness", "throughput_redis_pg",
+                             "api_redis_pg"}
     for name, section in sections.items():
         values = figures(section)
         assert values and all(v > 0 and math.isfinite(v) for v in values.values()), (name, values)
