@@ -15,6 +15,8 @@ import sys
 import warnings
 from pathlib import Path
 
+import pytest
+
 from db import keys as db_keys
 from db.session import make_session_factory
 from tests.conftest import service_env
@@ -38,6 +40,7 @@ def make_key(db_url: str) -> str:
     return key
 
 
+@pytest.mark.slow
 def test_live_api_conforms_to_its_openapi_schema(pg_url, redis_url, start_api, tmp_path):
     base_url = start_api(service_env(pg_url, redis_url))
     key = make_key(pg_url)
