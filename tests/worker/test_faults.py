@@ -272,7 +272,10 @@ def test_redis_restarted_without_persistence_forgets_queued_jobs_and_all_still_r
             wait_until(lambda: fs.row(long).status == "running", timeout=60, what="the long job to start")
             queued = [fs.submit(iris_spec(epochs=3, seed=i)) for i in range(5)]
             broker = redis.Redis(port=server.port)
-            assert broker.llen("cpu") == 5
+            # each of the 5 waits in Redis (a reconciler's re-send under load may add a copy:
+            # harmless, the claim decides)
+            waiting = broker.lrange("cpu", 0, -1)
+            assert all(any(job_id.encode() in message for message in waiting) for job_id in queued), waiting
             broker.close()
             before = fs.row(long).epochs_completed
 
