@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
 from api.errors import render_json
 from db import jobs as db_jobs
@@ -28,6 +29,13 @@ POLL_SECONDS = 0.25  # a new epoch shows up within this
 KEEPALIVE_SECONDS = 15.0  # a comment line keeps proxies from closing an idle stream
 
 Rows = list[tuple[int, str, dict[str, Any]]]
+
+
+def sse_response(stream: AsyncIterator[str]) -> StreamingResponse:
+    """The response of every event stream: never cached (each connection replays from its
+    Last-Event-ID), and not buffered by a proxy (nginx holds chunks otherwise)."""
+    return StreamingResponse(stream, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 def format_event(event_id: int, kind: str, data: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from api.deps import CursorDep, LimitQuery, PrincipalDep, SessionDep, SettingsDep
 from api.errors import ApiError, invalid, not_found, render_json
 from api.etags import etagged
-from api.events import job_event_stream
+from api.events import job_event_stream, sse_response
 from api.examples import JOB_EXAMPLES
 from api.responses import errors, link
 from api.settings import Settings
@@ -280,5 +280,4 @@ async def events(
     stream = await job_event_stream(request, tenant, job_id, last_event_id)
     if stream is None:
         raise not_found("job", job_id)
-    return StreamingResponse(stream, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return sse_response(stream)

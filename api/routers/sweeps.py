@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import CursorDep, LimitQuery, PrincipalDep, SessionDep, SettingsDep
 from api.errors import ApiError, invalid, not_found
-from api.events import sweep_event_stream
+from api.events import sse_response, sweep_event_stream
 from api.responses import errors
 from api.routers.jobs import check_active_limit, validate_spec
 from api.settings import Settings
@@ -205,8 +205,7 @@ async def events(
     stream = await sweep_event_stream(request, tenant, sweep_id, last_event_id)
     if stream is None:
         raise not_found("sweep", sweep_id)
-    return StreamingResponse(stream, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return sse_response(stream)
 
 
 @router.post("/{sweep_id}/cancel", response_model=Sweep, summary="Stop a sweep and its trials")
