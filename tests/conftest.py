@@ -295,6 +295,14 @@ def start_serve_process(env: dict[str, str], workdir: Path) -> tuple[Proc, str]:
     return proc, base_url
 
 
+def served(base_url: str, route: str, status: int, method: str = "GET") -> float:
+    """How many requests of `route` (its template, /v1/jobs/{job_id}) a service answered with
+    `status`: its Prometheus counter, counted server-side (a 304 sent, not a client's cache hit)."""
+    text = httpx.get(f"{base_url}/metrics", timeout=30).text
+    line = f'netfit_http_requests_total{{method="{method}",route="{route}",status="{status}"}} '
+    return sum(float(x[len(line):]) for x in text.splitlines() if x.startswith(line))
+
+
 def wait_healthy(base_url: str, proc: Proc, timeout: float = 60) -> None:
     def up() -> bool:
         assert proc.alive(), f"server died at start:\n{proc.output()[-3000:]}"
