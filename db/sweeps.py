@@ -25,9 +25,10 @@ from db.models import EpochMetric, Job, JobEvent, Sweep, new_id, utcnow
 from db.pages import newest_first
 
 ACTIVE = db_jobs.ACTIVE
-# what a trial needs for the leaderboard and for rebuilding the Optuna study
-TRIAL_COLUMNS = ("id", "trial_number", "params", "status", "stop_reason", "error", "epochs_completed",
-                 "pruned_rung", "finished_at")
+# what every ask reads of every trial (no params: a finished trial's are kept by worker.sweeps)
+STATE_COLUMNS = ("id", "trial_number", "status", "stop_reason", "error", "epochs_completed", "finished_at")
+# what the leaderboard shows
+TRIAL_COLUMNS = (*STATE_COLUMNS, "params", "pruned_rung")
 
 
 def create_sweep(session: Session, *, tenant: str, request: dict[str, Any], method: str, metric: str, mode: str,
@@ -61,19 +62,26 @@ def running_sweeps(session: Session) -> list[str]:
     return list(session.scalars(select(Sweep.id).where(Sweep.status == "running").order_by(Sweep.created_at)))
 
 
-def trials(session: Session, sweep_id: str) -> list[Any]:
-    """The sweep's trials as plain rows (TRIAL_COLUMNS), by trial number."""
-    return list(session.execute(select(*(getattr(Job, c) for c in TRIAL_COLUMNS))
+def trials(session: Session, sweep_id: str, columns: tuple[str, ...] = TRIAL_COLUMNS) -> list[Any]:
+    """The sweep's trials as plain rows (`columns`), by trial number."""
+    return list(session.execute(select(*(getattr(Job, c) for c in columns))
                                 .where(Job.sweep_id == sweep_id).order_by(Job.trial_number)))
 
 
-def objective_curves(session: Session, sweep_id: str, metric: str) -> dict[str, dict[int, float]]:
-    """job id -> {epoch: objective value} for every trial (None values left out)."""
+def trial_params(session: Session, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+    return {job_id: params or {} for job_id, params in
+            session.execute(select(Job.id, Job.params).where(Job.id.in_(job_ids)))}
+
+
+def objective_curves(session: Session, sweep_id: str, metric: str,
+                     job_ids: list[str] | None = None) -> dict[str, dict[int, float]]:
+    """job id -> {epoch: objective value} for every trial, or for `job_ids` (None values left out)."""
     column = getattr(EpochMetric, metric)
     curves: dict[str, dict[int, float]] = {}
+    which = EpochMetric.job_id.in_(job_ids) if job_ids is not None else Job.sweep_id == sweep_id
     rows = session.execute(select(EpochMetric.job_id, EpochMetric.epoch, column)
                            .join(Job, Job.id == EpochMetric.job_id)
-                           .where(Job.sweep_id == sweep_id, column.is_not(None)))
+                           .where(which, column.is_not(None)))
     for job_id, epoch, value in rows:
         curves.setdefault(job_id, {})[int(epoch)] = float(value)
     return curves

@@ -4,11 +4,13 @@ Why the study is rebuilt from our rows at every ask (and not kept in Optuna's RD
 the sweeps and jobs tables are the one source of truth, under our Alembic migrations and our
 tenant scoping; a second set of Optuna tables would be a second truth that could disagree
 with the jobs (a trial Optuna thinks is running whose job ended, a job Optuna never heard
-of), and its schema would be migrated by Optuna, not us. A rebuild is cheap at sweep sizes
-(one query for the trials, one for their per-epoch objective values), holds nothing a
-restart loses, and lets any process ask: the API when the sweep is created, the worker when
-a trial ends, the reconciler to repair an ask that was lost with its process. Two askers at
-once are resolved by db.sweeps.create_trial (a conditional UPDATE of the trial counter).
+of), and its schema would be migrated by Optuna, not us. A rebuild is cheap at sweep sizes:
+one query for every trial's state, and params and objective curves only for the trials this
+process has not seen finished (a finished trial never changes, so `study_of` keeps it). It
+holds nothing a restart loses, and lets any process ask: the API when the sweep is created,
+the worker when a trial ends, the reconciler to repair an ask that was lost with its process.
+Two askers at once are resolved by db.sweeps.create_trial (a conditional UPDATE of the trial
+counter).
 
 The sampler is made afresh for each ask, so its seed is derived from (seed, trial number):
 the same history gives the same next trial, and each trial gets its own random draw.
@@ -18,6 +20,8 @@ No torch here: the API imports this module.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
@@ -89,10 +93,28 @@ def _sampler(request: SweepSpec, number: int) -> Any:
         # the grid's order must be the same at every ask: one seed for the sweep
         space = {path: list(range(len(p.values or ()))) for path, p in request.parameters.items()}
         return samplers.GridSampler(space, seed=request.seed)
-    seed = (request.seed * 1_000_003 + number) % 2**31
+    seed = _seed(request, number)
     if request.method == "random":
         return samplers.RandomSampler(seed=seed)
     return samplers.TPESampler(seed=seed)
+
+
+def _seed(request: SweepSpec, number: int) -> int:
+    return (request.seed * 1_000_003 + number) % 2**31
+
+
+def _sampler_for(study: Any, request: SweepSpec, number: int) -> Any:
+    """The sampler for trial `number` on a study this process keeps. A kept TPE sampler is
+    reseeded rather than made afresh: what else it holds is its search space's cache, made
+    from the study's trials, which then walks only the trials added since (at 1,000 trials
+    a fresh one walks them all, a quarter of an ask). Reseeded, it draws as a fresh one would."""
+    sampler = study.sampler
+    if request.method != "tpe" or not isinstance(sampler, _optuna().samplers.TPESampler):
+        return _sampler(request, number)
+    seed = _seed(request, number)
+    sampler._rng.rng.seed(seed)  # what TPESampler(seed=seed) sets up: its own and its start-up sampler's
+    sampler._random_sampler._rng.rng.seed(seed)
+    return sampler
 
 
 def pruner(request: SweepSpec) -> Any:
@@ -104,6 +126,15 @@ def pruner(request: SweepSpec) -> Any:
     if p.type == "median":
         return pruners.MedianPruner(n_startup_trials=max(2, request.max_concurrent), n_warmup_steps=p.min_epochs - 1)
     return pruners.NopPruner()
+
+
+def prunes_at(request: SweepSpec, epoch: int) -> bool:
+    """Whether the sweep's pruner judges a trial at this epoch (so its row must be written first):
+    ASHA at its rung epochs, median at every epoch from min_epochs on, none never."""
+    p = request.pruning
+    if p.type == "none" or epoch < p.min_epochs:
+        return False
+    return p.type != "asha" or epoch in rung_steps(request, epoch)
 
 
 def rung_steps(request: SweepSpec, up_to: int) -> list[int]:
@@ -118,11 +149,20 @@ def rung_steps(request: SweepSpec, up_to: int) -> list[int]:
 @lru_cache(maxsize=1)
 def _rebuilt_trial() -> type:
     class RebuiltTrial(_optuna().trial.FrozenTrial):
-        """A trial made for one rebuilt study and never shared, so the in-memory storage's deep
-        copy of it (9/10 of a rebuild at 1,000 trials: 490 ms of 540) can be the trial itself."""
+        """A trial made from our rows, so the in-memory storage's deep copy of it (9/10 of a
+        rebuild at 1,000 trials: 490 ms of 540) can be the trial itself. The storage only sets
+        its number and id, which are the same in every study rebuilt for the sweep. Its own
+        fields never change, so it is validated once, when made (half of add_trials' cost)."""
+
+        validated = False
 
         def __deepcopy__(self, memo: dict[int, Any]) -> RebuiltTrial:
             return self
+
+        def _validate(self) -> None:
+            if not self.validated:
+                super()._validate()
+                self.validated = True
 
     return RebuiltTrial
 
@@ -133,42 +173,87 @@ def best_value(curve: dict[int, float], mode: str) -> float | None:
     return min(curve.values()) if mode == "min" else max(curve.values())
 
 
-def build_study(request: SweepSpec, rows: list[Any], curves: dict[str, dict[int, float]], *,
-                number: int, judged: str | None = None) -> Any:
-    """An in-memory study holding our trials 0..n-1 (same numbers as ours), in the states
-    Optuna would have given them; ASHA's per-rung records are re-made from the curves.
+def _state_of(request: SweepSpec, row: Any, curve: dict[int, float]) -> tuple[Any, float | None]:
+    """(Optuna's state, value) for one of our trials."""
+    state = _optuna().trial.TrialState
+    value = best_value(curve, request.objective.direction)
+    if row.status in db_sweeps.ACTIVE:
+        return state.RUNNING, None
+    if row.status == "succeeded" and row.stop_reason == "pruned":
+        return state.PRUNED, None
+    if row.status == "succeeded" and value is not None:
+        return state.COMPLETE, value
+    return state.FAIL, None
+
+
+def _frozen(request: SweepSpec, row: Any, params: dict[str, Any], curve: dict[int, float], *,
+            judged: str | None, dists: dict[str, Any], keys: dict[str, dict[str, int]]) -> Any:
+    """One of our trials as Optuna would have it; ASHA's per-rung records re-made from its curve.
     `judged`: the job whose last epoch is being judged keeps no record for that epoch."""
+    trial_state, value = _state_of(request, row, curve)
+    attrs: dict[str, Any] = {}
+    if request.pruning.type == "asha":
+        last = max(curve) - (1 if row.id == judged else 0) if curve else 0
+        for k, step in enumerate(rung_steps(request, last)):
+            if step in curve:
+                attrs[f"completed_rung_{k}"] = curve[step]
+    now = datetime.now()
+    return _rebuilt_trial()(
+        number=row.trial_number, state=trial_state, value=value, datetime_start=now,
+        datetime_complete=now if trial_state.is_finished() else None,
+        params=to_internal(request, params, keys), distributions=dists, user_attrs={},
+        system_attrs=attrs, intermediate_values=curve, trial_id=-1)
+
+
+# A finished trial never changes, so each process keeps the sweeps' finished trials as Optuna
+# trials (sweep id -> job id -> (its row's state, the trial)) and re-makes only the trials whose
+# row differs: the active ones (at most max_concurrent) and the newly ended. The database stays
+# the one truth: every rebuild reads every trial's state, and a row that changed is re-made.
+SWEEPS_KEPT = 16
+_kept: OrderedDict[str, dict[str, tuple[tuple[Any, ...], Any]]] = OrderedDict()
+_kept_lock = threading.Lock()
+
+
+def _row_state(row: Any) -> tuple[Any, ...]:
+    return tuple(row)  # a row of db_sweeps.STATE_COLUMNS
+
+
+def trial_states(session: Session, sweep_id: str) -> list[Any]:
+    """Every trial's state row (db_sweeps.STATE_COLUMNS), what `study_of` rebuilds from."""
+    return db_sweeps.trials(session, sweep_id, db_sweeps.STATE_COLUMNS)
+
+
+def study_of(session: Session, sweep: Any, request: SweepSpec, rows: list[Any], *, number: int,
+             judged: str | None = None) -> Any:
+    """An in-memory study holding our trials 0..n-1 (`rows`, from trial_states; same numbers
+    as ours) in the states Optuna would have given them, with a sampler for trial `number`."""
     optuna = _optuna()
-    state = optuna.trial.TrialState
+    with _kept_lock:
+        kept = _kept.setdefault(sweep.id, {})
+        _kept.move_to_end(sweep.id)
+        while len(_kept) > SWEEPS_KEPT:
+            _kept.popitem(last=False)
+        trials = {r.id: kept[r.id][1] for r in rows
+                  if r.status not in db_sweeps.ACTIVE and r.id in kept and kept[r.id][0] == _row_state(r)}
+    stale = [r for r in rows if r.id not in trials]
+    if stale:
+        ids = [r.id for r in stale]
+        params = db_sweeps.trial_params(session, ids)
+        # the whole sweep's curves in one scan when most are needed (a process's first rebuild)
+        curves = db_sweeps.objective_curves(session, sweep.id, sweep.objective_metric,
+                                            ids if 2 * len(ids) < len(rows) else None)
+        dists, keys = distributions(request), choice_keys(request)
+        made = {r.id: (_row_state(r), _frozen(request, r, params.get(r.id, {}), curves.get(r.id, {}), judged=judged,
+                                              dists=dists, keys=keys)) for r in stale}
+        trials.update({job_id: trial for job_id, (_, trial) in made.items()})
+        with _kept_lock:
+            kept.update({job_id: entry for job_id, entry in made.items() if entry[1].state.is_finished()})
+            for job_id in [j for j in kept if j not in trials]:
+                del kept[job_id]  # no longer a trial of the sweep (deleted)
     mode = request.objective.direction
     study = optuna.create_study(direction="minimize" if mode == "min" else "maximize",
                                 sampler=_sampler(request, number), pruner=pruner(request))
-    dists, keys, now = distributions(request), choice_keys(request), datetime.now()
-    trial_class = _rebuilt_trial()
-    frozen = []
-    for row in rows:
-        curve = curves.get(row.id, {})
-        value = best_value(curve, mode)
-        if row.status in db_sweeps.ACTIVE:
-            trial_state, value = state.RUNNING, None
-        elif row.status == "succeeded" and row.stop_reason == "pruned":
-            trial_state, value = state.PRUNED, None
-        elif row.status == "succeeded" and value is not None:
-            trial_state = state.COMPLETE
-        else:
-            trial_state, value = state.FAIL, None
-        attrs: dict[str, Any] = {}
-        if request.pruning.type == "asha":
-            last = max(curve) - (1 if row.id == judged else 0) if curve else 0
-            for k, step in enumerate(rung_steps(request, last)):
-                if step in curve:
-                    attrs[f"completed_rung_{k}"] = curve[step]
-        frozen.append(trial_class(
-            number=row.trial_number, state=trial_state, value=value, datetime_start=now,
-            datetime_complete=now if trial_state.is_finished() else None,
-            params=to_internal(request, row.params or {}, keys), distributions=dists, user_attrs={},
-            system_attrs=attrs, intermediate_values=curve, trial_id=-1))
-    study.add_trials(frozen)  # validated there, as optuna.trial.create_trial would
+    study.add_trials([trials[r.id] for r in rows])  # validated there, as optuna.trial.create_trial would
     return study
 
 
@@ -203,7 +288,7 @@ def _step(session: Session, sweep_id: str) -> Any:
         if sweep is None or sweep.status != "running":
             return None
         request = SweepSpec.model_validate(sweep.spec)
-        rows = db_sweeps.trials(session, sweep_id)
+        rows = trial_states(session, sweep_id)
         active = sum(r.status in db_sweeps.ACTIVE for r in rows)
         if _failing(session, sweep, rows):
             return None
@@ -225,16 +310,71 @@ def _step(session: Session, sweep_id: str) -> Any:
         if job is not None:
             log.info("sweep %s: trial %d asked (%s)", sweep_id, number, params)
             return job
+        forget(sweep_id)  # its study holds a trial that is not ours
         session.expire_all()
     return None
 
 
+# The study each process last asked on, by sweep: (study, each trial's row state as last seen).
+# The next ask brings it up to date from the rows instead of rebuilding it: trials that ended
+# since are told to it, trials another process asked are added, and the trial it asked last is
+# already in it (when that trial's number was taken by another asker, forget() drops it).
+_asking: OrderedDict[str, tuple[Any, dict[int, tuple[Any, ...]]]] = OrderedDict()
+_asking_lock = threading.Lock()
+
+
+def forget(sweep_id: str) -> None:
+    with _asking_lock:
+        _asking.pop(sweep_id, None)
+
+
 def next_params(session: Session, sweep: Any, request: SweepSpec, rows: list[Any], number: int) -> dict[str, Any]:
-    """Optuna's choice for trial `number`: the study rebuilt from the rows, then one ask (what
-    `python -m bench sweeps` times at 1,000 trials)."""
-    curves = db_sweeps.objective_curves(session, sweep.id, sweep.objective_metric)
-    study = build_study(request, rows, curves, number=number)
-    return from_internal(request, study.ask(distributions(request)).params)
+    """Optuna's choice for trial `number` (= len(rows)): the process's study brought up to date
+    from the rows, then one ask (what `python -m bench sweeps` times at 1,000 trials)."""
+    with _asking_lock:
+        study, seen = _asking.pop(sweep.id, (None, {}))
+        if study is None or not _catch_up(session, sweep, request, rows, study, seen):
+            study, seen = study_of(session, sweep, request, rows, number=number), {}
+            seen.update((r.trial_number, _row_state(r)) for r in rows)
+        study.sampler = _sampler_for(study, request, number)
+        params = from_internal(request, study.ask(distributions(request)).params)
+        _asking[sweep.id] = (study, seen)
+        while len(_asking) > SWEEPS_KEPT:
+            _asking.popitem(last=False)
+    return params
+
+
+def _catch_up(session: Session, sweep: Any, request: SweepSpec, rows: list[Any], study: Any,
+              seen: dict[int, tuple[Any, ...]]) -> bool:
+    """Tell `study` what changed in `rows` since it was last seen; False when it cannot be
+    brought up to date (a trial it holds that the rows do not, or a finished one that changed)."""
+    storage = study._storage
+    held = storage.get_all_trials(study._study_id, deepcopy=False)
+    if len(held) > len(rows):
+        return False  # it asked a trial whose number another process took
+    changed = [r for r in rows if seen.get(r.trial_number) != _row_state(r)]
+    if not changed:
+        return True
+    ids = [r.id for r in changed]
+    curves = db_sweeps.objective_curves(session, sweep.id, sweep.objective_metric, ids)
+    fresh = [r for r in changed if r.trial_number >= len(held)]
+    params = db_sweeps.trial_params(session, [r.id for r in fresh]) if fresh else {}
+    dists, keys = distributions(request), choice_keys(request)
+    for row in changed:
+        curve = curves.get(row.id, {})
+        if row.trial_number >= len(held):  # asked by another process
+            study.add_trial(_frozen(request, row, params.get(row.id, {}), curve, judged=None, dists=dists, keys=keys))
+        else:
+            trial = held[row.trial_number]
+            if trial.state.is_finished():
+                return False
+            state, value = _state_of(request, row, curve)
+            if state.is_finished():  # ended: what TPE reads of it (its value, a pruned one's curve)
+                for step, v in curve.items():
+                    storage.set_trial_intermediate_value(trial._trial_id, step, v)
+                storage.set_trial_state_values(trial._trial_id, state, None if value is None else [value])
+        seen[row.trial_number] = _row_state(row)
+    return True
 
 
 def _failing(session: Session, sweep: Any, rows: list[Any]) -> bool:
@@ -295,15 +435,12 @@ def prune_decision(factory: sessionmaker[Session], job_id: str, epoch: int) -> s
         if sweep is None:
             return None
         request = SweepSpec.model_validate(sweep.spec)
-        if request.pruning.type == "none" or epoch < request.pruning.min_epochs:
+        if not prunes_at(request, epoch):
             return None
-        if request.pruning.type == "asha" and epoch not in rung_steps(request, epoch):
-            return None  # ASHA decides at rung epochs only
-        rows = db_sweeps.trials(session, sweep_id)
-        curves = db_sweeps.objective_curves(session, sweep_id, sweep.objective_metric)
-        if epoch not in curves.get(job_id, {}):
+        if epoch not in db_sweeps.trial_curve(session, job_id, sweep.objective_metric):
             return None  # no objective value this epoch (e.g. no validation split)
-        study = build_study(request, rows, curves, number=sweep.trials_asked, judged=job_id)
+        rows = trial_states(session, sweep_id)
+        study = study_of(session, sweep, request, rows, number=sweep.trials_asked, judged=job_id)
         number = next(r.trial_number for r in rows if r.id == job_id)
         frozen = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(
             study._study_id, number))
@@ -322,9 +459,7 @@ def importance(session: Session, sweep: Any) -> tuple[str, dict[str, float], int
     """(evaluator, {path: importance}, trials used, note). PED-ANOVA needs no model fitting."""
     optuna = _optuna()
     request = SweepSpec.model_validate(sweep.spec)
-    rows = db_sweeps.trials(session, sweep.id)
-    curves = db_sweeps.objective_curves(session, sweep.id, sweep.objective_metric)
-    study = build_study(request, rows, curves, number=sweep.trials_asked)
+    study = study_of(session, sweep, request, trial_states(session, sweep.id), number=sweep.trials_asked)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     evaluator = optuna.importance.PedAnovaImportanceEvaluator()
     name = "ped_anova"

@@ -138,3 +138,44 @@ def test_cancel_is_idempotent_and_tenant_scoped(db_url, session_factory):
     assert statuses == {"cancelled"}
     # a cancelled sweep asks for nothing more
     assert sweeps.fill(session_factory, sweep_id, lambda job_id, queue: None) == 0
+
+
+def _end_with_curves(session_factory: Any, sweep_id: str) -> None:
+    """End the active trials as a worker would, each by its number: most succeed with a val_loss
+    curve that depends on their lr, some are pruned after 2 epochs, some fail."""
+    import math
+
+    from db.models import EpochMetric, utcnow
+
+    with session_factory() as session:
+        for job in session.scalars(select(Job).where(Job.sweep_id == sweep_id, Job.status.in_(("queued", "running")))):
+            kind = ("succeeded", "succeeded", "succeeded", "failed", "pruned")[job.trial_number % 5]
+            epochs = {"succeeded": 3, "pruned": 2, "failed": 0}[kind]
+            loss = abs(math.log10(job.params["training.optimizer.lr"]) + 2) + job.params["model.layers.0.units"] / 100
+            session.add_all(EpochMetric(job_id=job.id, epoch=e, train_loss=loss + 1 / e, val_loss=loss + 1.1 / e,
+                                        lr=0.01, seconds=0.01) for e in range(1, epochs + 1))
+            job.status = "failed" if kind == "failed" else "succeeded"
+            job.stop_reason = {"succeeded": "max_epochs", "pruned": "pruned", "failed": None}[kind]
+            job.error = "the data set has 4 features, the network expects 5" if kind == "failed" else None
+            job.epochs_completed, job.finished_at = epochs, utcnow()
+        session.commit()
+
+
+def test_a_process_that_keeps_its_study_asks_what_a_fresh_one_would(db_url, session_factory):
+    """Each process keeps its sweeps' studies between asks and brings them up to date from the
+    rows: the trials it asks must be the ones a study rebuilt from the database gives."""
+    upgrade(db_url)
+    asked: dict[str, list[Any]] = {}
+    for keep in (True, False):
+        sweep_id = _sweep(session_factory, max_trials=16, seed=7)
+        while True:
+            if not keep:  # a new process at every ask
+                sweeps.forget(sweep_id)
+                sweeps._kept.clear()
+            sweeps.fill(session_factory, sweep_id, lambda job_id, queue: None)
+            if all(r.status not in ("queued", "running") for r in _trials(session_factory, sweep_id)):
+                break
+            _end_with_curves(session_factory, sweep_id)
+        asked[str(keep)] = [(r.trial_number, r.params) for r in _trials(session_factory, sweep_id)]
+    assert len(asked["True"]) == 16  # past TPE's 10 start-up trials, so its model chose the last ones
+    assert asked["True"] == asked["False"]
