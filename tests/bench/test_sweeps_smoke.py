@@ -18,7 +18,7 @@ def test_sweeps_section_measures_the_overhead_and_the_ask(tmp_path: Path) -> Non
     stdout, summary = run_bench(["sweeps"], tmp_path / "sweeps.json")
     values = figures(summary["sections"]["sweeps"])
     assert set(values) == {"scheduler_overhead", *(f"tpe_ask_{n}_params{tail}" for n in (16, 3)
-                                                   for tail in ("_ms", "_optuna_ms", "_ratio", "_first_ms"))}
+                                                   for tail in ("_ms", "_optuna_ms", "_ratio", "_step_ms", "_first_ms"))}
     assert all(v > 0 and math.isfinite(v) for v in values.values()), values
     # at most 2 trials at once on 2 workers: the sweep can't take less than their time over 2
     assert values["scheduler_overhead"] >= 1
