@@ -8,6 +8,11 @@ them. "One at a time" is engine fit() per trial on this one process (a single wo
 build, test evaluation), as a worker pays it per job. Rounds alternate which goes first; the
 ratio is the median of per-round ratios (side by side, so a shared machine's load hits both).
 
+Then the same through the service (issue 16 §3's goal): Redis + PostgreSQL with ONE worker, a
+random sweep of K such trials (wine), POST -> the sweep's finished_at, `"packing": true`
+(max_concurrent K: one pack) against `"packing": false` (max_concurrent min(K, 64): the worker
+takes them one after another from the queue, no ask between two), side by side in one run.
+
 python -m bench packed [--quick] [--rounds N]
 """
 
@@ -26,6 +31,27 @@ from netfit.spec import JobSpec
 SIZES = (8, 32, 128)
 GOAL_AT = 32  # the issue's goal: >= 8x for a 32-trial sweep
 GOAL = (">=", 8.0)
+
+
+def base_spec(dataset: str, epochs: int) -> dict:
+    return {"dataset": {"builtin": dataset}, "split": {"validation": 0.2, "test": 0.2, "seed": 0},
+            "preprocess": {"features": "standardize"},
+            "model": {"layers": [{"type": "linear", "units": 32}, {"type": "relu"}, {"type": "dropout", "p": 0.1},
+                                 {"type": "linear", "units": 3}]},
+            "training": {"epochs": epochs, "batch_size": 16, "device": "cpu", "optimizer": {"type": "adam", "lr": 0.01},
+                         "early_stopping": {"monitor": "val_loss", "patience": 10}}}
+
+
+def sweep_body(count: int, *, packing: bool, epochs: int, dataset: str = "wine") -> dict:
+    """trial_specs' draws as a random sweep of `count` trials."""
+    return {"name": f"bench-packed-{count}-{packing}", "spec": base_spec(dataset, epochs), "method": "random",
+            "max_trials": count, "max_concurrent": count if packing else min(count, 64), "seed": 0,
+            "packing": packing,
+            "parameters": {"training.optimizer.lr": {"min": 10 ** -3.5, "max": 10 ** -1.5, "distribution": "log_uniform"},
+                           "training.optimizer.weight_decay": {"min": 1e-5, "max": 1e-2, "distribution": "log_uniform"},
+                           "model.layers.2.p": {"values": [0.0, 0.1, 0.2, 0.3]},
+                           "training.label_smoothing": {"values": [0.0, 0.05, 0.1]},
+                           "training.seed": {"min": 0, "max": 999, "distribution": "int_uniform"}}}
 
 
 def trial_specs(count: int, *, dataset: str = "wine", epochs: int = 60, seed: int = 0) -> list[JobSpec]:
@@ -65,6 +91,11 @@ def packed(specs: list[JobSpec], data) -> float:
 
 
 def run(report: Report, *, quick: bool = False, rounds: int | None = None) -> None:
+    run_engine(report, quick=quick, rounds=rounds)
+    run_service(report, quick=quick)
+
+
+def run_engine(report: Report, *, quick: bool = False, rounds: int | None = None) -> None:
     rounds = rounds or (1 if quick else 3)
     epochs = 8 if quick else 60
     sizes = SIZES[:2] if quick else SIZES
@@ -86,3 +117,46 @@ def run(report: Report, *, quick: bool = False, rounds: int | None = None) -> No
         report.record(f"k{k}_seconds", {"alone": alone, "packed": pack})
         report.figure(f"k{k}_alone/packed", ratio, "x", goal=GOAL if k == GOAL_AT else None,
                       label=f"{k} trials: one at a time / packed")
+
+
+def service_sweep(stack, count: int, *, packing: bool, epochs: int) -> float:
+    """POST -> the sweep's finished_at (the server's stamp), seconds."""
+    from bench.services import stamp
+    from tests.conftest import wait_until
+
+    sent = time.time()
+    response = stack.client.post("/v1/sweeps", json=sweep_body(count, packing=packing, epochs=epochs))
+    if response.is_error:
+        raise RuntimeError(f"POST /v1/sweeps: {response.status_code} {response.text}")
+    sweep_id = response.json()["id"]
+    sweep = wait_until(lambda: (s := stack.client.get(f"/v1/sweeps/{sweep_id}").json())["status"] != "running" and s,
+                       timeout=120 + count * 10, interval=0.1, what="the sweep to end")
+    if sweep["status"] != "succeeded" or sweep["trials"]["succeeded"] != count:
+        raise RuntimeError(f"the benchmark sweep ended {sweep['status']}: {sweep['error']} {sweep['trials']}")
+    return stamp(sweep["finished_at"]) - sent
+
+
+def run_service(report: Report, *, quick: bool = False) -> None:
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from bench import stacks
+
+    epochs = 8 if quick else 60
+    sizes = SIZES[:1] if quick else SIZES
+    report.begin("packed_service", f"packed trials through the service: Redis + PostgreSQL, ONE worker, a random sweep "
+                                   f"of K wine trials (<= {epochs} epochs, early stopping), POST -> sweep finished, "
+                                   "packing on vs off")
+    env = {"OMP_NUM_THREADS": str(torch.get_num_threads()), "NETFIT_MAX_ACTIVE_TRIALS": str(max(SIZES))}
+    with tempfile.TemporaryDirectory() as tmp, stacks.redis_pg(Path(tmp), env, workers=1) as stack:
+        service_sweep(stack, 2, packing=True, epochs=2)  # warm-up: the worker's first pack, the API's first sweep
+        for i, k in enumerate(sizes):
+            seconds = {}
+            for packing in ((False, True) if i % 2 == 0 else (True, False)):
+                seconds[packing] = service_sweep(stack, k, packing=packing, epochs=epochs)
+            report.note(f"\n  {k} trials: one at a time {seconds[False]:7.2f} s, packed {seconds[True]:6.2f} s")
+            report.record(f"k{k}_seconds", {"alone": seconds[False], "packed": seconds[True]})
+            report.figure(f"k{k}_alone/packed", seconds[False] / seconds[True], "x",
+                          goal=GOAL if k == GOAL_AT else None, label=f"{k}-trial sweep: packing off / on")

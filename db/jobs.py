@@ -35,6 +35,10 @@ METRIC_ROW = ("epoch", *METRIC_COLUMNS)  # metric_rows' columns, in netfit.model
 class Fenced(Exception):
     """This attempt no longer owns the job: its lease was taken over or the job ended."""
 
+    def __init__(self, message: str, job_id: str | None = None):
+        super().__init__(message)
+        self.job_id = job_id  # which job (a pack's batched write names the member that lost it)
+
 
 @dataclass(frozen=True)
 class EpochRecord:
@@ -78,7 +82,7 @@ def _fenced_update(session: Session, job_id: str, attempt: int, values: dict[str
     ).scalar_one_or_none()
     if done is None:
         session.rollback()
-        raise Fenced(f"job {job_id}: attempt {attempt} no longer owns it")
+        raise Fenced(f"job {job_id}: attempt {attempt} no longer owns it", job_id)
 
 
 def _put_checkpoint(session: Session, job_id: str, kind: str, epoch: int, metrics: dict[str, Any], data: bytes) -> None:
@@ -229,12 +233,7 @@ def claim(session: Session, job_id: str, owner: str, *, lease_seconds: float, ma
     now = utcnow()
     attempt = session.execute(
         update(Job)
-        .where(
-            Job.id == job_id,
-            Job.cancel_requested.is_(False),
-            Job.attempts - Job.releases < max_attempts,
-            or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < now)),
-        )
+        .where(Job.id == job_id, _claimable(now, max_attempts))
         .values(
             status="running", attempts=Job.attempts + 1, lease_owner=owner,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
@@ -248,6 +247,77 @@ def claim(session: Session, job_id: str, owner: str, *, lease_seconds: float, ma
     _status_event(session, job_id, "running", attempt=attempt)
     session.commit()
     return attempt
+
+
+def _claimable(now: datetime, max_attempts: int) -> Any:
+    """claim()'s condition: queued, or running with an expired lease, not cancelled, attempts left."""
+    return and_(Job.cancel_requested.is_(False), Job.attempts - Job.releases < max_attempts,
+                or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < now)))
+
+
+def claimable_trials(session: Session, sweep_id: str, *, exclude: str, max_attempts: int,
+                     limit: int) -> list[Any]:
+    """The sweep's other trials claim() would take now, oldest trial first, as rows (id, spec,
+    resume_epoch: the epoch of the saved resume state, 0 for none): a pack's candidates."""
+    resume = (select(Checkpoint.epoch).where(Checkpoint.job_id == Job.id, Checkpoint.kind == "resume")
+              .correlate(Job).scalar_subquery())
+    return list(session.execute(
+        select(Job.id, Job.spec, func.coalesce(resume, 0).label("resume_epoch"))
+        .where(Job.sweep_id == sweep_id, Job.id != exclude, _claimable(utcnow(), max_attempts))
+        .order_by(Job.trial_number).limit(limit)))
+
+
+def resume_epoch(session: Session, job_id: str) -> int:
+    """The epoch of the job's saved resume state; 0 when it has none (a fresh start)."""
+    return int(session.scalar(select(Checkpoint.epoch).where(Checkpoint.job_id == job_id,
+                                                             Checkpoint.kind == "resume")) or 0)
+
+
+def claim_many(session: Session, job_ids: list[str], owner: str, *, lease_seconds: float,
+               max_attempts: int) -> dict[str, int]:
+    """claim() for several jobs in one UPDATE (a pack's members): {job id: attempt} of those taken;
+    one another worker took first, or that ended meanwhile, is simply not among them."""
+    if not job_ids:
+        return {}
+    now = utcnow()
+    taken = dict(session.execute(
+        update(Job).where(Job.id.in_(job_ids), _claimable(now, max_attempts))
+        .values(status="running", attempts=Job.attempts + 1, lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                started_at=func.coalesce(Job.started_at, _at(now)), updated_at=now)
+        .returning(Job.id, Job.attempts)).all())
+    for job_id, attempt in taken.items():
+        _status_event(session, job_id, "running", attempt=attempt)
+    session.commit()
+    return taken
+
+
+def note_pack(session: Session, attempts: dict[str, int], *, leader: str, resume_after: int) -> None:
+    """A "pack" event on each member: which pack it trains in (its leader's id), of how many
+    members, going on after which epoch (GET /v1/jobs/{id}/events shows it)."""
+    for job_id, attempt in attempts.items():
+        _event(session, job_id, "pack", {"leader": leader, "members": len(attempts), "attempt": attempt,
+                                         "resume_after": resume_after})
+    session.commit()
+
+
+def heartbeat_pack(session: Session, attempts: dict[str, int], *, lease_seconds: float | None) -> tuple[set[str], set[str]]:
+    """A pack's lease in one transaction: every member's lease renewed (lease_seconds None: only
+    read), and (cancel requested, lost) member ids. Lost: the member's attempt no longer owns it."""
+    now = utcnow()
+    owned = or_(*(and_(Job.id == job_id, Job.attempts == attempt) for job_id, attempt in attempts.items()))
+    if lease_seconds is None:
+        rows = session.execute(select(Job.id, Job.cancel_requested).where(owned, Job.status == "running")).all()
+    else:
+        # the rows locked in id order first: a pack's flush locks them in that order too (no deadlock)
+        session.execute(select(Job.id).where(owned).order_by(Job.id).with_for_update())
+        rows = session.execute(
+            update(Job).where(owned, Job.status == "running")
+            .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
+            .returning(Job.id, Job.cancel_requested)).all()
+    session.commit()
+    alive = {job_id for job_id, _ in rows}
+    return {job_id for job_id, cancel in rows if cancel}, set(attempts) - alive
 
 
 def heartbeat(session: Session, job_id: str, attempt: int, *, lease_seconds: float) -> bool:
@@ -276,6 +346,32 @@ def record_epochs(session: Session, job_id: str, attempt: int, epochs: list[Epoc
     (with its per-layer statistics) and event, the job's progress, and when given the state to
     resume from (its epoch, bytes) and the best weights so far (epoch, metrics, bytes). A stale
     attempt writes nothing and gets Fenced."""
+    _record(session, job_id, attempt, epochs, resume, best)
+    session.commit()
+
+
+@dataclass(frozen=True)
+class Flush:
+    """One job's share of a pack's flush: record_epochs' arguments."""
+
+    job_id: str
+    attempt: int
+    epochs: list[EpochRecord]
+    resume: tuple[int, bytes] | None = None
+    best: tuple[int, dict[str, Any], bytes] | None = None
+
+
+def record_pack_epochs(session: Session, flushes: list[Flush]) -> None:
+    """record_epochs for every member of a pack in ONE transaction, so that their resume states
+    are saved at the same epoch or not at all. A member that lost its attempt rolls the whole
+    transaction back with Fenced naming it (the caller drops it and writes the rest again)."""
+    for f in sorted(flushes, key=lambda f: f.job_id):  # rows locked in id order, as heartbeat_pack locks them
+        _record(session, f.job_id, f.attempt, f.epochs, f.resume, f.best)
+    session.commit()
+
+
+def _record(session: Session, job_id: str, attempt: int, epochs: list[EpochRecord],
+            resume: tuple[int, bytes] | None, best: tuple[int, dict[str, Any], bytes] | None) -> None:
     values: dict[str, Any] = {"updated_at": utcnow()}
     if epochs:
         values["epochs_completed"] = int(epochs[-1].metrics["epoch"])
@@ -290,7 +386,6 @@ def record_epochs(session: Session, job_id: str, attempt: int, epochs: list[Epoc
         _put_checkpoint(session, job_id, "resume", epoch, scores, state)
     if best is not None:
         _put_checkpoint(session, job_id, "best", best[0], _scores(best[1]), best[2])
-    session.commit()
 
 
 def record_epoch(session: Session, job_id: str, attempt: int, metrics: dict[str, Any], *,

@@ -19,6 +19,8 @@ MAX_TRIALS = 1_000  # per sweep
 MAX_PARAMETERS = 32
 MAX_VALUES = 256  # per categorical parameter
 MAX_PROBES = 512  # values dry-run at POST (each categorical value, both ends of each range)
+MAX_CONCURRENT = 64  # trials of one sweep queued or running at once
+MAX_PACK = 128  # members of one pack; a packing sweep may run this many trials at once
 
 
 class Parameter(Strict):
@@ -93,12 +95,18 @@ class SweepSpec(Strict):
     method: Literal["grid", "random", "tpe"] = "tpe"
     objective: Objective = Objective()
     max_trials: int | None = Field(None, ge=1, le=MAX_TRIALS)
-    max_concurrent: int = Field(2, ge=1, le=64)
+    max_concurrent: int = Field(2, ge=1, le=MAX_PACK)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     pruning: Pruning = Pruning()
+    # trials of one shape trained together on one worker as one batched model (issue 16 §3);
+    # the API refuses a base spec or a parameter that would give trials different shapes
+    packing: bool = False
 
     @model_validator(mode="after")
     def _searchable(self) -> SweepSpec:
+        if self.max_concurrent > MAX_CONCURRENT and not self.packing:
+            raise ValueError(f"max_concurrent {self.max_concurrent} is above {MAX_CONCURRENT}; lower it, or set "
+                             f"'packing': true (a packing sweep may run up to {MAX_PACK} trials at once, as packs)")
         probes = sum(len(p.probes()) for p in self.parameters.values())
         if probes > MAX_PROBES:
             raise ValueError(f"the parameters list {probes} values in all, more than the {MAX_PROBES} that are "

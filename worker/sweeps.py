@@ -263,19 +263,36 @@ def study_of(session: Session, sweep: Any, request: SweepSpec, rows: list[Any], 
 def fill(factory: sessionmaker[Session], sweep_id: str, enqueue: Enqueue) -> int:
     """Ask for trials until max_concurrent are active or the sweep has asked max_trials; end
     the sweep when it is done. Safe to call from any process, any number of times."""
-    created = 0
+    created, held = 0, []
+    with factory() as session:  # a packing sweep's trials are all asked first, then sent, so
+        sweep = db_sweeps.get_sweep(session, None, sweep_id)  # the first message starts a full pack
+        packing = bool(sweep is not None and sweep.spec.get("packing"))
     for _ in range(200):  # bounded: each pass creates a trial or stops
         with factory() as session:
             job = _step(session, sweep_id)
             if job is None:
-                return created
+                break
             created += 1
-            try:
-                enqueue(job.id, job.queue)
-                db_jobs.mark_enqueued(session, job.id)
-            except Exception as exc:  # noqa: BLE001 - the row is committed; the reconciler sends it
-                log.warning("sweep %s: trial %s not sent (%s); the reconciler will", sweep_id, job.id, exc)
+            if not packing:
+                _send(session, sweep_id, job, enqueue)
+                continue
+            # held: stamped as sent, so that no reconciler sends it before the rest are asked
+            # (it does after NETFIT_REQUEUE_SECONDS if this process dies holding it)
+            db_jobs.mark_enqueued(session, job.id)
+            held.append(job)
+    if held:
+        with factory() as session:
+            for job in held:
+                _send(session, sweep_id, job, enqueue)
     return created
+
+
+def _send(session: Session, sweep_id: str, job: Any, enqueue: Enqueue) -> None:
+    try:
+        enqueue(job.id, job.queue)
+        db_jobs.mark_enqueued(session, job.id)
+    except Exception as exc:  # noqa: BLE001 - the row is committed; the reconciler sends it
+        log.warning("sweep %s: trial %s not sent (%s); the reconciler will", sweep_id, job.id, exc)
 
 
 def _step(session: Session, sweep_id: str) -> Any:

@@ -34,7 +34,7 @@ from netfit.engine.checkpoints import TrainingState, weights_to_bytes
 from netfit.engine.data import RawArrays, from_npz_bytes, load_data
 from netfit.engine.inference import model_metadata
 from netfit.engine.errors import DataError, SpecError
-from netfit.engine.fit import EpochReport, FitCallbacks, fit
+from netfit.engine.fit import EpochReport, FitCallbacks, FitResult, fit
 
 log = logging.getLogger("netfit.worker")
 T = TypeVar("T")
@@ -133,23 +133,26 @@ class JobCallbacks(FitCallbacks):
         self.flushed_at = self.saved_at = now
 
     def on_epoch_end(self, report: EpochReport, state: TrainingState) -> str | None:
-        self.pending.append(db_jobs.EpochRecord({"epoch": report.epoch, **report.metrics, "seconds": report.seconds},
-                                                report.early_stopping, report.layers))
-        self.state = state
-        if report.is_best:
-            self.best = (report.epoch, report.metrics)
-        # write now unless the next epoch end still comes in time (epochs as long as this one)
-        due = time.monotonic() + report.seconds
-        if self.trial or due >= self.flushed_at + FLUSH_SECONDS:
-            self.flush(checkpoint=due >= self.saved_at + CHECKPOINT_SECONDS)
+        self.record(report, state)
+        flush, checkpoint = flush_due(report.seconds, self.flushed_at, self.saved_at)
+        if self.trial or flush:
+            self.flush(checkpoint=checkpoint)
         if not self.trial:
             return None
         # a sweep's trial: its pruner may stop it at this epoch
         return with_db_retry(lambda _: sweeps.prune_decision(self.factory, self.job_id, report.epoch), self.factory)
 
-    def flush(self, *, checkpoint: bool = False) -> None:
-        """Write the pending epochs in one transaction; with checkpoint, also the latest state and
-        the best weights if a new best came since the last save."""
+    def record(self, report: EpochReport, state: TrainingState) -> None:
+        """Keep the epoch for the next flush (its row and event; the state to resume from)."""
+        self.pending.append(db_jobs.EpochRecord({"epoch": report.epoch, **report.metrics, "seconds": report.seconds},
+                                                report.early_stopping, report.layers))
+        self.state = state
+        if report.is_best:
+            self.best = (report.epoch, report.metrics)
+
+    def take(self, *, checkpoint: bool = False) -> db_jobs.Flush | None:
+        """What the next flush writes: the pending epochs; with checkpoint, also the latest state and
+        the best weights if a new best came since the last save. None: nothing to write."""
         resume = best = None
         if checkpoint and self.state is not None:
             resume = (self.state.epoch, self.state.to_bytes())
@@ -158,16 +161,26 @@ class JobCallbacks(FitCallbacks):
                 best = (epoch, metrics, checkpoint_bytes(self.job_id, "best", epoch, metrics, self.state.best_weights,
                                                          self.described))
         if not (self.pending or resume):
-            return
-        epochs = self.pending
-        with_db_retry(lambda s: db_jobs.record_epochs(s, self.job_id, self.attempt, epochs, resume=resume, best=best),
-                      self.factory, done_if_duplicate=True)
-        self.pending = []
-        self.flushed_at = time.monotonic()
-        if resume is not None:
-            self.state, self.saved_at = None, self.flushed_at
-            if best is not None:
+            return None
+        return db_jobs.Flush(self.job_id, self.attempt, self.pending, resume, best)
+
+    def written(self, done: db_jobs.Flush, at: float) -> None:
+        """`done` (from take()) is in the database."""
+        self.pending = self.pending[len(done.epochs):]
+        self.flushed_at = at
+        if done.resume is not None:
+            self.state, self.saved_at = None, at
+            if done.best is not None:
                 self.best = None
+
+    def flush(self, *, checkpoint: bool = False) -> None:
+        """Write the pending epochs in one transaction (see take())."""
+        f = self.take(checkpoint=checkpoint)
+        if f is None:
+            return
+        with_db_retry(lambda s: db_jobs.record_epochs(s, f.job_id, f.attempt, f.epochs, resume=f.resume, best=f.best),
+                      self.factory, done_if_duplicate=True)
+        self.written(f, time.monotonic())
 
     def should_stop(self) -> bool:
         if shutting_down.is_set() or self.lease.lost.is_set() or self.lease.cancelled.is_set():
@@ -182,6 +195,13 @@ class JobCallbacks(FitCallbacks):
             except Exception:  # noqa: BLE001 - the DB is down: keep training, ask again later
                 pass
         return self.lease.cancelled.is_set()
+
+
+def flush_due(seconds: float, flushed_at: float, saved_at: float) -> tuple[bool, bool]:
+    """After an epoch of `seconds`: (write the pending epochs now, with the resume state too). Now
+    unless the next epoch end still comes in time (epochs as long as this one)."""
+    due = time.monotonic() + seconds
+    return due >= flushed_at + FLUSH_SECONDS, due >= saved_at + CHECKPOINT_SECONDS
 
 
 def checkpoint_bytes(job_id: str, kind: str, epoch: int, metrics: dict[str, Any], weights: dict[str, Any],
@@ -212,6 +232,11 @@ def run_job(job_id: str, factory: sessionmaker[Session] | None = None) -> str:
     if attempt is None:
         log.info("job %s: nothing to claim (taken, finished or a duplicate message)", job_id)
         return "skipped"
+    from worker import packs  # it builds on this module
+
+    members = packs.claim_pack(factory, job_id, attempt)
+    if members is not None:  # a packing sweep's trial: it and its siblings train as one pack
+        return packs.run_pack(factory, members)
     log.info("job %s: attempt %d started", job_id, attempt)
     lease = Lease(factory, job_id, attempt)
     lease.start()
@@ -250,20 +275,23 @@ def _decoded(sha256: str | None, uploaded: bytes | None) -> RawArrays | None:
     return raw
 
 
-def _train(job_id: str, attempt: int, factory: sessionmaker[Session], lease: Lease) -> str:
-    def load(session: Session) -> tuple[dict[str, Any], str, bool, str | None, bytes | None, bytes | None]:
-        job = db_jobs.job_for_worker(session, job_id)
-        spec = job.spec
-        dataset_id = spec.get("dataset", {}).get("id")
-        sha256 = db_datasets.dataset_sha256(session, job.tenant, dataset_id) if dataset_id else None
-        # the blob only when this process has not decoded the same content already
-        fresh = sha256 is not None and sha256 not in _uploads
-        uploaded = db_datasets.dataset_bytes(session, job.tenant, dataset_id) if fresh else None
-        resume = db_jobs.get_checkpoint(session, None, job_id, "resume")
-        return spec, job.queue, job.sweep_id is not None, sha256, uploaded, resume.data if resume else None
+def load_job(session: Session, job_id: str, *, with_data: bool = True) -> tuple[dict[str, Any], str, bool, str | None,
+                                                                             bytes | None, bytes | None]:
+    """What training a claimed job needs: (spec, queue, is a trial, the upload's sha256, its bytes
+    when this process has not decoded them yet and with_data, the resume state's bytes)."""
+    job = db_jobs.job_for_worker(session, job_id)
+    spec = job.spec
+    dataset_id = spec.get("dataset", {}).get("id")
+    sha256 = db_datasets.dataset_sha256(session, job.tenant, dataset_id) if dataset_id and with_data else None
+    # the blob only when this process has not decoded the same content already
+    fresh = sha256 is not None and sha256 not in _uploads
+    uploaded = db_datasets.dataset_bytes(session, job.tenant, dataset_id) if fresh else None
+    resume = db_jobs.get_checkpoint(session, None, job_id, "resume")
+    return spec, job.queue, job.sweep_id is not None, sha256, uploaded, resume.data if resume else None
 
-    raw_spec, queue, trial, sha256, uploaded, resume_bytes = with_db_retry(load, factory)
-    spec = JobSpec.model_validate(raw_spec)
+
+def resume_from(factory: sessionmaker[Session], job_id: str, attempt: int, resume_bytes: bytes | None) -> TrainingState | None:
+    """The state to go on from; a later attempt first drops the rows a lost one wrote after it."""
     resume = TrainingState.from_bytes(resume_bytes) if resume_bytes else None
     if attempt > 1:
         # a lost attempt may have recorded epochs after its last saved state: they are trained again
@@ -273,15 +301,34 @@ def _train(job_id: str, attempt: int, factory: sessionmaker[Session], lease: Lea
             factory)
         log.info("job %s: resuming after epoch %d (%d later epochs recorded by a lost attempt are trained again)",
                  job_id, after, dropped)
-    data = load_data(spec, raw=_decoded(sha256, uploaded), downloads=get_settings().downloads())
+    return resume
+
+
+def job_data(spec: JobSpec, sha256: str | None, uploaded: bytes | None) -> Any:
+    return load_data(spec, raw=_decoded(sha256, uploaded), downloads=get_settings().downloads())
+
+
+def _train(job_id: str, attempt: int, factory: sessionmaker[Session], lease: Lease) -> str:
+    raw_spec, queue, trial, sha256, uploaded, resume_bytes = with_db_retry(lambda s: load_job(s, job_id), factory)
+    spec = JobSpec.model_validate(raw_spec)
+    resume = resume_from(factory, job_id, attempt, resume_bytes)
+    data = job_data(spec, sha256, uploaded)
     described = model_metadata(spec, data.signature, data.preprocessing, data.classes)
     # per-layer statistics are cheap enough to keep for every job (bench engine: engine_stats / engine)
     callbacks = JobCallbacks(factory, job_id, attempt, lease, described, trial=trial)
     result = fit(spec, data, callbacks=callbacks, resume=resume, layer_stats=True)
+    return conclude(factory, job_id, attempt, queue, result, callbacks, lost=lease.lost.is_set(),
+                    cancelled=lease.cancelled.is_set())
 
-    if lease.lost.is_set():
-        raise db_jobs.Fenced(job_id)
-    released = result.stop_reason == "cancelled" and shutting_down.is_set() and not lease.cancelled.is_set()
+
+def conclude(factory: sessionmaker[Session], job_id: str, attempt: int, queue: str, result: FitResult,
+             callbacks: JobCallbacks, *, lost: bool, cancelled: bool) -> str:
+    """After training (alone, or as a member leaving its pack): write the epochs not written yet,
+    then hand the job back (SIGTERM) or finish it with its status and best/last weights."""
+    if lost:
+        raise db_jobs.Fenced(f"job {job_id}: attempt {attempt} lost its lease", job_id)
+    described = callbacks.described
+    released = result.stop_reason == "cancelled" and shutting_down.is_set() and not cancelled
     # the epochs not written yet; the resume state only if the job goes on elsewhere (finish drops it)
     callbacks.flush(checkpoint=released)
     if released:
@@ -330,8 +377,8 @@ def warm_up() -> None:
 @app.task(name=TRAIN_TASK)
 def train_job(job_id: str) -> str:
     outcome = run_job(job_id)
-    if outcome in ("succeeded", "failed", "cancelled"):
-        try:  # a trial ended: its sweep asks for the next (the reconciler repairs a lost ask)
+    if outcome in ("succeeded", "failed", "cancelled", "packed"):
+        try:  # a trial (or a pack) ended: its sweep asks for the next (the reconciler repairs a lost ask)
             sweeps.after_job(session_factory(), job_id, enqueue)
         except Exception as exc:  # noqa: BLE001 - the job's outcome is saved; the sweep is repaired later
             log.warning("job %s: the sweep's next trial was not asked (%s)", job_id, exc)

@@ -25,6 +25,7 @@ from api.routers.jobs import check_active_limit, validate_spec
 from api.settings import Settings
 from db import sweeps as db_sweeps
 from netfit.models import Page, Sweep, SweepImportance, Trial
+from netfit.packing import MEMBER_PATHS, pack_key, packable
 from netfit.spec import ID_PATTERN, JobSpec, metric_names
 from netfit.sweep_spec import SweepSpec, apply, resolve
 
@@ -84,18 +85,31 @@ def validate_sweep(session: Session, settings: Settings, tenant: str, request: S
                "metric)" if metric.startswith("val_") and not validation and metric in metric_names(summary.task)
                else f"is not measured on a {summary.task} task")
         raise _invalid(["objective", "metric"], f"'{metric}' {why}; use one of {list(recorded)}")
+    key = _packing_key(base) if request.packing else None
     for path, parameter in request.parameters.items():
         why = resolve(full, path)
         if why is not None:
             raise _invalid(["parameters", path], f"unknown path '{path}': {why}")
         field = "values" if parameter.values is not None else "min/max"
         for value in parameter.probes():
-            _check_spec(session, settings, tenant, apply(full, {path: value}), ["parameters", path, field],
-                        f"parameter '{path}' = {_short(value)}")
+            varied, _ = _check_spec(session, settings, tenant, apply(full, {path: value}), ["parameters", path, field],
+                                    f"parameter '{path}' = {_short(value)}")
+            if key is not None and _packing_key(varied, ["parameters", path, field]) != key:
+                raise _invalid(["parameters", path], f"parameter '{path}' = {_short(value)} changes the network's "
+                               f"shape or the training's layout, so its trials cannot train in one pack; with "
+                               f"'packing': true vary only {', '.join(MEMBER_PATHS)} (or set 'packing': false)")
     stored = request.model_dump(mode="json")
     stored.update(spec=full, max_trials=request.trials,
                   objective={"metric": metric, "mode": request.objective.direction})
     return stored
+
+
+def _packing_key(spec: JobSpec, where: list[Any] | None = None) -> str:
+    """The pack key of a packing sweep's spec; 422 if such a spec cannot train packed at all."""
+    why = packable(spec)
+    if why is not None:
+        raise _invalid(where or ["packing"], f"'packing': true, but {why} (or set 'packing': false)")
+    return pack_key(spec)
 
 
 def trial_rows(session: Session, sweep: Any) -> list[Trial]:

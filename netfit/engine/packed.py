@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from netfit.packing import MEMBER_OPTIMIZER, MEMBER_TRAINING, group_packs, pack_key, packable  # noqa: F401 (re-exported)
 from netfit.spec import JobSpec
 
 from .checkpoints import TrainingState, capture_rng, cpu_copy, spec_hash
@@ -52,56 +53,8 @@ from .fit import (EVAL_BATCH, POLL_SECONDS, EpochReport, FitCallbacks, FitResult
 from .layers import Plan, Reshape, build_model, check
 from .schedules import make_schedule
 
-# the numbers a member may have of its own: none of them changes a tensor's shape
-MEMBER_TRAINING = ("epochs", "lr_schedule", "grad_clip", "label_smoothing", "early_stopping", "seed")
-MEMBER_OPTIMIZER = ("lr", "weight_decay", "momentum", "nesterov", "betas")
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Identity)
 ADAM_EPS, RMSPROP_ALPHA, RMSPROP_EPS = 1e-8, 0.99, 1e-8  # torch's defaults, which fit() uses
-
-
-def pack_key(spec: JobSpec) -> str:
-    """Specs with the same key can train in one pack: the spec without the per-member numbers."""
-    d = spec.model_dump(mode="json")
-    d.pop("name", None)
-    for name in MEMBER_TRAINING:
-        d["training"].pop(name, None)
-    for name in MEMBER_OPTIMIZER:
-        d["training"]["optimizer"].pop(name, None)
-    for layer in d["model"]["layers"]:
-        if layer.get("type") == "dropout":
-            layer.pop("p", None)
-    return json.dumps(d, sort_keys=True, separators=(",", ":"))
-
-
-def packable(spec: JobSpec) -> str | None:
-    """Why this spec cannot train packed, or None when it can."""
-    t = spec.training
-    if t.compile or t.precision != "fp32":
-        return "compile and bf16 precision are not packed; train such trials alone"
-    if spec.model.is_graph:  # the batched network is a chain; a graph's joins would be skipped
-        return "functional graphs (names, inputs, joins, blocks) are not packed; train such trials alone"
-    for i, layer in enumerate(spec.model.layers):
-        if layer.type in ("conv2d", "maxpool2d", "avgpool2d", "batchnorm", "softmax", "log_softmax"):
-            last = i == len(spec.model.layers) - 1 and layer.type in ("softmax", "log_softmax")
-            if not last:  # a trailing softmax is folded into the loss
-                return f"layer {i} ({layer.type}) is not packed; packs hold linear, activation, dropout, flatten, reshape and layernorm layers"
-    return None
-
-
-def group_packs(specs: list[JobSpec], most: int = 128) -> list[list[int]]:
-    """The indexes of `specs` grouped into packs (same pack_key, each packable, at most `most`
-    members), in first-seen order; a spec that cannot pack is a group of its own."""
-    groups: dict[str, list[list[int]]] = {}
-    alone: list[list[int]] = []
-    for i, spec in enumerate(specs):
-        if packable(spec) is not None:
-            alone.append([i])
-            continue
-        packs = groups.setdefault(pack_key(spec), [[]])
-        if len(packs[-1]) == most:
-            packs.append([])
-        packs[-1].append(i)
-    return sorted([p for packs in groups.values() for p in packs] + alone, key=lambda group: group[0])
 
 
 # --------------------------------------------------------------------------- the batched network
@@ -344,6 +297,7 @@ class _Member:
     optimizer_template: dict[str, Any]
     fingerprint: str
     history: list[EpochReport] = field(default_factory=list)
+    past: list[dict[str, Any]] = field(default_factory=list)  # history as a resume state holds it, made once per epoch
     best_weights: torch.Tensor | None = None  # a flat row
     best_metrics: dict[str, float | None] = field(default_factory=dict)
     stop_reason: str | None = None
@@ -360,6 +314,20 @@ class _Member:
     @property
     def polls(self) -> bool:
         return type(self.callbacks).should_stop is not FitCallbacks.should_stop
+
+
+class PackCallbacks:
+    """Hooks for whoever runs the whole pack (the worker persists its members together)."""
+
+    def on_epoch_end(self, epoch: int, members: list[int]) -> dict[int, str]:
+        """Called once per pack epoch, after every member's own on_epoch_end, with the indexes of
+        the members that reported this epoch. May return stop reasons ("pruned") by member index:
+        one place to write all members' rows at once before their pruners judge them."""
+        return {}
+
+    def on_member_end(self, index: int, result: FitResult) -> None:
+        """A member left the pack (stopped, pruned, cancelled, its own epochs done): its result now,
+        while the others train on."""
 
 
 def _plans(specs: list[JobSpec], data: PreparedData) -> list[Plan]:
@@ -384,9 +352,11 @@ def fit_packed(
     callbacks: list[FitCallbacks | None] | None = None,
     resume: list[TrainingState | None] | None = None,
     device: str | None = None,
+    pack: PackCallbacks | None = None,
 ) -> list[FitResult]:
     """Train `specs` (same pack_key, all packable()) together on `data`; one FitResult per spec,
-    in order. callbacks[k] and resume[k] are member k's, as fit()'s callbacks and resume."""
+    in order. callbacks[k] and resume[k] are member k's, as fit()'s callbacks and resume; `pack`
+    hears each pack epoch and each member's end."""
     if not specs:
         return []
     keys = {pack_key(s) for s in specs}
@@ -445,6 +415,7 @@ def fit_packed(
         if state.rng["shuffle_device"] == dev.type:
             m.shuffle.set_state(state.rng["shuffle"])
         m.history = [EpochReport(**h) for h in state.history]
+        m.past = list(state.history)
         m.best_weights = layout.flatten(state.best_weights).to(dev) if state.best_weights else None
         m.best_metrics = dict(state.best_metrics or {})
         start = state.epoch + 1
@@ -457,8 +428,11 @@ def fit_packed(
     exact_dropout = dev.type == "cpu"
     results: dict[int, FitResult] = {}
 
+    pack = pack or PackCallbacks()
+
     def finish(m: _Member, row: int) -> None:
         results[m.index] = _result(m, flat[row], layout, data, head, names, dev)
+        pack.on_member_end(m.index, results[m.index])
 
     def rows_changed() -> None:
         net.bind(flat, [[rates[m.index] for m in members] for rates in dropout_rates])
@@ -506,6 +480,7 @@ def fit_packed(
 
         # ---- decide, member by member, as fit() does after each epoch
         leaving: list[int] = []
+        decided: list[tuple[int, _Member, bool, str | None]] = []
         for row, m in enumerate(members):
             if m.cancelled:
                 m.stop_reason = "cancelled"
@@ -526,9 +501,16 @@ def fit_packed(
             report = EpochReport(epoch, _finite(metrics), seconds, is_best, _finite(m.stopper.progress()))
             m.history.append(report)
             if m.listens:
+                m.past.append(asdict(report))
                 verdict = m.callbacks.on_epoch_end(report, _state(m, row, epoch, flat, layout, optimizer))
                 if verdict and not stop:
                     stop, reason = True, verdict
+            decided.append((row, m, stop, reason))
+        # the pack's own look at this epoch (all members' rows at once), then each member's end
+        verdicts = pack.on_epoch_end(epoch, [m.index for _, m, _, _ in decided]) if decided else {}
+        for row, m, stop, reason in decided:
+            if verdicts.get(m.index) and not stop:
+                stop, reason = True, verdicts[m.index]
             if stop:
                 m.stop_reason = reason or "early_stopping"
             elif epoch >= m.spec.training.epochs:
@@ -537,6 +519,7 @@ def fit_packed(
                 m.stop_reason = "cancelled"
             if m.stop_reason:
                 leaving.append(row)
+        leaving.sort()
 
         # ---- members that stopped leave; the pack goes on with the rest
         if leaving:
@@ -588,7 +571,7 @@ def _state(m: _Member, row: int, epoch: int, flat: torch.Tensor, layout: _Layout
         best_weights=cpu_copy(layout.row(m.best_weights)) if m.best_weights is not None else None,
         best_epoch=m.stopper.best_epoch,
         best_metrics=m.best_metrics or None,
-        history=[asdict(h) for h in m.history],
+        history=list(m.past),
         spec_hash=m.fingerprint,
     )
 

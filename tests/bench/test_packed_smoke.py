@@ -1,4 +1,5 @@
-"""`python -m bench packed --quick` runs end to end: every pack size timed both ways, the goal judged."""
+"""`python -m bench packed --quick` runs end to end: every pack size timed both ways (the engine, and
+an 8-trial sweep through the service with packing off and on), the goal judged."""
 
 from __future__ import annotations
 
@@ -20,4 +21,7 @@ def test_packed_section_times_both_ways_and_judges_the_goal(tmp_path: Path) -> N
     values = figures(packed)
     assert set(values) == {"k8_alone/packed", "k32_alone/packed"}
     assert all(v > 0 and math.isfinite(v) for v in values.values()), values
+    service = summary["sections"]["packed_service"]
+    assert 0 < service["k8_seconds"]["alone"] < 120 and 0 < service["k8_seconds"]["packed"] < 120, service
+    assert set(figures(service)) == {"k8_alone/packed"} and figures(service)["k8_alone/packed"] > 0
     assert_judged(stdout, summary)
