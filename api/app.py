@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     from prometheus_client import CollectorRegistry
 
-    from api.telemetry import HttpMetrics, JobCollector
+    from api.telemetry import HttpMetrics, JobCollector, http_registry
     app.state.metrics_registry = registry = CollectorRegistry(auto_describe=False)  # per app: tests make many
     registry.register(JobCollector(session_factory, tenants=settings.metrics_tenants))
     app.include_router(prometheus.router)
@@ -119,6 +119,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(compare.router)  # /v1/compare.{svg,png}: several jobs' curves on one scale
     dashboard.install(app)  # `/`, /static, /docs, /redoc
     app.add_middleware(BodyLimit, settings=settings)
-    app.add_middleware(HttpMetrics, registry=registry)
+    app.add_middleware(HttpMetrics, registry=http_registry(registry))
     app.add_middleware(RequestContext)  # added last = outermost: its headers and id reach every response
     return app

@@ -1,10 +1,11 @@
-"""A small in-process LRU of response bytes, bounded by their total size."""
+"""A small in-process LRU of response bodies, bounded by their total size in bytes."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
+from typing import Any
 
 
 class BytesLRU:
@@ -13,24 +14,27 @@ class BytesLRU:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> bytes | None:
+    def get(self, key: Hashable) -> Any:
         with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
 
-    def put(self, key: Hashable, value: bytes) -> None:
-        if len(value) > self.max_bytes:
+    def put(self, key: Hashable, value: Any, size: int | None = None) -> None:
+        """Keep `value`, counted as `size` bytes (default len(value): bytes)."""
+        size = len(value) if size is None else size
+        if size > self.max_bytes:
             return
         with self._lock:
             old = self._entries.pop(key, None)
-            self._size += len(value) - (len(old) if old is not None else 0)
-            self._entries[key] = value
+            self._size += size - (old[1] if old is not None else 0)
+            self._entries[key] = (value, size)
             while self._size > self.max_bytes:
-                _, dropped = self._entries.popitem(last=False)
-                self._size -= len(dropped)
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self._size -= dropped

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,11 +17,21 @@ from pathlib import Path
 log = logging.getLogger("netfit.server")
 
 
-def _uvicorn(app: object, host: str, port: int) -> None:
+def _uvicorn(app: object, host: str, port: int, **options: object) -> None:
     import uvicorn
 
     # log_config None: keep api.request_ids' logging (request ids on every line, access log included)
-    uvicorn.run(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=5, **options)
+
+
+def app_from_env() -> object:
+    """The app of one of `netfit api`'s processes (uvicorn's factory: each process imports this
+    module afresh and builds its own app, logging and database pool)."""
+    from api.app import create_app
+    from api.request_ids import configure_logging
+
+    configure_logging()
+    return create_app()
 
 
 def _is_loopback(host: str) -> bool:
@@ -69,7 +80,16 @@ def run_api(host: str = "127.0.0.1", port: int = 8000) -> None:
     settings = get_settings()
     upgrade(settings.database_url)
     log.info(check_auth(host, port, settings.database_url, settings.require_auth))
-    _uvicorn(create_app(settings), host, port)
+    processes = settings.api_processes
+    if processes == 1:
+        _uvicorn(create_app(settings), host, port)
+        return
+    log.info("serving with %d API processes on one port (NETFIT_API_PROCESSES)", processes)
+    # each process counts its own HTTP figures; prometheus_client's files let any of them expose
+    # the sum (api.telemetry.http_registry)
+    with tempfile.TemporaryDirectory(prefix="netfit-prometheus-") as shared:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+        _uvicorn("api.server:app_from_env", host, port, factory=True, workers=processes)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | os.PathLike[str] = ".") -> None:
@@ -92,6 +112,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | os.PathLike
 
     configure_logging()
     settings = get_settings()
+    if settings.api_processes > 1:
+        log.warning("netfit serve runs one API process (it watches its warm-up and its worker there); "
+                    "NETFIT_API_PROCESSES=%d is for `netfit api`", settings.api_processes)
     upgrade(settings.database_url)
     auth = check_auth(host, port, settings.database_url, settings.require_auth)
     _, options = broker_settings(settings.broker_url)

@@ -45,6 +45,9 @@ class Settings:
     # and the models kept for predict/export (their parameters, buffers and ONNX bytes)
     metrics_cache_bytes: int = 32 * 1024 * 1024
     model_cache_bytes: int = 256 * 1024 * 1024
+    # `netfit api`'s uvicorn processes behind its one port (each with its own caches); `netfit
+    # serve` always runs one: its warm-up and its worker's readiness are watched in that process
+    api_processes: int = 1
     default_queue: str = "cpu"  # where "device": "auto" jobs go (the stack sets gpu with GPU workers)
     # workers and the reconciler (DESIGN §5)
     lease_seconds: float = 30.0  # a silent worker loses its job after this
@@ -93,6 +96,7 @@ class Settings:
             metrics_tenants=_flag("NETFIT_METRICS_TENANTS"),
             metrics_cache_bytes=_int("NETFIT_METRICS_CACHE_BYTES", cls.metrics_cache_bytes),
             model_cache_bytes=_int("NETFIT_MODEL_CACHE_BYTES", cls.model_cache_bytes),
+            api_processes=max(1, _int("NETFIT_API_PROCESSES", cls.api_processes)),
             default_queue=os.environ.get("NETFIT_DEFAULT_QUEUE") or cls.default_queue,
             lease_seconds=_float("NETFIT_LEASE_SECONDS", cls.lease_seconds),
             heartbeat_seconds=_float("NETFIT_HEARTBEAT_SECONDS", cls.heartbeat_seconds),

@@ -16,6 +16,7 @@ reconciler failure. A re-sent queued message leaves no trace in the row; not exp
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
@@ -143,6 +144,19 @@ class JobCollector(Collector):
             pruned = session.scalar(select(func.count()).select_from(Job).where(
                 col.is_not(None), Job.stop_reason == "pruned"))
             yield CounterMetricFamily("netfit_sweep_trials_pruned", "Trials stopped by the pruner", value=pruned)
+
+
+def http_registry(exposed: CollectorRegistry) -> CollectorRegistry:
+    """Where HttpMetrics registers. One process: the exposed registry. Several (`netfit api`
+    with NETFIT_API_PROCESSES > 1 sets PROMETHEUS_MULTIPROC_DIR): each process writes its
+    values to files there, and the exposed registry reads them all (MultiProcessCollector), so
+    a scrape that any process answers sees every process's requests."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return exposed
+    from prometheus_client import multiprocess
+
+    multiprocess.MultiProcessCollector(exposed)
+    return CollectorRegistry()  # this process's series, read from the files, not twice
 
 
 class HttpMetrics:

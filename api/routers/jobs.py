@@ -6,13 +6,14 @@ import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from api.deps import CursorDep, LimitQuery, PrincipalDep, SessionDep, SettingsDep
 from api.errors import ApiError, invalid, not_found, render_json
-from api.etags import etagged
+from api.etags import Tagged, etagged
 from api.events import job_event_stream, sse_response
 from api.examples import JOB_EXAMPLES
 from api.responses import errors, link
@@ -166,31 +167,41 @@ def get_job(job_id: JobId, request: Request, session: SessionDep, tenant: Princi
 
 
 @router.get("/{job_id}/metrics", response_model=Page[EpochMetrics], summary="One row per finished epoch (ETag: 304 if unchanged)")
-def get_metrics(
-    job_id: JobId, request: Request, session: SessionDep, tenant: PrincipalDep,
+async def get_metrics(
+    job_id: JobId, request: Request, tenant: PrincipalDep,
     cursor: EpochCursor = None, limit: EpochLimit = MAX_EPOCHS,
 ) -> Response:
     """Plain rows straight to JSON (ORM objects and models cost ~20x the query). A finished
-    job's metrics never change, so its pages are kept; the status is read first, so a kept
-    page is always complete, and a running job's rows are read anew each time. A kept entry
-    answers without the database: its key holds the tenant that owned the job, and a job
-    never changes tenant nor is deleted."""
+    job's metrics never change, so its pages are kept with their ETag; the status is read
+    first, so a kept page is always complete, and a running job's rows are read anew each
+    time. A kept entry answers on the event loop without the database or a thread (the hot
+    path of a polling client): its key holds the tenant that owned the job, and a job never
+    changes tenant nor is deleted."""
     cache = request.app.state.metrics_cache
     key = (tenant, job_id, cursor or 0, limit)
-    body = cache.get(key)
-    if body is None:
+    page = cache.get(key)
+    if page is None:
+        found = await run_in_threadpool(_metrics_page, request.app.state.session_factory, tenant, job_id, cursor, limit)
+        if found is None:
+            raise not_found("job", job_id)
+        page, finished = found
+        if finished:
+            cache.put(key, page, len(page.body))
+    return etagged(request, page)
+
+
+def _metrics_page(factory: Any, tenant: str, job_id: str, cursor: int | None, limit: int) -> tuple[Tagged, bool] | None:
+    """(the page with its tag, whether the job has ended), or None if the tenant has no such job."""
+    with factory() as session:
         status = db_jobs.job_status(session, tenant, job_id)
         if status is None:
-            raise not_found("job", job_id)
+            return None
         rows = [dict(zip(db_jobs.METRIC_ROW, row))
                 for row in db_jobs.metric_rows(session, tenant, job_id, after=cursor or 0, limit=limit + 1)]
-        more = len(rows) > limit
-        rows = rows[:limit]
-        page = {"items": rows, "next_cursor": str(rows[-1]["epoch"]) if more else None}
-        body = render_json(page)
-        if status in TERMINAL_STATUSES:
-            cache.put(key, body)
-    return etagged(request, body)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    body = render_json({"items": rows, "next_cursor": str(rows[-1]["epoch"]) if more else None})
+    return Tagged.of(body), status in TERMINAL_STATUSES
 
 
 @router.get("/{job_id}/layer-stats", response_model=Page[EpochLayerStats],
@@ -242,16 +253,17 @@ def list_checkpoints(job_id: JobId, request: Request, session: SessionDep, tenan
 
 @router.get("/{job_id}/checkpoints/{kind}", summary="Download weights as safetensors",
             response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
-def download_checkpoint(job_id: JobId, kind: Literal["best", "last"], session: SessionDep, tenant: PrincipalDep) -> Response:
+def download_checkpoint(job_id: JobId, kind: Literal["best", "last"], request: Request, session: SessionDep,
+                        tenant: PrincipalDep) -> Response:
     job = _owned(session, tenant, job_id)
     checkpoint = db_jobs.get_checkpoint(session, tenant, job_id, kind)
     if checkpoint is None:
         when = "when the job ends" if kind == "last" else "after the first epoch that improves"
         raise ApiError(404, f"job {job_id} ({job.status}) has no '{kind}' checkpoint yet; it is saved {when}")
-    return Response(checkpoint.data, media_type="application/octet-stream", headers={
+    # tagged by the weights' sha256: a client holding them gets a 304 instead of the bytes again
+    return etagged(request, checkpoint.data, "application/octet-stream", tag=f'"{checkpoint.sha256}"', headers={
         "Content-Disposition": f'attachment; filename="{job_id}-{kind}.safetensors"',
-        "ETag": f'"{checkpoint.sha256}"', "X-Netfit-Epoch": str(checkpoint.epoch),
-    })
+        "X-Netfit-Epoch": str(checkpoint.epoch)})
 
 
 @router.get("/{job_id}/curves.{fmt}", summary="Learning curves (train vs validation)",

@@ -1,5 +1,6 @@
-"""GET /v1/jobs/{id}, its /metrics and /checkpoints carry a strong ETag of their content: the
-same tag sent back (If-None-Match) is a 304 with no body; a running job's tag moves with its epochs."""
+"""GET /v1/jobs/{id}, its /metrics, /checkpoints and weights carry a strong ETag of their content:
+the same tag sent back (If-None-Match) is a 304 with no body; a running job's tag moves with its
+epochs; Cache-Control makes a browser revalidate instead of showing a stale copy."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from tests.conftest import iris_spec
 def test_a_job_answers_304_to_its_etag_and_a_running_jobs_etag_changes(client, pg_url):
     job_id = client.post("/v1/jobs", json=iris_spec()).json()["id"]
     factory = make_session_factory(pg_url)
-    paths = [f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/metrics", f"/v1/jobs/{job_id}/checkpoints"]
+    paths = [f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/metrics", f"/v1/jobs/{job_id}/checkpoints/best",
+             f"/v1/jobs/{job_id}/checkpoints"]
     try:
         with factory() as s:
             attempt = db_jobs.claim(s, job_id, "w", lease_seconds=30, max_attempts=3)
@@ -22,6 +24,8 @@ def test_a_job_answers_304_to_its_etag_and_a_running_jobs_etag_changes(client, p
             assert first.status_code == 200 and first.headers["etag"].startswith('"'), path
             again = client.get(path, headers={"If-None-Match": first.headers["etag"]})
             assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", first.headers["etag"]), path
+            # a browser keeps the body and asks again each time; no shared cache keeps it
+            assert first.headers["cache-control"] == again.headers["cache-control"] == "private, no-cache", path
 
         with factory() as s:  # another epoch: the running job's tags move, the old one gets the new body
             db_jobs.record_epoch(s, job_id, attempt, {"epoch": 2, "train_loss": 0.7, "val_loss": 0.6},
