@@ -9,13 +9,17 @@
         model = client.load_model(job.id)            # the trained torch module
 
 Every non-2xx answer raises one error type, `NetfitError`, built from the server's JSON body.
+A GET answered with an ETag (a job, its metrics, its checkpoints) is kept with its body and asked
+again with If-None-Match: a finished job's second read is a 304 without a body.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +35,7 @@ T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 CHECKPOINT_KINDS = ("best", "last")
+ETAG_CACHE_BYTES = 64 * 1024 * 1024  # a Client's memory for bodies it may be answered 304 for
 CURVE_FORMATS = ("png", "svg")
 
 
@@ -90,6 +95,7 @@ class Client:
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._owns_http = http is None
         self._http = http or httpx.Client(timeout=timeout)
+        self._tagged = _TaggedBodies(ETAG_CACHE_BYTES)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -110,13 +116,21 @@ class Client:
         return f"{self.base_url}{path}"
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        request = self._http.build_request(method, self._url(path), headers=self._headers, **kwargs)
+        kept = self._tagged.get(str(request.url)) if method == "GET" else None
+        if kept is not None:
+            request.headers["If-None-Match"] = kept.headers["etag"]
         try:
-            response = self._http.request(method, self._url(path), headers=self._headers, **kwargs)
+            response = self._http.send(request)
         except httpx.TransportError as exc:
             raise NetfitError(0, "unreachable", f"cannot reach the netfit API at {self.base_url}: {exc}; "
                               "is it running (`netfit serve`) and is NETFIT_API_URL right?") from None
+        if response.status_code == 304 and kept is not None:
+            return kept  # unchanged since the body we hold
         if response.is_error:
             raise NetfitError.from_response(response)
+        if method == "GET" and "etag" in response.headers:
+            self._tagged.put(str(request.url), response)
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -333,6 +347,35 @@ class Client:
     def datasets(self) -> list[Dataset]:
         """Every uploaded data set, newest first."""
         return list(self._items(Dataset, "/v1/datasets", limit=200))
+
+
+class _TaggedBodies:
+    """The GET answers that carried an ETag, by URL, least recently used dropped first once
+    their bodies pass `max_bytes` (a big checkpoint may not be kept at all)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.size = max_bytes, 0
+        self.entries: OrderedDict[str, httpx.Response] = OrderedDict()
+        self.lock = threading.Lock()  # a Client may be shared by threads, as httpx's is
+
+    def get(self, url: str) -> httpx.Response | None:
+        with self.lock:
+            response = self.entries.get(url)
+            if response is not None:
+                self.entries.move_to_end(url)
+            return response
+
+    def put(self, url: str, response: httpx.Response) -> None:
+        with self.lock:
+            old = self.entries.pop(url, None)
+            self.size -= len(old.content) if old is not None else 0
+            if len(response.content) > self.max_bytes:
+                return
+            self.entries[url] = response
+            self.size += len(response.content)
+            while self.size > self.max_bytes:
+                _, dropped = self.entries.popitem(last=False)
+                self.size -= len(dropped.content)
 
 
 def metrics_columns(rows: list[EpochMetrics]) -> dict[str, list]:

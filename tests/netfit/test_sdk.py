@@ -13,7 +13,7 @@ import torch
 import netfit
 from netfit import Client, EpochEvent, NetfitError, StatusEvent
 from netfit.spec import JobSpec
-from tests.conftest import iris_spec
+from tests.conftest import iris_spec, served
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +129,18 @@ def test_follow_resumes_a_dropped_stream_without_losing_or_repeating_events(clie
         resumed = [e.id for e in Client(client.base_url, http=http).follow(finished.id)]
     assert transport.streams == 2 and len(whole) > 3  # cut once, resumed once
     assert resumed == whole
+
+
+def test_a_second_read_of_a_finished_job_is_a_304_answered_from_the_kept_body(client: Client, finished):
+    route = "/v1/jobs/{job_id}/metrics"
+    first, before = client.metrics(finished.id), served(client.base_url, route, 304)
+    again = client.metrics(finished.id)
+    assert served(client.base_url, route, 304) == before + 1  # the server sent no body...
+    assert again == first and len(again) == finished.epochs_completed  # ...and the SDK has the rows
+    client.job(finished.id)
+    jobs_304 = served(client.base_url, "/v1/jobs/{job_id}", 304)
+    assert client.job(finished.id) == client.job(finished.id) == finished
+    assert served(client.base_url, "/v1/jobs/{job_id}", 304) == jobs_304 + 2
 
 
 def test_jobs_iterates_every_page_newest_first(client: Client, finished):
