@@ -85,6 +85,15 @@ def examples() -> JSONResponse:
     return JSONResponse(found)
 
 
+@router.get("/dashboard/metric-names")
+def metric_names() -> JSONResponse:
+    """Every metric a job may record (netfit.spec's one list): the job page shows these among a
+    job's best metrics and leaves out what else the row holds (lr, seconds)."""
+    from netfit.spec import ALL_METRICS
+
+    return JSONResponse(list(ALL_METRICS))
+
+
 @router.get("/dashboard/examples/{name}")
 def example(name: str) -> JSONResponse:
     path = EXAMPLES / f"{name}.json"

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from tests.conftest import Proc, free_port, iris_spec, wait_healthy, wait_until
+from tests.conftest import Proc, free_port, iris_spec, served, wait_healthy, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -142,13 +142,20 @@ def check_live_page_and_cancel(page, service, job):
 
 def test_a_finished_jobs_page_predicts_pasted_rows_on_whole_epoch_ticks(page, service):
     job = service.wait_done(service.submit({**iris_spec(epochs=3), "name": "predict-iris"})["id"])
+    revalidated = served(service.base_url, "/v1/jobs/{job_id}", 304)
     page.goto(f"/#/jobs/{job['id']}")
     page.wait_for_selector("#chart-metric[data-x-ticks]")
     # 3 epochs on a wide chart: uPlot alone would tick 1, 1.5, 2, ...
     for chart in ("#chart-loss", "#chart-metric"):
         ticks = page.get_attribute(chart, "data-x-ticks").split(",")
         assert ticks and all(t.isdigit() for t in ticks if t), (chart, ticks)
-    assert "3 of 3 max" in page.inner_text("#results")
+    # the axes of the PNG plot: losses on a log scale, accuracy linear
+    assert (page.get_attribute("#chart-loss", "data-y-scale"), page.get_attribute("#chart-metric", "data-y-scale")) == ("log", "linear")
+    results = page.inner_text("#results")
+    assert "3 of 3 max" in results and "best val_loss" in results and "best lr" not in results, results
+    # the page reads the job again once its stream ends: the browser revalidates its copy (a 304)
+    wait_until(lambda: served(service.base_url, "/v1/jobs/{job_id}", 304) > revalidated, timeout=10,
+               what="the browser's If-None-Match on the job")
     rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
     page.fill("#predict-input", "sepal_length,sepal_width,petal_length,petal_width\n" + "\n".join(",".join(map(str, r)) for r in rows))
     page.click("#predict-run")

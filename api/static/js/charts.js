@@ -13,11 +13,23 @@ const epochTicks = (el) => (u, splits) => {
   return labels;
 };
 
-// log: a log y axis (values must be > 0; give null for the others)
-export function lineChart(el, { title, labels, marks = () => ({}), width, height = 260, log = false }) {
+// The y axis of a measure, the rule of the PNG plots (netfit/plots.py _y_scale): losses on a log
+// axis (the first epochs' large losses would flatten the rest; a loss halving looks alike at any
+// level), accuracy on 0..1, RMSE and MAE linear.
+export function axisFor(measure) {
+  if (measure === "loss") return { log: true };
+  if (measure === "accuracy") return { range: [-0.02, 1.02] };
+  return {};
+}
+
+// log: a log y axis (a value <= 0 is a gap, as on the PNG); range: a fixed [min, max]
+export function lineChart(el, { title, labels, marks = () => ({}), width, height = 260, log = false, range = null }) {
+  el.dataset.yScale = log ? "log" : "linear";
+  // a log axis spans the data's own range, not whole decades (0.5-1.1 drawn on 0.1-10 is flat)
+  const y = log ? { distr: 3, range: (u, min, max) => (min > 0 ? [min / 1.2, max * 1.2] : [0.1, 10]) } : range ? { range: () => range } : null;
   const opts = {
     title, width: width || Math.max(320, el.clientWidth || 600), height,
-    scales: { x: { time: false }, ...(log ? { y: { distr: 3 } } : {}) },
+    scales: { x: { time: false }, ...(y ? { y } : {}) },
     // a log axis labels its decades: 1e-5, not the "0" of uPlot's default below 0.001
     axes: [{ label: "epoch", incrs: EPOCH_STEPS, values: epochTicks(el) }, log ? { values: (u, splits) => splits.map((v) => (v == null ? "" : v >= 0.001 ? String(+v.toPrecision(3)) : v.toExponential(0))) } : {}],
     series: [{ label: "epoch" }, ...labels.map((label, i) => ({
@@ -31,7 +43,7 @@ export function lineChart(el, { title, labels, marks = () => ({}), width, height
   return {
     plot,
     // rows: [{epoch, key: value}], keys in the order of labels
-    set(xs, columns) { plot.setData([xs, ...columns]); },
+    set(xs, columns) { plot.setData([xs, ...(log ? columns.map((c) => c.map((v) => (v > 0 ? v : null))) : columns)]); },
   };
 }
 

@@ -14,6 +14,12 @@ function page(ctx, body) {
   return () => ac.abort();
 }
 
+// the names of the metrics a job may record (netfit.spec's list, served once): a row's other
+// fields (epoch, lr, seconds, the countdown) are not results
+let metricNamesOnce = null;
+const metricNames = () => (metricNamesOnce ??= api("/dashboard/metric-names").then((names) => new Set(names)));
+export const onlyMetrics = (values, names) => Object.fromEntries(Object.entries(values || {}).filter(([k, v]) => names.has(k) && typeof v === "number"));
+
 export function bestMetric(job) {
   const monitor = job.spec?.training?.early_stopping?.monitor || "val_loss";
   const m = job.best_metrics || {};
@@ -182,7 +188,7 @@ function predictPanel(id, inputShape) {
 export function jobPage(ctx, id) {
   return page(ctx, async (signal) => {
     // uPlot is loaded by the pages that draw (the list, the first page most people open, does not)
-    const [{ lineChart }, first] = await Promise.all([import("./charts.js"), api(`/v1/jobs/${id}`, { signal })]);
+    const [{ lineChart, axisFor }, first, names] = await Promise.all([import("./charts.js"), api(`/v1/jobs/${id}`, { signal }), metricNames()]);
     let job = first;
     const title = h("h1", {}, job.name || job.id, " ", h("span", { id: "job-status" }, statusBadge(job.status)));
     const cancel = h("button", { id: "cancel", class: "secondary" }, "Cancel");
@@ -210,7 +216,7 @@ export function jobPage(ctx, id) {
     let es = null;
     const stopEpoch = () => stopEpochOf(job, epochsDone(job, rows));
     const marks = () => ({ best: es?.best_epoch ?? job.best_epoch, stop: stopEpoch() });
-    const lossChart = lineChart(lossEl, { title: "loss", labels: ["train_loss", "val_loss"], marks, width: lossEl.clientWidth - 20 });
+    const lossChart = lineChart(lossEl, { title: "loss", labels: ["train_loss", "val_loss"], marks, width: lossEl.clientWidth - 20, ...axisFor("loss") });
     let metricChart = null;
     const redraw = () => {
       const sorted = [...rows.values()].sort((a, b) => a.epoch - b.epoch);
@@ -218,7 +224,7 @@ export function jobPage(ctx, id) {
       lossChart.set(xs, ["train_loss", "val_loss"].map((k) => sorted.map((r) => r[k] ?? null)));
       const { metric } = metricKeys(sorted);
       if (metric && !metricChart) {
-        metricChart = lineChart(metricEl, { title: metric, labels: [`train_${metric}`, `val_${metric}`], marks, width: metricEl.clientWidth - 20 });
+        metricChart = lineChart(metricEl, { title: metric, labels: [`train_${metric}`, `val_${metric}`], marks, width: metricEl.clientWidth - 20, ...axisFor(metric) });
       }
       if (metricChart) metricChart.set(xs, [`train_${metric}`, `val_${metric}`].map((k) => sorted.map((r) => r[k] ?? null)));
       lossEl.dataset.points = String(xs.length);
@@ -231,8 +237,8 @@ export function jobPage(ctx, id) {
         ["best epoch", liveBest() ? es.best_epoch : job.best_epoch], ["device", job.device], ["attempts", job.attempts], ["created", when(job.created_at)],
         ["finished", when(job.finished_at)], ["error", job.error]];
       // while it runs, the best so far comes from the events (the job fetched at the start is older)
-      const best = liveBest() ? Object.fromEntries(Object.entries(rows.get(es.best_epoch)).filter(([k]) => !["epoch", "early_stopping", "seconds"].includes(k) && typeof rows.get(es.best_epoch)[k] === "number")) : job.best_metrics;
-      for (const [k, v] of Object.entries(best || {})) kv.push([`best ${k}`, fmt(v)]);
+      const best = onlyMetrics(liveBest() ? rows.get(es.best_epoch) : job.best_metrics, names);
+      for (const [k, v] of Object.entries(best)) kv.push([`best ${k}`, fmt(v)]);
       for (const [k, v] of Object.entries(job.test_metrics || {})) kv.push([`test ${k}`, fmt(v)]);
       info.replaceChildren(h("table", { class: "kv", id: "results" }, h("tbody", {}, kv.filter(([, v]) => v != null && v !== "")
         .map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", { class: k === "error" ? "error" : "" }, String(v)))))));
@@ -290,7 +296,7 @@ export function comparePage(ctx) {
       ctx.view.append(h("p", {}, "Pick 2 to 10 jobs in the ", h("a", { href: "#/jobs" }, "list"), " and press “Compare selected”."));
       return;
     }
-    const { lineChart } = await import("./charts.js");
+    const { lineChart, axisFor } = await import("./charts.js");
     const jobs = await Promise.all(ids.map((id) => api(`/v1/jobs/${id}`, { signal })));
     const metrics = await Promise.all(ids.map(async (id) => (await api(`/v1/jobs/${id}/metrics`, { signal })).items));
     const names = jobs.map((j) => j.name || j.id);
@@ -302,11 +308,11 @@ export function comparePage(ctx) {
     const lossEl = h("div", { id: "compare-loss", class: "card" });
     const accEl = h("div", { id: "compare-metric", class: "card" });
     ctx.view.append(h("div", { class: "grid2" }, lossEl, accEl));
-    const loss = lineChart(lossEl, { title: "validation loss", labels: unique, width: lossEl.clientWidth - 20 });
+    const loss = lineChart(lossEl, { title: "validation loss", labels: unique, width: lossEl.clientWidth - 20, ...axisFor("loss") });
     loss.set(xs, metrics.map((rows) => col(rows, "val_loss")));
     lossEl.dataset.series = String(ids.length);
     const metric = hasAcc ? "val_accuracy" : "val_rmse";
-    const acc = lineChart(accEl, { title: metric.replace("_", " "), labels: unique, width: accEl.clientWidth - 20 });
+    const acc = lineChart(accEl, { title: metric.replace("_", " "), labels: unique, width: accEl.clientWidth - 20, ...axisFor(metric.slice(4)) });
     acc.set(xs, metrics.map((rows) => col(rows, metric)));
     const summary = table(["", ...unique], [
       ["status", jobs.map((j) => j.status)], ["stop reason", jobs.map((j) => j.stop_reason || "")],
