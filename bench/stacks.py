@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -27,6 +27,7 @@ class Stack:
     db_url: str
     workers: int
     client: httpx.Client
+    env: dict[str, str] = field(default_factory=dict)  # the processes' settings: start another API with them
 
 
 @contextmanager
@@ -55,4 +56,4 @@ def redis_pg(workdir: Path, env: dict[str, str], workers: int = 2) -> Iterator[S
         for proc in procs:
             wait_ready(proc)
         client = stack.enter_context(httpx.Client(base_url=base_url, timeout=120))
-        yield Stack("redis_pg", f"Redis + PostgreSQL (run_api, {workers} workers)", base_url, pg, workers, client)
+        yield Stack("redis_pg", f"Redis + PostgreSQL (run_api, {workers} workers)", base_url, pg, workers, client, env)

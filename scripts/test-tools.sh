@@ -3,7 +3,8 @@
 # docker-compose (tests/test_containers.py), debootstrap (the stand-in base image) and the
 # Prometheus server and promtool (tests/api/test_prometheus.py), and Chromium, which Playwright
 # drives for the dashboard's browser tests (executable_path=/usr/bin/chromium: no browser
-# download). Idempotent: installs only
+# download), and wrk, the load generator of `make bench`'s http section (bench/http.py; make
+# bench runs this script through `services`). Idempotent: installs only
 # what is missing, so `make test` pays for it once per machine.
 set -eu
 missing=()
@@ -14,6 +15,7 @@ need debootstrap debootstrap
 need prometheus prometheus
 need promtool prometheus
 need chromium chromium
+need wrk wrk
 if [ ${#missing[@]} -eq 0 ]; then
   echo "test tools present"
   exit 0
