@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, literal, or_, select, update
+from sqlalchemy import and_, delete, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session, undefer
 
 from db.models import METRIC_COLUMNS, Checkpoint, EpochMetric, Job, JobEvent, UTCDateTime, new_id, utcnow
@@ -346,7 +346,9 @@ def record_epochs(session: Session, job_id: str, attempt: int, epochs: list[Epoc
     (with its per-layer statistics) and event, the job's progress, and when given the state to
     resume from (its epoch, bytes) and the best weights so far (epoch, metrics, bytes). A stale
     attempt writes nothing and gets Fenced."""
-    _record(session, job_id, attempt, epochs, resume, best)
+    rows = _EpochRows()
+    _record(session, job_id, attempt, epochs, resume, best, rows)
+    rows.insert(session)
     session.commit()
 
 
@@ -365,13 +367,16 @@ def record_pack_epochs(session: Session, flushes: list[Flush]) -> None:
     """record_epochs for every member of a pack in ONE transaction, so that their resume states
     are saved at the same epoch or not at all. A member that lost its attempt rolls the whole
     transaction back with Fenced naming it (the caller drops it and writes the rest again)."""
+    rows = _EpochRows()
     for f in sorted(flushes, key=lambda f: f.job_id):  # rows locked in id order, as heartbeat_pack locks them
-        _record(session, f.job_id, f.attempt, f.epochs, f.resume, f.best)
+        _record(session, f.job_id, f.attempt, f.epochs, f.resume, f.best, rows)
+    rows.insert(session)
     session.commit()
 
 
 def _record(session: Session, job_id: str, attempt: int, epochs: list[EpochRecord],
-            resume: tuple[int, bytes] | None, best: tuple[int, dict[str, Any], bytes] | None) -> None:
+            resume: tuple[int, bytes] | None, best: tuple[int, dict[str, Any], bytes] | None,
+            rows: _EpochRows) -> None:
     values: dict[str, Any] = {"updated_at": utcnow()}
     if epochs:
         values["epochs_completed"] = int(epochs[-1].metrics["epoch"])
@@ -379,7 +384,7 @@ def _record(session: Session, job_id: str, attempt: int, epochs: list[EpochRecor
         values.update(best_epoch=best[0], best_metrics=_scores(best[1]))
     _fenced_update(session, job_id, attempt, values)
     for record in epochs:
-        _add_epoch(session, job_id, record)
+        rows.add(job_id, record)
     if resume is not None:
         epoch, state = resume
         scores = next((_scores(r.metrics) for r in epochs if r.metrics["epoch"] == epoch), {})
@@ -402,17 +407,35 @@ def _scores(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in clean_metrics(metrics).items() if k in METRIC_COLUMNS and k != "seconds"}
 
 
-def _add_epoch(session: Session, job_id: str, record: EpochRecord) -> None:
-    row = {k: v for k, v in clean_metrics(record.metrics).items() if k in METRIC_COLUMNS}
-    epoch = int(record.metrics["epoch"])
-    layers = record.layers
-    if layers is not None:
-        layers = [{k: finite_or_none(v) for k, v in layer.items()} for layer in layers]
-        row["layers"] = layers  # set only when measured: a None here would store JSON null, not SQL NULL
-    session.add(EpochMetric(job_id=job_id, epoch=epoch, **row))
-    # the event also carries the engine's early-stopping countdown, so followers show it as is
-    _event(session, job_id, "epoch", {"epoch": epoch, **row, "early_stopping": record.early_stopping,
-                                      "layers": layers})
+class _EpochRows:
+    """The epochs' metrics rows and events of one flush, inserted as two multi-row INSERTs (an
+    ORM object per row cost ~1 ms each: a 32-member pack's flush took 0.28 s)."""
+
+    def __init__(self) -> None:
+        self.metrics: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+
+    def add(self, job_id: str, record: EpochRecord) -> None:
+        row = {k: v for k, v in clean_metrics(record.metrics).items() if k in METRIC_COLUMNS}
+        epoch = int(record.metrics["epoch"])
+        layers = record.layers
+        if layers is not None:
+            layers = [{k: finite_or_none(v) for k, v in layer.items()} for layer in layers]
+            row["layers"] = layers  # set only when measured: a None here would store JSON null, not SQL NULL
+        self.metrics.append({"job_id": job_id, "epoch": epoch, **row})
+        # the event also carries the engine's early-stopping countdown, so followers show it as is
+        self.events.append({"job_id": job_id, "kind": "epoch", "created_at": utcnow(), "data": {
+            "epoch": epoch, **row, "early_stopping": record.early_stopping, "layers": layers}})
+
+    def insert(self, session: Session) -> None:
+        # one INSERT per set of columns (rows with and without layer statistics); events in order
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in self.metrics:
+            by_columns.setdefault(tuple(row), []).append(row)
+        for group in by_columns.values():
+            session.execute(insert(EpochMetric), group)
+        if self.events:
+            session.execute(insert(JobEvent), self.events)
 
 
 def rewind(session: Session, job_id: str, attempt: int, epoch: int, best_epoch: int | None,
