@@ -103,10 +103,12 @@ def _at(now: datetime) -> Any:
 
 def create_job(session: Session, *, tenant: str, spec: dict[str, Any], summary: dict[str, Any] | None,
                queue: str) -> Job:
-    """Insert a queued job and commit (the message is sent only after this commits)."""
+    """Insert a queued job and commit (the message is sent only after this commits). It is
+    stamped as sent: its creator sends it next (mark_unsent if that fails), so no reconciler
+    sends a second message meanwhile; a send lost with its process is redone after requeue_seconds."""
     job = Job(
         id=new_id(), tenant=tenant, name=spec.get("name"), spec=spec, summary=summary,
-        epochs=int(spec["training"]["epochs"]), queue=queue, status="queued",
+        epochs=int(spec["training"]["epochs"]), queue=queue, status="queued", enqueued_at=utcnow(),
     )
     session.add(job)
     session.flush()
@@ -117,6 +119,12 @@ def create_job(session: Session, *, tenant: str, spec: dict[str, Any], summary: 
 
 def mark_enqueued(session: Session, job_id: str, when: datetime | None = None) -> None:
     session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=when or utcnow()))
+    session.commit()
+
+
+def mark_unsent(session: Session, job_id: str) -> None:
+    """Its creator could not send it: the reconciler's next pass does."""
+    session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=None))
     session.commit()
 
 

@@ -158,8 +158,8 @@ def create_trial(session: Session, sweep: Sweep, number: int, *, params: dict[st
         return None
     name = f"{sweep.name or sweep.id} #{number}"
     job = Job(id=new_id(), tenant=sweep.tenant, name=name[:200], spec=spec, summary=None,
-              epochs=int(spec["training"]["epochs"]), queue=queue, status="queued",
-              sweep_id=sweep.id, trial_number=number, params=params)
+              epochs=int(spec["training"]["epochs"]), queue=queue, status="queued", enqueued_at=utcnow(),
+              sweep_id=sweep.id, trial_number=number, params=params)  # stamped as sent: see db.jobs.create_job
     session.add(job)
     session.flush()
     db_jobs._status_event(session, job.id, "queued", sweep_id=sweep.id, trial_number=number)

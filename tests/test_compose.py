@@ -218,13 +218,13 @@ def test_stack_commands_train_jobs_and_a_busy_worker_resends_a_lost_one(pg_url, 
         busy = posted.json()["id"]
         wait_until(lambda: http.get(f"/v1/jobs/{busy}").json()["epochs_completed"] >= 1, timeout=90,
                    what="the posted job to train")
-        with factory() as session:  # written but never enqueued: its message is "lost"
-            lost = create_job(session, tenant="team", spec=iris_spec(epochs=3), summary=None,
-                              queue="cpu").id
+        with factory() as session:  # written as the API writes it, but never sent: its message is "lost"
+            job = create_job(session, tenant="team", spec=iris_spec(epochs=3), summary=None, queue="cpu")
+            lost, created = job.id, job.enqueued_at
 
         def resent() -> bool:
             with factory() as session:
-                return session.get(Job, lost).enqueued_at is not None
+                return session.get(Job, lost).enqueued_at > created
         wait_until(resent, timeout=60, what="the reconciler to re-send the lost job")
         assert http.get(f"/v1/jobs/{busy}").json()["status"] == "running"  # the worker is still busy
 

@@ -276,9 +276,8 @@ def fill(factory: sessionmaker[Session], sweep_id: str, enqueue: Enqueue) -> int
             if not packing:
                 _send(session, sweep_id, job, enqueue)
                 continue
-            # held: stamped as sent, so that no reconciler sends it before the rest are asked
+            # held: created stamped as sent, so no reconciler sends it before the rest are asked
             # (it does after NETFIT_REQUEUE_SECONDS if this process dies holding it)
-            db_jobs.mark_enqueued(session, job.id)
             held.append(job)
     if held:
         with factory() as session:
@@ -290,9 +289,9 @@ def fill(factory: sessionmaker[Session], sweep_id: str, enqueue: Enqueue) -> int
 def _send(session: Session, sweep_id: str, job: Any, enqueue: Enqueue) -> None:
     try:
         enqueue(job.id, job.queue)
-        db_jobs.mark_enqueued(session, job.id)
     except Exception as exc:  # noqa: BLE001 - the row is committed; the reconciler sends it
         log.warning("sweep %s: trial %s not sent (%s); the reconciler will", sweep_id, job.id, exc)
+        db_jobs.mark_unsent(session, job.id)
 
 
 def _step(session: Session, sweep_id: str) -> Any:

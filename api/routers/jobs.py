@@ -139,9 +139,9 @@ def submit_job(
                              summary=summary.model_dump(mode="json"), queue=queue)
     try:
         request.app.state.enqueue(job.id, queue)
-        db_jobs.mark_enqueued(session, job.id)
     except Exception as exc:  # noqa: BLE001 - the row is committed; the reconciler will send it
         log.warning("could not enqueue job %s (%s); the reconciler will retry", job.id, exc)
+        db_jobs.mark_unsent(session, job.id)
     return to_wire(job)
 
 
