@@ -431,27 +431,39 @@ def repair(factory: sessionmaker[Session], enqueue: Enqueue) -> int:
 
 # --------------------------------------------------------------------------- pruning
 
-# job id -> (sweep id or None: not a trial, the job's epochs); a job never changes either
-_trial_of: dict[str, tuple[str | None, int]] = {}
+# job id -> (its sweep's request, or None: not a trial; the job's epochs); neither ever changes
+_trial_of: dict[str, tuple[SweepSpec | None, int]] = {}
 
 
-def prune_decision(factory: sessionmaker[Session], job_id: str, epoch: int) -> str | None:
-    """After a trial's epoch is recorded: "pruned" if the sweep's pruner stops it here (the
-    rung is recorded on the job), else None. Not a trial, or no pruning: None, one cached read."""
+def _trial(factory: sessionmaker[Session], job_id: str) -> tuple[SweepSpec | None, int]:
     if job_id not in _trial_of:
         if len(_trial_of) > 10_000:
             _trial_of.clear()
         with factory() as session:
-            _trial_of[job_id] = db_sweeps.sweep_and_epochs(session, job_id)
-    sweep_id, epochs = _trial_of[job_id]
-    if sweep_id is None or epoch >= epochs:
-        return None  # not a trial, or its last epoch: it ends now anyway, pruning saves nothing
+            sweep_id, epochs = db_sweeps.sweep_and_epochs(session, job_id)
+            sweep = db_sweeps.get_sweep(session, None, sweep_id) if sweep_id else None
+            _trial_of[job_id] = (SweepSpec.model_validate(sweep.spec) if sweep else None, epochs)
+    return _trial_of[job_id]
+
+
+def judges(factory: sessionmaker[Session], job_id: str, epoch: int) -> bool:
+    """Whether the job's sweep's pruner judges it after this epoch (its row must be written first;
+    between such epochs a trial's rows are batched by time like any job's). One read per job."""
+    request, epochs = _trial(factory, job_id)
+    # a trial's last epoch is not judged: it ends now anyway, pruning saves nothing
+    return request is not None and epoch < epochs and prunes_at(request, epoch)
+
+
+def prune_decision(factory: sessionmaker[Session], job_id: str, epoch: int) -> str | None:
+    """After a trial's epoch is recorded: "pruned" if the sweep's pruner stops it here (the
+    rung is recorded on the job), else None (also when the pruner does not judge this epoch)."""
+    if not judges(factory, job_id, epoch):
+        return None
+    request = _trial(factory, job_id)[0]
     with factory() as session:
-        sweep = db_sweeps.get_sweep(session, None, sweep_id)
+        sweep_id = db_sweeps.sweep_of_job(session, job_id)
+        sweep = db_sweeps.get_sweep(session, None, sweep_id) if sweep_id else None
         if sweep is None:
-            return None
-        request = SweepSpec.model_validate(sweep.spec)
-        if not prunes_at(request, epoch):
             return None
         if epoch not in db_sweeps.trial_curve(session, job_id, sweep.objective_metric):
             return None  # no objective value this epoch (e.g. no validation split)

@@ -135,11 +135,13 @@ class JobCallbacks(FitCallbacks):
     def on_epoch_end(self, report: EpochReport, state: TrainingState) -> str | None:
         self.record(report, state)
         flush, checkpoint = flush_due(report.seconds, self.flushed_at, self.saved_at)
-        if self.trial or flush:
+        # a sweep's trial whose pruner judges it now: its row is written first, then judged
+        judged = self.trial and with_db_retry(lambda _: sweeps.judges(self.factory, self.job_id, report.epoch),
+                                              self.factory)
+        if judged or flush:
             self.flush(checkpoint=checkpoint)
-        if not self.trial:
+        if not judged:
             return None
-        # a sweep's trial: its pruner may stop it at this epoch
         return with_db_retry(lambda _: sweeps.prune_decision(self.factory, self.job_id, report.epoch), self.factory)
 
     def record(self, report: EpochReport, state: TrainingState) -> None:

@@ -39,7 +39,8 @@ from tests.worker.servers import PrivateRedis, private_redis
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 TRIALS, CONCURRENT, EPOCHS = 20, 3, 3  # 3 at a time on 2 workers: one trial always waits in Redis
-FAST = {"NETFIT_RECONCILE_SECONDS": "0.5", "NETFIT_REQUEUE_SECONDS": "2"}
+# every epoch written as it ends (no batching): the tests act on the epoch counts of 3-epoch trials
+FAST = {"NETFIT_RECONCILE_SECONDS": "0.5", "NETFIT_REQUEUE_SECONDS": "2", "NETFIT_FLUSH_SECONDS": "0"}
 
 # run as `python -c`: the real worker or API, with the ask stopped at TRAP_POINT from trial TRAP_AT on
 TRAP = """
