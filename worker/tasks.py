@@ -124,7 +124,7 @@ class JobCallbacks(FitCallbacks):
                  trial: bool = False):
         self.factory, self.job_id, self.attempt, self.lease = factory, job_id, attempt, lease
         self.described = described  # the checkpoints' self-description (model_metadata)
-        self.trial = trial  # a sweep's trial: its pruner reads this epoch's row, so each epoch is flushed first
+        self.trial = trial  # a sweep's trial: an epoch its pruner judges is flushed first (sweeps.judges)
         self._next_check = 0.0
         self.pending: list[db_jobs.EpochRecord] = []
         self.state: TrainingState | None = None  # the latest epoch's, not yet saved
