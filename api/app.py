@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from api import errors
-from api.cache import BytesLRU
+from netfit.lru import BytesLRU
 from api.middleware import RequestContext
 from api.routers import compare, dashboard, datasets, health, jobs, sweeps
 from api.routers import prometheus

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
+from netfit.lru import BytesLRU
 from netfit.models import Checkpoint, Dataset, EpochLayerStats, EpochMetrics, Job, Page, Sweep, SweepImportance, Trial
 from netfit.spec import JobSpec
 from netfit.sse import EpochEvent, JobEvent, StatusEvent, job_event, parse_sse
@@ -95,7 +94,7 @@ class Client:
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._owns_http = http is None
         self._http = http or httpx.Client(timeout=timeout)
-        self._tagged = _TaggedBodies(ETAG_CACHE_BYTES)
+        self._tagged = BytesLRU(ETAG_CACHE_BYTES)  # URL -> the GET answer that carried an ETag
 
     # ------------------------------------------------------------------ plumbing
 
@@ -130,7 +129,7 @@ class Client:
         if response.is_error:
             raise NetfitError.from_response(response)
         if method == "GET" and "etag" in response.headers:
-            self._tagged.put(str(request.url), response)
+            self._tagged.put(str(request.url), response, len(response.content))
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -347,35 +346,6 @@ class Client:
     def datasets(self) -> list[Dataset]:
         """Every uploaded data set, newest first."""
         return list(self._items(Dataset, "/v1/datasets", limit=200))
-
-
-class _TaggedBodies:
-    """The GET answers that carried an ETag, by URL, least recently used dropped first once
-    their bodies pass `max_bytes` (a big checkpoint may not be kept at all)."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes, self.size = max_bytes, 0
-        self.entries: OrderedDict[str, httpx.Response] = OrderedDict()
-        self.lock = threading.Lock()  # a Client may be shared by threads, as httpx's is
-
-    def get(self, url: str) -> httpx.Response | None:
-        with self.lock:
-            response = self.entries.get(url)
-            if response is not None:
-                self.entries.move_to_end(url)
-            return response
-
-    def put(self, url: str, response: httpx.Response) -> None:
-        with self.lock:
-            old = self.entries.pop(url, None)
-            self.size -= len(old.content) if old is not None else 0
-            if len(response.content) > self.max_bytes:
-                return
-            self.entries[url] = response
-            self.size += len(response.content)
-            while self.size > self.max_bytes:
-                _, dropped = self.entries.popitem(last=False)
-                self.size -= len(dropped.content)
 
 
 def metrics_columns(rows: list[EpochMetrics]) -> dict[str, list]:

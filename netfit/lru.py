@@ -1,4 +1,5 @@
-"""A small in-process LRU of response bodies, bounded by their total size in bytes."""
+"""A small in-process LRU bounded by the total size of what it holds, in bytes: the API's kept
+response bodies and the SDK's ETag-answered GETs."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Any
 
 
 class BytesLRU:
-    """Least recently used entries go first once the bytes held pass `max_bytes`. Sync
-    routes run in a thread pool, hence the lock."""
+    """Least recently used entries go first once the bytes held pass `max_bytes`. Thread-safe:
+    the API's sync routes run in a thread pool, and an SDK Client may be shared by threads."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
