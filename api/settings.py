@@ -73,6 +73,8 @@ class Settings:
     dataset_mirror: str | None = None
     dataset_mirror_only: bool = False
     dataset_manifest: str | None = None
+    # decoded uploads the workers of a machine keep under dataset_dir/uploads (worker.uploads)
+    upload_cache_bytes: int = 4 * 1024**3
 
     def downloads(self):
         """These settings as the engine takes them (netfit.engine.downloads.Downloads)."""
@@ -96,6 +98,7 @@ class Settings:
             metrics_tenants=_flag("NETFIT_METRICS_TENANTS"),
             metrics_cache_bytes=_int("NETFIT_METRICS_CACHE_BYTES", cls.metrics_cache_bytes),
             model_cache_bytes=_int("NETFIT_MODEL_CACHE_BYTES", cls.model_cache_bytes),
+            upload_cache_bytes=_int("NETFIT_UPLOAD_CACHE_BYTES", cls.upload_cache_bytes),
             api_processes=max(1, _int("NETFIT_API_PROCESSES", cls.api_processes)),
             default_queue=os.environ.get("NETFIT_DEFAULT_QUEUE") or cls.default_queue,
             lease_seconds=_float("NETFIT_LEASE_SECONDS", cls.lease_seconds),

@@ -130,6 +130,9 @@ def service(report: Report, stack: stacks.Stack, quick: bool) -> None:
                     f"{med['to_running'] * ms:.0f} ms + running {med['running']:.3f} s (training {med['train']:.3f} s)")
         report.figure(f"{name}_overhead", statistics.median(r["wall"] / r["train"] for r in runs), "x",
                       goal=goal, label=f"{name}: (POST -> succeeded) / training time")
+    # the first reads the upload from the database (the rest map what the machine decoded)
+    report.figure("mnist_5_epochs_first_overhead", mnist[0]["wall"] / mnist[0]["train"], "x",
+                  label="  the first of them, which reads and decodes the upload")
     to_running = [r["to_running"] * ms for r in iris]
     p50_goal = ("<=", 50.0) if stack.key == "redis_pg" else None
     report.figure("post_to_running_p50_ms", percentile(to_running, 50), "ms", goal=p50_goal, label="POST -> running p50")
@@ -255,6 +258,12 @@ SECTIONS: dict[str, Callable[[Report, stacks.Stack, bool], None]] = {
 }
 
 
+def own_cache(env: dict[str, str], workdir: Path) -> dict[str, str]:
+    """A stack's data set cache of its own: its first MNIST job reads the upload from the
+    database, as a machine's first job on a new upload does (uploads are cached by content)."""
+    return {**env, "NETFIT_DATASET_DIR": str(workdir / "datasets")}
+
+
 def run(report: Report, names: list[str], *, quick: bool = False, threads: int | None = None) -> None:
     """Start each stack once and run the chosen sections on it (the API load last: it adds 10k rows).
     The processes' logs are kept if a section fails."""
@@ -268,10 +277,10 @@ def run(report: Report, names: list[str], *, quick: bool = False, threads: int |
             (tmp / "readiness").mkdir()
             readiness(report, tmp / "readiness", env)
             (tmp / "embedded").mkdir()
-            with stacks.embedded(tmp / "embedded", env) as stack:
+            with stacks.embedded(tmp / "embedded", own_cache(env, tmp / "embedded")) as stack:
                 service(report, stack, quick)
         (tmp / "redis_pg").mkdir()
-        with stacks.redis_pg(tmp / "redis_pg", env) as stack:
+        with stacks.redis_pg(tmp / "redis_pg", own_cache(env, tmp / "redis_pg")) as stack:
             for name in ("service", "throughput", "api"):
                 if name in names:
                     SECTIONS[name](report, stack, quick)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from db.models import Dataset, new_id
@@ -29,7 +30,20 @@ def get_dataset(session: Session, tenant: str, dataset_id: str) -> Dataset | Non
 
 
 def dataset_bytes(session: Session, tenant: str, dataset_id: str) -> bytes | None:
-    return session.scalar(select(Dataset.data).where(Dataset.id == dataset_id, Dataset.tenant == tenant))
+    if session.get_bind().dialect.name != "postgresql":
+        return session.scalar(select(Dataset.data).where(Dataset.id == dataset_id, Dataset.tenant == tenant))
+    # psycopg's binary format: the bytea comes as it is stored, not as hex text twice its size
+    # (a 55 MB blob in 0.27 s instead of 0.6-0.9 s); SQLAlchemy has no per-query switch for it
+    import psycopg
+
+    driver = session.connection().connection.driver_connection
+    query = f"SELECT data FROM {Dataset.__tablename__} WHERE id = %s AND tenant = %s"
+    try:
+        with driver.cursor(binary=True) as cursor:
+            row = cursor.execute(query, (dataset_id, tenant)).fetchone()
+    except psycopg.OperationalError as exc:  # as SQLAlchemy raises it: the callers retry on it
+        raise OperationalError(query, (dataset_id, tenant), exc) from exc
+    return None if row is None else row[0]
 
 
 def dataset_sha256(session: Session, tenant: str, dataset_id: str) -> str | None:

@@ -28,7 +28,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.settings import get_settings
 from db import jobs as db_jobs
 from db import sweeps as db_sweeps
 from netfit.engine.fit import FitResult

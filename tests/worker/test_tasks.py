@@ -8,6 +8,7 @@ import json
 import statistics
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,9 +28,9 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 
 class Stack:
-    def __init__(self, base_url: str, db_url: str, broker_url: str, workers: list[Proc]):
+    def __init__(self, base_url: str, db_url: str, broker_url: str, workers: list[Proc], dataset_dir: Path):
         self.http = httpx.Client(base_url=base_url, timeout=30)
-        self.db_url, self.broker_url, self.workers = db_url, broker_url, workers
+        self.db_url, self.broker_url, self.workers, self.dataset_dir = db_url, broker_url, workers, dataset_dir
 
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         response = self.http.post("/v1/jobs", json=spec)
@@ -50,13 +51,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("stack")
     with fresh_pg_database() as db_url, claimed_redis_db() as broker_url:
         # GPU jobs accepted (as a stack with GPU workers would), though no worker here takes them
-        env = service_env(db_url, broker_url, NETFIT_GPU_JOBS="1")
+        # a cache of its own: what it decodes is this module's doing
+        env = service_env(db_url, broker_url, NETFIT_GPU_JOBS="1", NETFIT_DATASET_DIR=str(logs / "datasets"))
         workers = [start_worker_process(env, logs / f"worker-{i}.log", wait=False) for i in range(2)]
         api, base_url = start_api_process(env, logs / "api.log")
         try:
             for worker in workers:
                 wait_ready(worker)
-            yield Stack(base_url, db_url, broker_url, workers)
+            yield Stack(base_url, db_url, broker_url, workers, logs / "datasets")
         finally:
             for proc in [api, *workers]:
                 proc.stop()
@@ -146,8 +148,10 @@ def test_cancel_stops_a_job_inside_a_long_epoch(stack):
 
 
 def test_jobs_on_uploads_train_on_their_own_data_each_time(stack):
-    """Workers keep decoded uploads between jobs: repeats of a job on one upload give the same
-    epochs, and a job on another upload in between gets its own data."""
+    """Workers keep decoded uploads between jobs, in memory and in the machine's cache, and the
+    last job's prepared data: repeats of a job on one upload give the same epochs, a job on
+    another upload or split gets its own data, and each upload's blob is read from the
+    database once, whichever worker trains."""
     def upload(seed: int) -> str:
         rng, buf = np.random.default_rng(seed), io.BytesIO()
         np.savez(buf, x=rng.normal(size=(60, 4)), y=np.arange(60) % 3)
@@ -155,10 +159,11 @@ def test_jobs_on_uploads_train_on_their_own_data_each_time(stack):
         assert response.status_code == 201, response.text
         return response.json()["id"]
 
-    def losses(dataset_id: str) -> list[float]:
+    def losses(dataset_id: str, split_seed: int = 0) -> list[float]:
         spec = iris_spec(epochs=3)
         # raw features: a scaled or shifted copy would standardize to the same thing
         spec["dataset"], spec["preprocess"] = {"id": dataset_id}, {"features": "none"}
+        spec["split"] = {"validation": 0.2, "seed": split_seed}
         job = stack.submit(spec)
         assert stack.wait_status(job["id"], "succeeded", "failed")["status"] == "succeeded"
         metrics = stack.http.get(f"/v1/jobs/{job['id']}/metrics").json()["items"]
@@ -169,6 +174,11 @@ def test_jobs_on_uploads_train_on_their_own_data_each_time(stack):
     runs = [losses(a), losses(b), losses(a), losses(a)]
     assert runs[2] == pytest.approx(runs[0], rel=1e-6) and runs[3] == pytest.approx(runs[0], rel=1e-6)
     assert runs[1] != pytest.approx(runs[0], rel=1e-3)
+    # the same upload split another way is another job's data, even on a worker that kept the first
+    assert losses(a, split_seed=1) != pytest.approx(runs[0], rel=1e-3)
+    reads = sum(w.output().count("read from the database and decoded") for w in stack.workers)
+    assert reads == 2, "each upload's blob read once on this machine"
+    assert len(list((stack.dataset_dir / "uploads").iterdir())) == 2
 
 
 def test_cancel_queued_job_is_never_run(stack):
