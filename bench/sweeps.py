@@ -33,7 +33,7 @@ import numpy as np
 from bench import stacks
 from bench.report import Report
 from bench.services import stamp, submit, wait_done
-from tests.conftest import iris_spec, wait_until
+from tests.conftest import fresh_pg_database, iris_spec, wait_until
 
 ms = 1000.0
 OPTUNA_PUBLISHED_MS = 37.0  # TPE, 16 parameters, 1,000 trials (Optuna's own benchmark)
@@ -255,7 +255,9 @@ def run(report: Report, *, quick: bool = False, threads: int | None = None) -> N
         with stacks.redis_pg(tmp, env) as stack:
             report.begin("sweeps", f"scheduler overhead and the TPE ask, {stack.title}")
             overhead(report, stack, quick)
-            ask_cost(report, stack.db_url, quick)
+        # a database of its own: a stack's reconciler would fill the running sweep the ask times
+        with fresh_pg_database() as db_url:
+            ask_cost(report, db_url, quick)
     except BaseException:
         print(f"the service logs are in {tmp}")
         raise

@@ -4,8 +4,9 @@ on PostgreSQL and Redis — with no reconciler process anywhere: every worker re
 (The compose stack's containers: tests/test_containers.py.)
 
 Each test kills the worker running a job with SIGKILL after its third epoch and checks that the
-job finishes with every epoch recorded exactly once, resumed (attempt 2) within a lease + 15 s,
-having trained again at most max(one epoch, NETFIT_CHECKPOINT_SECONDS) (tests/worker/promise.py).
+job finishes with every epoch recorded exactly once, resumed (attempt 2) within a lease + 15 s
+(+ a worker's start where no other runs), having trained again at most max(one epoch,
+NETFIT_CHECKPOINT_SECONDS) (tests/worker/promise.py).
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ def _pid_of(owner: str | None) -> int | None:
     return int(owner.rsplit(":", 1)[1]) if owner else None
 
 
-def kill_mid_job_and_recover(base_url: str, db_url: str, logs: Callable[[], str]) -> float:
+def kill_mid_job_and_recover(base_url: str, db_url: str, logs: Callable[[], str], restart: float = 0.0) -> float:
     """POST a job, SIGKILL its worker after epoch 3; return seconds from the kill to the resumed
-    attempt's claim, after checking the outcome. logs: the workers' output so far."""
+    attempt's claim, after checking the outcome. logs: the workers' output so far; restart: what
+    starting a new worker took here, where none other is running (a loaded machine takes longer)."""
     factory = make_session_factory(db_url)
     http = httpx.Client(base_url=base_url, timeout=30)
     try:
@@ -77,7 +79,7 @@ def kill_mid_job_and_recover(base_url: str, db_url: str, logs: Callable[[], str]
                                            .where(EpochMetric.job_id == job_id)).all())
         assert epochs == list(range(1, EPOCHS + 1))  # every epoch exactly once
         assert_recomputed_within(logs(), job_id, seconds, CHECKPOINT)
-        assert recovery <= LEASE + 15, f"recovered after {recovery:.1f} s"
+        assert recovery <= LEASE + 15 + restart, f"recovered after {recovery:.1f} s (a worker starts in {restart:.1f} s)"
         print(f"recovered {recovery:.1f} s after kill -9 (lease {LEASE:.0f} s)")
         return recovery
     finally:
@@ -88,13 +90,16 @@ def kill_mid_job_and_recover(base_url: str, db_url: str, logs: Callable[[], str]
 def test_serve_restarts_its_dead_worker_and_the_job_resumes(tmp_path: Path):
     port = free_port()
     env: dict[str, Any] = {"NETFIT_LEASE_SECONDS": str(LEASE), "NETFIT_HEARTBEAT_SECONDS": "1", **FAST}
+    began = time.monotonic()
     proc = Proc([sys.executable, "-c", f"from api.server import serve; serve('127.0.0.1', {port})"], env,
                 tmp_path / "serve.log", cwd=tmp_path)
     try:
         base_url = f"http://127.0.0.1:{port}"
         wait_healthy(base_url, proc)
         wait_until(lambda: "ready." in proc.output(), timeout=90, what="the embedded worker")
-        kill_mid_job_and_recover(base_url, f"sqlite:///{tmp_path / 'netfit.db'}", proc.output)
+        # the only worker is killed: the job waits for serve to start another, as long as the first took
+        kill_mid_job_and_recover(base_url, f"sqlite:///{tmp_path / 'netfit.db'}", proc.output,
+                                 restart=time.monotonic() - began)
         assert "the worker exited" in proc.output()  # serve noticed and started another
     finally:
         proc.stop(grace=20)
