@@ -150,10 +150,13 @@ def test_real_prometheus_scrapes_the_api(pg_url, redis_url, start_api, start_wor
         def query() -> float | None:
             assert prom.alive(), prom.output()[-3000:]
             try:
-                r = httpx.get(f"http://127.0.0.1:{port}/api/v1/query",
-                              params={"query": 'netfit_jobs{status="succeeded"}'}, timeout=5).json()
+                answer = httpx.get(f"http://127.0.0.1:{port}/api/v1/query",
+                                   params={"query": 'netfit_jobs{status="succeeded"}'}, timeout=5)
             except httpx.HTTPError:
                 return None
+            if answer.status_code == 503:  # "Service Unavailable" until its storage has started
+                return None
+            r = answer.json()
             results = r["data"]["result"] if r.get("status") == "success" else []
             return results and float(results[0]["value"][1])
         assert wait_until(query, timeout=60, interval=0.5, what="Prometheus to have scraped netfit_jobs") == 1
