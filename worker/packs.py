@@ -151,12 +151,16 @@ class PackPersister(PackCallbacks):
     def __init__(self, factory: sessionmaker[Session], members: list[Member], lease: PackLease, request: SweepSpec):
         self.factory, self.members, self.lease, self.request = factory, members, lease, request
         self.flushed_at = self.saved_at = time.monotonic()
+        self.due = (False, False)  # this epoch's (flush, checkpoint), decided once in wants_states
         self.outcomes: dict[str, str] = {}
+
+    def wants_states(self, epoch: int, seconds: float) -> bool:
+        self.due = flush_due(seconds, self.flushed_at, self.saved_at)
+        return self.due[1]  # the members' states only when this epoch saves them
 
     def on_epoch_end(self, epoch: int, indexes: list[int]) -> dict[int, str]:
         here = [self.members[i] for i in indexes]
-        seconds = here[0].callbacks.pending[-1].metrics["seconds"]
-        flush, checkpoint = flush_due(seconds, self.flushed_at, self.saved_at)
+        flush, checkpoint = self.due
         judged = sweeps.prunes_at(self.request, epoch)  # its pruners read this epoch's rows
         if flush or judged:
             self._write(here, checkpoint)

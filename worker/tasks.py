@@ -131,7 +131,7 @@ class JobCallbacks(FitCallbacks):
         now = time.monotonic()
         self.flushed_at = self.saved_at = now
 
-    def on_epoch_end(self, report: EpochReport, state: TrainingState) -> str | None:
+    def on_epoch_end(self, report: EpochReport, state: TrainingState | None) -> str | None:
         self.record(report, state)
         flush, checkpoint = flush_due(report.seconds, self.flushed_at, self.saved_at)
         # a sweep's trial whose pruner judges it now: its row is written first, then judged
@@ -143,8 +143,11 @@ class JobCallbacks(FitCallbacks):
             return None
         return with_db_retry(lambda _: sweeps.prune_decision(self.factory, self.job_id, report.epoch), self.factory)
 
-    def record(self, report: EpochReport, state: TrainingState) -> None:
-        """Keep the epoch for the next flush (its row and event; the state to resume from)."""
+    def record(self, report: EpochReport, state: TrainingState | None) -> None:
+        """Keep the epoch for the next flush (its row and event; the state to resume from). None, a
+        pack's epoch with no checkpoint due: no state newer than the saved one (an older one kept
+        would not match the best weights since), so a release saves none and the next attempt
+        resumes from the saved one, within the promise."""
         self.pending.append(db_jobs.EpochRecord({"epoch": report.epoch, **report.metrics, "seconds": report.seconds},
                                                 report.early_stopping, report.layers))
         self.state = state

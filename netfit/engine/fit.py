@@ -48,8 +48,9 @@ class EpochReport:
 class FitCallbacks:
     """Hooks for whoever runs the loop (the worker persists each epoch). Subclass and override."""
 
-    def on_epoch_end(self, report: EpochReport, state: TrainingState) -> str | None:
-        """Called after every epoch with the state to resume from; may raise to abort the run.
+    def on_epoch_end(self, report: EpochReport, state: TrainingState | None) -> str | None:
+        """Called after every epoch with the state to resume from (None in a pack whose
+        PackCallbacks.wants_states declined this epoch's); may raise to abort the run.
         May return a stop reason (a sweep's pruner: "pruned") to end the run after this epoch."""
         return None
 

@@ -13,7 +13,7 @@ import pytest
 from netfit.engine.checkpoints import TrainingState
 from netfit.engine.data import load_data
 from netfit.engine.fit import EpochReport, FitCallbacks, fit
-from netfit.engine.packed import fit_packed, group_packs, pack_key, packable
+from netfit.engine.packed import PackCallbacks, fit_packed, group_packs, pack_key, packable
 from netfit.spec import JobSpec
 from tests.netfit.engine.conftest import make_spec
 
@@ -78,9 +78,9 @@ class Pruner(FitCallbacks):
         self.reports: list[EpochReport] = []
         self.states: list[bytes] = []  # as the worker stores them
 
-    def on_epoch_end(self, report: EpochReport, state: TrainingState) -> str | None:
+    def on_epoch_end(self, report: EpochReport, state: TrainingState | None) -> str | None:
         self.reports.append(report)
-        self.states.append(state.to_bytes())
+        self.states.append(state and state.to_bytes())
         return "pruned" if report.epoch == self.epoch else None
 
     def should_stop(self) -> bool:
@@ -122,6 +122,23 @@ def test_a_members_resume_state_continues_alone_in_fit_and_in_a_pack():
     assert_same_run(whole[1], alone)
     # a pack resumed from its members' states (a killed worker) ends as the uninterrupted one
     for again, first in zip(fit_packed(specs, data, resume=at_5()), whole):
+        assert_same_run(again, first)
+
+
+def test_a_pack_builds_its_members_states_only_for_the_epochs_its_callbacks_want():
+    class SavesAtFive(PackCallbacks):  # as the worker's persister: a checkpoint every few seconds
+        def wants_states(self, epoch: int, seconds: float) -> bool:
+            return epoch == 5
+
+    specs = [make_spec(p=0.3, seed=4), make_spec(p=0.1, seed=5, optimizer={"type": "adam", "lr": 0.003})]
+    data = load_data(specs[0])
+    callbacks = [Pruner(), Pruner()]
+    whole = fit_packed(specs, data, callbacks=callbacks, pack=SavesAtFive())
+    for c in callbacks:
+        assert [s is not None for s in c.states] == [r.epoch == 5 for r in c.reports]
+    # the one state built resumes the pack as the uninterrupted run
+    resume = [TrainingState.from_bytes(c.states[4]) for c in callbacks]
+    for again, first in zip(fit_packed(specs, data, resume=resume), whole):
         assert_same_run(again, first)
 
 
