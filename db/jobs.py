@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, literal, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session, undefer
 
 from db.models import METRIC_COLUMNS, Checkpoint, EpochMetric, Job, JobEvent, UTCDateTime, new_id, utcnow
@@ -83,6 +83,31 @@ def _fenced_update(session: Session, job_id: str, attempt: int, values: dict[str
     if done is None:
         session.rollback()
         raise Fenced(f"job {job_id}: attempt {attempt} no longer owns it", job_id)
+
+
+def _fenced_updates(session: Session, updates: dict[str, tuple[int, dict[str, Any]]]) -> None:
+    """_fenced_update of many jobs (id -> attempt, values), one executemany per set of columns (an
+    UPDATE a member made most of a 32-member pack's flush). Fenced names a job its attempt no
+    longer owns."""
+    owned = or_(*(and_(Job.id == job_id, Job.attempts == attempt) for job_id, (attempt, _) in updates.items()))
+    # the rows locked in id order first, as heartbeat_pack locks them (no deadlock)
+    session.execute(select(Job.id).where(owned).order_by(Job.id).with_for_update())
+    table = Job.__table__
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for job_id, (attempt, values) in sorted(updates.items()):
+        by_columns.setdefault(tuple(values), []).append(
+            {"job": job_id, "attempt": attempt, **{f"new_{k}": v for k, v in values.items()}})
+    matched = 0
+    for columns, params in by_columns.items():
+        matched += session.execute(
+            update(table).where(table.c.id == bindparam("job"), table.c.attempts == bindparam("attempt"),
+                                table.c.status == "running")
+            .values({c: bindparam(f"new_{c}", type_=table.c[c].type) for c in columns}), params).rowcount
+    if matched < len(updates):
+        alive = set(session.scalars(select(Job.id).where(owned, Job.status == "running")))
+        lost = sorted(set(updates) - alive)[0]
+        session.rollback()
+        raise Fenced(f"job {lost}: attempt {updates[lost][0]} no longer owns it", lost)
 
 
 def _put_checkpoint(session: Session, job_id: str, kind: str, epoch: int, metrics: dict[str, Any], data: bytes) -> None:
@@ -354,8 +379,9 @@ def record_epochs(session: Session, job_id: str, attempt: int, epochs: list[Epoc
     (with its per-layer statistics) and event, the job's progress, and when given the state to
     resume from (its epoch, bytes) and the best weights so far (epoch, metrics, bytes). A stale
     attempt writes nothing and gets Fenced."""
+    _fenced_update(session, job_id, attempt, _progress(epochs, best))
     rows = _EpochRows()
-    _record(session, job_id, attempt, epochs, resume, best, rows)
+    _record(session, job_id, epochs, resume, best, rows)
     rows.insert(session)
     session.commit()
 
@@ -375,22 +401,27 @@ def record_pack_epochs(session: Session, flushes: list[Flush]) -> None:
     """record_epochs for every member of a pack in ONE transaction, so that their resume states
     are saved at the same epoch or not at all. A member that lost its attempt rolls the whole
     transaction back with Fenced naming it (the caller drops it and writes the rest again)."""
+    _fenced_updates(session, {f.job_id: (f.attempt, _progress(f.epochs, f.best)) for f in flushes})
     rows = _EpochRows()
-    for f in sorted(flushes, key=lambda f: f.job_id):  # rows locked in id order, as heartbeat_pack locks them
-        _record(session, f.job_id, f.attempt, f.epochs, f.resume, f.best, rows)
+    for f in flushes:
+        _record(session, f.job_id, f.epochs, f.resume, f.best, rows)
     rows.insert(session)
     session.commit()
 
 
-def _record(session: Session, job_id: str, attempt: int, epochs: list[EpochRecord],
-            resume: tuple[int, bytes] | None, best: tuple[int, dict[str, Any], bytes] | None,
-            rows: _EpochRows) -> None:
+def _progress(epochs: list[EpochRecord], best: tuple[int, dict[str, Any], bytes] | None) -> dict[str, Any]:
+    """A flush's new values for the job's row."""
     values: dict[str, Any] = {"updated_at": utcnow()}
     if epochs:
         values["epochs_completed"] = int(epochs[-1].metrics["epoch"])
     if best is not None:
         values.update(best_epoch=best[0], best_metrics=_scores(best[1]))
-    _fenced_update(session, job_id, attempt, values)
+    return values
+
+
+def _record(session: Session, job_id: str, epochs: list[EpochRecord], resume: tuple[int, bytes] | None,
+            best: tuple[int, dict[str, Any], bytes] | None, rows: _EpochRows) -> None:
+    """A flush's rows, checkpoints and events, once its job's row was updated (fenced)."""
     for record in epochs:
         rows.add(job_id, record)
     if resume is not None:

@@ -182,3 +182,35 @@ def test_a_batch_of_epochs_is_one_write_and_a_resumed_attempt_drops_what_its_sta
         assert [m.epoch for m in jobs.list_metrics(s, "default", job_id)] == [1, 2, 3, 4]  # each once
         kinds = [e.kind for e in jobs.events_after(s, job_id, 0)]
         assert kinds.count("epoch") == 7  # 1-5 by the lost attempt, 3-4 again: followers key them by epoch
+
+
+def test_a_packs_flush_writes_every_member_or_names_the_one_whose_attempt_was_lost(session_factory):
+    members = [new_job(session_factory) for _ in range(3)]
+    with session_factory() as s:
+        attempts = {j: jobs.claim(s, j, "w1", lease_seconds=LEASE, max_attempts=3) for j in members}
+
+    def flush(job_id: str, epoch: int, *, best: bool) -> jobs.Flush:
+        row = epoch_row(epoch, val_loss=1 / epoch)
+        return jobs.Flush(job_id, attempts[job_id], [jobs.EpochRecord(row)], resume=(epoch, b"state"),
+                          best=(epoch, row, b"best") if best else None)
+
+    with session_factory() as s:
+        jobs.record_pack_epochs(s, [flush(j, 1, best=True) for j in members])
+        # epoch 2: only the middle member improved; the others keep their best of epoch 1
+        jobs.record_pack_epochs(s, [flush(j, 2, best=j == members[1]) for j in members])
+    with session_factory() as s:
+        rows = {j: s.get(Job, j) for j in members}
+        assert [(rows[j].epochs_completed, rows[j].best_epoch) for j in members] == [(2, 1), (2, 2), (2, 1)]
+        assert rows[members[0]].best_metrics["val_loss"] == 1.0
+    expire_lease(session_factory, members[2])
+    with session_factory() as s:
+        jobs.claim(s, members[2], "w2", lease_seconds=LEASE, max_attempts=3)
+        with pytest.raises(jobs.Fenced) as fenced:
+            jobs.record_pack_epochs(s, [flush(j, 3, best=True) for j in members])
+        assert fenced.value.job_id == members[2]
+    with session_factory() as s:  # the refused flush wrote nothing, for any member
+        assert [s.get(Job, j).epochs_completed for j in members] == [2, 2, 2]
+        assert [len(jobs.list_metrics(s, "default", j)) for j in members] == [2, 2, 2]
+        jobs.record_pack_epochs(s, [flush(j, 3, best=False) for j in members[:2]])  # the rest, written again
+    with session_factory() as s:
+        assert [s.get(Job, j).epochs_completed for j in members] == [3, 3, 2]
