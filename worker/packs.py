@@ -163,7 +163,9 @@ class PackPersister(PackCallbacks):
         flush, checkpoint = self.due
         judged = sweeps.prunes_at(self.request, epoch)  # its pruners read this epoch's rows
         if flush or judged:
-            self._write(here, checkpoint)
+            self.flushed_at = self._write(here, checkpoint)
+            if checkpoint:
+                self.saved_at = self.flushed_at
         if not judged:
             return {}
         verdicts = {}
@@ -174,9 +176,10 @@ class PackPersister(PackCallbacks):
                     verdicts[i] = verdict
         return verdicts
 
-    def _write(self, here: list[Member], checkpoint: bool) -> None:
-        """Every member's pending epochs (and with checkpoint, resume states) in one transaction;
-        a member that lost its attempt is dropped (it leaves at this epoch's end) and the rest written."""
+    def _write(self, here: list[Member], checkpoint: bool) -> float:
+        """These members' pending epochs (and with checkpoint, resume states) in one transaction;
+        a member that lost its attempt is dropped (it leaves at this epoch's end) and the rest
+        written. Returns when."""
         taken = [(m, f) for m in here if m.job_id not in self.lease.lost
                  and (f := m.callbacks.take(checkpoint=checkpoint)) is not None]
         while taken:
@@ -190,20 +193,21 @@ class PackPersister(PackCallbacks):
         now = time.monotonic()
         for m, f in taken:
             m.callbacks.written(f, now)
-        self.flushed_at = now
-        if checkpoint:
-            self.saved_at = now
+        return now
 
-    def on_member_end(self, index: int, result: FitResult) -> None:
-        m = self.members[index]
-        lost, cancelled = m.job_id in self.lease.lost, m.job_id in self.lease.cancelled
-        self.lease.drop(m.job_id)
-        try:
-            self.outcomes[m.job_id] = conclude(self.factory, m.job_id, m.attempt, m.queue, result, m.callbacks,
-                                               lost=lost, cancelled=cancelled)
-        except db_jobs.Fenced:
-            log.warning("job %s: attempt %d was superseded; its writes were refused", m.job_id, m.attempt)
-            self.outcomes[m.job_id] = "fenced"
+    def on_members_end(self, results: dict[int, FitResult]) -> None:
+        # their last epochs in one transaction (one each was a third of a member's end), then each its end
+        self._write([self.members[i] for i in results], checkpoint=False)
+        for i, result in results.items():
+            m = self.members[i]
+            lost, cancelled = m.job_id in self.lease.lost, m.job_id in self.lease.cancelled
+            self.lease.drop(m.job_id)
+            try:
+                self.outcomes[m.job_id] = conclude(self.factory, m.job_id, m.attempt, m.queue, result, m.callbacks,
+                                                   lost=lost, cancelled=cancelled)
+            except db_jobs.Fenced:
+                log.warning("job %s: attempt %d was superseded; its writes were refused", m.job_id, m.attempt)
+                self.outcomes[m.job_id] = "fenced"
 
 
 def run_pack(factory: sessionmaker[Session], attempts: dict[str, int]) -> str:

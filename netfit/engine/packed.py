@@ -332,9 +332,10 @@ class PackCallbacks:
         one place to write all members' rows at once before their pruners judge them."""
         return {}
 
-    def on_member_end(self, index: int, result: FitResult) -> None:
-        """A member left the pack (stopped, pruned, cancelled, its own epochs done): its result now,
-        while the others train on."""
+    def on_members_end(self, results: dict[int, FitResult]) -> None:
+        """Members left the pack after the same epoch (stopped, pruned, cancelled, their own epochs
+        done): their results by member index, in one call (one write for all), while the others
+        train on."""
 
 
 def _plans(specs: list[JobSpec], data: PreparedData) -> list[Plan]:
@@ -437,9 +438,10 @@ def fit_packed(
 
     pack = pack or PackCallbacks()
 
-    def finish(m: _Member, row: int) -> None:
-        results[m.index] = _result(m, flat[row], layout, data, head, names, dev)
-        pack.on_member_end(m.index, results[m.index])
+    def finish(rows: list[int]) -> None:
+        ended = {members[row].index: _result(members[row], flat[row], layout, data, head, names, dev) for row in rows}
+        results.update(ended)
+        pack.on_members_end(ended)
 
     def rows_changed() -> None:
         net.bind(flat, [[rates[m.index] for m in members] for rates in dropout_rates])
@@ -532,8 +534,7 @@ def fit_packed(
 
         # ---- members that stopped leave; the pack goes on with the rest
         if leaving:
-            for row in leaving:
-                finish(members[row], row)
+            finish(leaving)
             kept = [row for row in range(len(members)) if row not in leaving]
             rows = torch.tensor(kept, dtype=torch.long, device=dev)
             flat = flat[rows]
@@ -543,9 +544,10 @@ def fit_packed(
                 rows_changed()
         optimizer.set_lr([m.lr for m in members])
         epoch += 1
-    for row, m in enumerate(members):  # none left normally; a resume past every member's epochs
+    for m in members:  # none left normally; a resume past every member's epochs
         m.stop_reason = m.stop_reason or "max_epochs"
-        finish(m, row)
+    if members:
+        finish(list(range(len(members))))
     return [results[k] for k in range(len(specs))]
 
 
