@@ -14,6 +14,7 @@ from collections.abc import Hashable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
@@ -120,15 +121,21 @@ def _model(request: Request, session: Session, tenant: str, job_id: str, kind: s
 
 @router.post("/{job_id}/predict", response_model=PredictResponse, summary="Predict with the trained model",
              responses={**CONFLICT, **errors(413)})
-def predict(job_id: JobId, body: PredictRequest, request: Request, session: SessionDep, tenant: PrincipalDep,
-            checkpoint: Kind = "best") -> Response:
+async def predict(job_id: JobId, body: PredictRequest, request: Request, tenant: PrincipalDep,
+                  checkpoint: Kind = "best") -> Response:
     """Raw instances in (preprocessing applied as in training); class names and probabilities
     out for classification, values for regression."""
+    # one thread for the whole request: a session dependency and a plain `def` were three hops
+    return await run_in_threadpool(_predict, request, tenant, job_id, body.instances, checkpoint)
+
+
+def _predict(request: Request, tenant: str, job_id: str, instances: list[Any], checkpoint: str) -> Response:
     from netfit.engine.inference import InputError, predict as run
 
-    model, row = _model(request, session, tenant, job_id, checkpoint)
+    with request.app.state.session_factory() as session:
+        model, row = _model(request, session, tenant, job_id, checkpoint)
     try:
-        out = run(model, body.instances)
+        out = run(model, instances)
     except InputError as exc:
         detail = {"loc": exc.loc, "msg": str(exc)}
         raise ApiError(422, f"the instances do not fit the model: {exc}", details=[detail]) from None
