@@ -25,6 +25,8 @@ class LayerSummary(Wire):
     type: str
     output_shape: list[int]
     params: int
+    # a dense or conv layer's own activation (Keras' "activation": "relu"), applied after it
+    activation: str | None = None
     # a functional graph's node (None in a sequence): its name ("r1.conv" inside block use "r1"),
     # the nodes it takes ("input": the network's input) and the block it is defined in
     name: str | None = None
@@ -87,7 +89,7 @@ class EpochMetrics(Wire):
 class LayerStat(Wire):
     """One layer with parameters, after an epoch (the engine's LayerStats)."""
 
-    index: int = Field(description="the layer's position in the network, activations counted (as in the summary)")
+    index: int = Field(description="the spec layer it belongs to, numbered as in the summary (a Dense with an activation is one layer)")
     type: str = Field(description="the PyTorch module, lower case: linear, conv2d, batchnorm1d, ...")
     weight_max_abs: float | None = Field(None, description="max |w| of its weight at the end of the epoch")
     weight_norm: float | None = Field(None, description="the L2 norm of its weight at the end of the epoch")

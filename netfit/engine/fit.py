@@ -225,7 +225,9 @@ def fit(
             break
 
     last_weights = cpu_copy(model.state_dict())
-    if es is not None and es.restore_best_weights and best_weights is not None:
+    # The test metrics are those of the job's result: the best epoch's weights (the "best"
+    # checkpoint, what /predict and the export use by default), with or without early stopping.
+    if best_weights is not None:
         model.load_state_dict(best_weights)
     test_metrics = None
     if data.test is not None:
@@ -258,8 +260,9 @@ class LayerStats:
     foreach kernel per measured step, no host sync - and everything is read once per epoch."""
 
     def __init__(self, model: nn.Module, batches: int):
-        # index: the module's position in the network (activations count, as in print(model))
-        held = [(i, m) for i, m in enumerate(model.children()) if any(True for _ in m.parameters(recurse=False))]
+        # index: the spec layer the module came from (build_model tags it), as the summary numbers layers
+        held = [(getattr(m, "spec_index", i), m) for i, m in enumerate(model.children())
+                if any(True for _ in m.parameters(recurse=False))]
         self.layers = [(i, type(m).__name__.lower(), list(m.parameters(recurse=False))) for i, m in held]
         self.params = [p for _, _, ps in self.layers for p in ps]
         self.owner = torch.tensor([k for k, (_, _, ps) in enumerate(self.layers) for _ in ps], dtype=torch.long)

@@ -331,10 +331,17 @@ def build_model(spec: JobSpec, signature: DataSignature, device: str | torch.dev
     traced, head = plan or _check(spec, signature)
     if spec.model.is_graph:
         return _build_graph(traced, head).to(device)
-    mods = [m for layer, t in zip(spec.model.layers, traced) for m in _modules(layer, t.in_shape, t.index)]
+    mods = [_tag(m, t.index) for layer, t in zip(spec.model.layers, traced) for m in _modules(layer, t.in_shape, t.index)]
     if head.folded:
         mods.pop()
     return nn.Sequential(*mods).to(device)
+
+
+def _tag(module: nn.Module, index: int) -> nn.Module:
+    """Mark a module with the index of the spec layer it came from (a Dense with an activation
+    makes two modules): layer statistics use it, so that they number layers as the summary does."""
+    module.spec_index = index
+    return module
 
 
 def _build_graph(traced: list[_Traced], head: Head) -> GraphNet:
@@ -344,7 +351,7 @@ def _build_graph(traced: list[_Traced], head: Head) -> GraphNet:
         if t.type in JOINS:
             nodes.append(([Add() if t.type == "add" else Concat()], t.node.inputs))
         else:
-            nodes.append((_modules(layer, t.in_shape, int(t.node.loc[-1])), t.node.inputs))
+            nodes.append(([_tag(m, t.index) for m in _modules(layer, t.in_shape, int(t.node.loc[-1]))], t.node.inputs))
     if head.folded:
         nodes[-1][0].pop()
     return GraphNet(nodes, [t.node.name for t in traced])
@@ -365,10 +372,21 @@ def notes(spec: JobSpec, signature: DataSignature, head: Head) -> list[str]:
         out.append(f"the trailing {head.folded} is folded into the loss: {head.loss} applies {applied} itself, so "
                    f"the network is trained and saved without it; load_model's outputs are logits "
                    f"(apply {head.folded} to them for probabilities)")
+    if t.early_stopping is None and t.epochs > 1:
+        out.append(f"no early stopping: all {t.epochs} epochs run and the last weights may be over-fitted; the "
+                   "'best' checkpoint (the best validation epoch) is the job's result: /predict, the export "
+                   "and the test metrics use it (set training.early_stopping to stop when validation stops improving)")
     if spec.preprocess.features == "none" and signature.integer_max is not None and signature.integer_max > 1:
         out.append(f"the inputs are unscaled integers up to {signature.integer_max:g} (0-255 pixels?): set "
                    "preprocess.features to 'scale' to divide by 255, or 'standardize'; unscaled inputs train slowly")
     return out
+
+
+def _activation_of(spec: JobSpec, t: _Traced) -> str | None:
+    """A dense or conv layer's own activation (Keras' `"activation": "relu"`), else None."""
+    layer = t.node.layer if t.node else spec.model.layers[t.index]
+    act = getattr(layer, "activation", None)
+    return None if act in (None, "linear", "identity") else act
 
 
 def summarize(spec: JobSpec, signature: DataSignature) -> ModelSummary:
@@ -376,6 +394,7 @@ def summarize(spec: JobSpec, signature: DataSignature) -> ModelSummary:
     return ModelSummary(
         input_shape=list(signature.input_shape), task=head.task, loss=head.loss, n_outputs=head.n_outputs,
         layers=[LayerSummary(index=t.index, type=t.type, output_shape=list(t.shape), params=t.params,
+                             activation=_activation_of(spec, t),
                              **({"name": t.node.name, "inputs": t.inputs, "block": t.node.block} if t.node else {}))
                 for t in traced],
         total_params=sum(t.params for t in traced),

@@ -591,11 +591,10 @@ def _result(m: _Member, flat_row: torch.Tensor, layout: _Layout, data: PreparedD
     """A member's FitResult; its test metrics from its own network, evaluated as fit() does."""
     last = cpu_copy(layout.row(flat_row.detach()))
     best = cpu_copy(layout.row(m.best_weights)) if m.best_weights is not None else None
-    es = m.spec.training.early_stopping
     test_metrics = None
     if data.test is not None:
         model = build_model(m.spec, data.signature, device=dev, plan=m.plan)
-        model.load_state_dict(best if es is not None and es.restore_best_weights and best is not None else last)
+        model.load_state_dict(best if best is not None else last)  # the job's result, as fit() measures it
         test = _to_device(data.test, head, dev)
         sums = evaluate(model, make_loss(head, m.spec.training.label_smoothing, reduction="sum"), head, test, names,
                         contextlib.nullcontext())

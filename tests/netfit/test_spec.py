@@ -81,7 +81,7 @@ def test_notes_say_what_netfit_chose_and_changed():
 
 def test_no_notes_when_the_user_chose_everything():
     notes = notes_of({"dataset": {"builtin": "iris"}, "model": {"layers": [{"type": "linear", "units": 3}]},
-                      "training": {"task": "classification", "loss": "cross_entropy"}})
+                      "training": {"task": "classification", "loss": "cross_entropy", "early_stopping": {}}})
     assert notes == []
 
 
