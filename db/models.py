@@ -61,6 +61,8 @@ class Job(Base):
         # a sweep's trials: a trial number is taken once (two askers cannot both create trial n)
         UniqueConstraint("sweep_id", "trial_number", name="uq_jobs_sweep_trial"),
         Index("ix_jobs_sweep_status", "sweep_id", "status"),
+        # the claim's candidates: a queue's queued jobs, highest priority first (migration 0005)
+        Index("ix_jobs_claim", "status", "queue", "priority"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -95,6 +97,10 @@ class Job(Base):
     trial_number: Mapped[int | None]
     params: Mapped[dict[str, Any] | None]
     pruned_rung: Mapped[int | None]
+    # migration 0005: the spec's priority (-100..100, higher first; a trial inherits its sweep's),
+    # and the retention rule that removed the job's weights (their download is then a 410 naming it)
+    priority: Mapped[int] = mapped_column(default=0, server_default="0")
+    weights_removed: Mapped[str | None] = mapped_column(String(64))
 
 
 class Sweep(Base):
@@ -123,6 +129,8 @@ class Sweep(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # migration 0005: when retention last applied `keep_best_trials` (after every trial ended)
+    retained_at: Mapped[datetime | None]
 
 
 class EpochMetric(Base):
@@ -214,3 +222,35 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+
+
+class Tenant(Base):
+    """A tenant's share of the cluster (migration 0005), set by `netfit tenants set`. A tenant
+    without a row has weight 1 and no caps."""
+
+    __tablename__ = "tenants"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    weight: Mapped[float] = mapped_column(Float, default=1.0)  # fair share: running work / weight
+    max_priority: Mapped[int | None]  # a spec above it is a 422
+    max_running: Mapped[int | None]  # running jobs at once; the rest wait queued
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Worker(Base):
+    """A worker process that trains (migration 0005): registered at start, beaten while it lives,
+    marked stopped when it exits. `owner` is what it writes as a job's lease_owner, so what it
+    trains is read from the jobs it leases."""
+
+    __tablename__ = "workers"
+    __table_args__ = (Index("ix_workers_last_seen", "last_seen_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner: Mapped[str] = mapped_column(String(200))
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int]
+    queues: Mapped[list[str]] = mapped_column(JSON)
+    device: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    stopped_at: Mapped[datetime | None]

@@ -66,10 +66,52 @@ class Job(Wire):
     finished_at: datetime | None = None
     sweep_id: str | None = None  # set on a sweep's trials
     trial_number: int | None = None
+    priority: int = 0
+    waiting: Waiting | None = Field(None, description="while queued: why it waits")
 
     @property
     def done(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+class Waiting(Wire):
+    """Why a queued job has not started."""
+
+    reason: Literal["queue", "no_worker", "max_running"] = Field(
+        description="queue: others are ahead of it; no_worker: no live worker serves its queue; "
+                    "max_running: its tenant runs its most jobs at once")
+    position: int = Field(description="its place in its queue's line (1: next), by priority, resumed-first and age")
+    workers: int = Field(description="live workers that serve its queue")
+    message: str
+
+
+class WorkerJob(Wire):
+    id: str | None = Field(None, description="the job's id; null for another tenant's job")
+    epochs_completed: int = 0
+
+
+class WorkerInfo(Wire):
+    """A live worker process (GET /v1/workers)."""
+
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    device: str
+    started_at: datetime
+    last_seen_at: datetime
+    jobs: list[WorkerJob] = Field(description="what it trains now (a pack: several)")
+
+
+class Usage(Wire):
+    """The caller's tenant's share of the service (GET /v1/usage)."""
+
+    tenant: str
+    running_jobs: int
+    queued_jobs: int
+    checkpoint_bytes: int = Field(description="bytes of the weights and resume states its jobs keep")
+    dataset_bytes: int = Field(description="bytes of its uploaded data sets")
+    datasets: int
 
 
 class EpochMetrics(Wire):

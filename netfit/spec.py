@@ -17,6 +17,7 @@ from pydantic import Strict as NoCoercion
 MAX_LAYERS = 64
 MAX_UNITS = 65_536
 MAX_EPOCHS = 10_000
+MAX_PRIORITY = 100  # a job's priority is -MAX_PRIORITY..MAX_PRIORITY, higher first
 MAX_SAMPLES = 1_000_000
 # data sets: values per sample (features, or channels x height x width) and in all
 MAX_SAMPLE_VALUES = 1_048_576
@@ -529,6 +530,8 @@ class JobSpec(Strict):
     preprocess: Preprocess = Preprocess()
     model: Model
     training: Training = Training()
+    # which queued job a free worker takes first (a tenant may be capped: `netfit tenants set`)
+    priority: int = Field(0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
 
 
 # --------------------------------------------------------------------------- errors that teach

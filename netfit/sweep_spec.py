@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from netfit.spec import Metric, Strict, metric_mode
+from netfit.spec import MAX_PRIORITY, Metric, Strict, metric_mode
 
 MAX_TRIALS = 1_000  # per sweep
 MAX_PARAMETERS = 32
@@ -101,6 +101,10 @@ class SweepSpec(Strict):
     # trials of one shape trained together on one worker as one batched model (issue 16 §3);
     # the API refuses a base spec or a parameter that would give trials different shapes
     packing: bool = False
+    # the trials' priority (each trial runs with it, whatever the base spec says)
+    priority: int = Field(0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
+    # when the sweep ends, the weights of all but its best this-many trials are removed (None: all kept)
+    keep_best_trials: int | None = Field(None, ge=1, le=MAX_TRIALS)
 
     @model_validator(mode="after")
     def _searchable(self) -> SweepSpec:
