@@ -1,8 +1,8 @@
 """Learning curves: train vs validation loss and accuracy (or RMSE) per epoch.
 
 The picture the lesson is about: the best epoch marked, where training stopped marked, and
-the over-fitting region shaded — validation loss climbing off its minimum while training
-loss keeps falling. matplotlib is imported inside the function (Agg, no display), so
+the epochs after the best one shaded (see after_best): where training loss keeps falling
+there while validation loss does not, the network over-fits. matplotlib is imported inside the function (Agg, no display), so
 `import netfit` stays light.
 """
 
@@ -13,10 +13,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-# Validation loss must sit this far (relative) above its best so far to count as rising:
-# small wiggles of a noisy validation curve are not over-fitting.
-RISE_TOLERANCE = 0.05
-
+# The shaded band's legend entry, in the PNG, the SVG and the dashboard alike (charts.js).
+BAND_LABEL = "after the best epoch: validation no better"
 
 def _column(rows: Sequence[Mapping[str, Any]], name: str) -> list[float | None]:
     return [row.get(name) for row in rows]
@@ -26,67 +24,21 @@ def _as_dicts(rows: Sequence[Any]) -> list[dict[str, Any]]:
     return [row if isinstance(row, Mapping) else row.model_dump() for row in rows]
 
 
-def _smooth(values: Sequence[float | None], half: int) -> list[float | None]:
-    """Centred moving average over 2*half+1 epochs (gaps skipped): epoch-to-epoch noise
-    should neither start nor end an over-fitting region."""
-    out: list[float | None] = []
-    for i, value in enumerate(values):
-        window = [v for v in values[max(0, i - half): i + half + 1] if v is not None]
-        out.append(None if value is None else sum(window) / len(window))
-    return out
-
-
-def _window(n: int) -> int:
-    """Half-width of the smoothing window: ~5% of the run, at least one epoch once a run is long
-    enough (10 epochs) to have a trend to tell from its noise."""
-    return max(1, n // 40) if n >= 10 else 0
-
-
-def overfitting_spans(
-    epochs: Sequence[int],
-    train_loss: Sequence[float | None],
-    val_loss: Sequence[float | None],
-    tolerance: float = RISE_TOLERANCE,
-    best_epoch: int | None = None,
-) -> list[tuple[int, int]]:
-    """(first, last) epoch ranges where the model over-fits.
-
-    Over-fitting is what follows the best epoch - the one the plot marks: `best_epoch` when
-    given (the job's), else the lowest raw validation loss - so a band never starts before it.
-    An epoch after it over-fits when the smoothed validation loss is above the level around the
-    best epoch by a margin (`tolerance` relative, plus three times the noise left in the smoothed
-    curve) while training loss is below its value there; a band must last ~7% of the run (at
-    least 3 epochs), so that a few noisy epochs never make one. Measured on uniform ±10% noise,
-    800 flat runs of 15-400 epochs: no band; 200 noisy runs turning up by 50%: all banded.
-    """
-    n = len(epochs)
-    half = _window(n)
-    train, val = _smooth(train_loss, half), _smooth(val_loss, half)
-    seen = [i for i in range(n) if val[i] is not None and train[i] is not None]
-    if not seen:
-        return []
-    if best_epoch is not None and best_epoch in epochs and epochs.index(best_epoch) in seen:
-        best = epochs.index(best_epoch)
-    else:
-        best = min(seen, key=lambda i: val_loss[i])  # type: ignore[arg-type,return-value]
-    # the noise: raw minus smoothed (a trend leaves ~nothing) as a robust per-epoch sigma; a smoothed
-    # value averages `count` epochs (fewer at the ends of the run), which divides it by sqrt(count)
-    residuals = sorted(abs(val_loss[i] - val[i]) for i in seen)  # type: ignore[operator]
-    width = 2 * half + 1
-    sigma = 1.4826 * residuals[len(residuals) // 2] / math.sqrt(1 - 1 / width) if half else 0.0
-    count = [min(n, i + half + 1) - max(0, i - half) for i in range(n)]
-    # the level at the best epoch: a mean over a few epochs around it, as the minimum itself is noise's lowest draw
-    near = [val_loss[i] for i in seen if abs(i - best) <= (max(half, 2) if half else 0)]
-    level = sum(near) / len(near)  # type: ignore[arg-type]
-    limit = [level + tolerance * abs(level) + 3 * sigma / math.sqrt(count[i]) + 1e-12 for i in range(n)]
-    runs: list[list[int]] = []
-    for i in (i for i in seen if i > best and val[i] > limit[i] and train[i] < train[best]):  # type: ignore[operator]
-        if runs and i - runs[-1][1] <= max(1, half):  # a short dip does not split a region
-            runs[-1][1] = i
-        else:
-            runs.append([i, i])
-    sustained = max(3, n // 15)
-    return [(epochs[a], epochs[b]) for a, b in runs if b - a + 1 >= sustained]
+def after_best(epochs: Sequence[int], val_loss: Sequence[float | None], best_epoch: int | None = None) -> tuple[int, int] | None:
+    """The band the plots shade: from the best epoch to the last one drawn (where the run
+    stopped), when the run went on past its best. The best epoch is the job's (`best_epoch`), else
+    the lowest validation loss; by its definition validation never beat it again in the band.
+    Where training loss still falls in the band, the network is over-fitting: learning the
+    training set at the cost of new data. The dashboard's charts shade the same epochs."""
+    if not epochs:
+        return None
+    if best_epoch is None or best_epoch not in epochs:
+        seen = [(v, e) for e, v in zip(epochs, val_loss) if v is not None]
+        if not seen:
+            return None
+        best_epoch = min(seen)[1]
+    last = max(epochs)
+    return (best_epoch, last) if last > best_epoch else None
 
 
 def _y_scale(ax: Any, name: str) -> None:
@@ -147,10 +99,10 @@ def curves_figure(rows: Sequence[Any], best_epoch: int | None = None, stop_epoch
     fig = Figure(figsize=(10, 4), layout="constrained")
     loss_ax, metric_ax = fig.subplots(1, 2)
     panels = ((loss_ax, "loss", "loss"), (metric_ax, metric, metric_label))
-    spans = overfitting_spans(epochs, _column(data, "train_loss"), _column(data, "val_loss"), best_epoch=best_epoch)
+    band = after_best(epochs, _column(data, "val_loss"), best_epoch)
 
     for ax, name, label in panels:
-        for split, style in (("train", "-"), ("val", "--")):
+        for split, style in (("train", "-"), ("val", "-")):  # both solid, as on the dashboard; colour tells them apart
             values = _column(data, f"{split}_{name}")
             points = [(e, v) for e, v in zip(epochs, values) if v is not None]
             if points:
@@ -158,10 +110,8 @@ def curves_figure(rows: Sequence[Any], best_epoch: int | None = None, stop_epoch
                 line, = ax.plot(xs, ys, style, marker="." if len(points) < 30 else None,
                                 label=f"{'training' if split == 'train' else 'validation'} {label}")
                 line.set_gid(f"{split}_{name}")
-        for first, last in spans:
-            patch = ax.axvspan(first, last, color="tab:red", alpha=0.12,
-                               label="over-fitting" if (first, last) == spans[0] else None)
-            patch.set_gid("overfitting")
+        if band is not None:
+            ax.axvspan(*band, color="tab:red", alpha=0.10, label=BAND_LABEL).set_gid("overfitting")
         if best_epoch is not None:
             ax.axvline(best_epoch, color="tab:green", linestyle=":", label=f"best epoch {best_epoch}").set_gid("best_epoch")
         if stop_epoch is not None:
