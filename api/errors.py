@@ -105,6 +105,26 @@ def json_error(body: Any, pos: Any, why: str | None) -> str:
     return f"the body is not valid JSON at line {line}, column {column} ({why or 'decode error'}): {cause}"
 
 
+def body_hint(request: Request, errors: list[dict[str, Any]], body: Any) -> str | None:
+    """What to send, when the body as a whole is not the object a route takes (pydantic's own
+    words, "Input should be a valid dictionary or object to extract fields from" at loc [],
+    say neither why nor what to send)."""
+    if not any(e.get("type") in ("model_attributes_type", "dict_type") and list(e.get("loc", ())) == ["body"]
+               for e in errors):
+        return None
+    ctype = request.headers.get("content-type") or ""
+    if "json" not in ctype.lower():
+        sent = f"content-type {ctype.split(';')[0]}" if ctype else "no content-type"
+        return (f"the body was sent with {sent}, so it was not read as JSON: send the header "
+                "content-type: application/json (curl: -H 'content-type: application/json'; the SDK and CLI do)")
+    if isinstance(body, list) and request.url.path.endswith("/predict"):
+        return ('the body is a bare list: send an object, {"instances": [...]}, with one item per sample, '
+                'e.g. {"instances": [[5.1, 3.5, 1.4, 0.2]]}')
+    if isinstance(body, list):
+        return "the body is a JSON list: send a JSON object ({...})"
+    return None
+
+
 def describe(details: list[dict[str, Any]], prefix: str) -> str:
     first = details[0]
     where = ".".join(str(p) for p in first["loc"])
@@ -133,8 +153,10 @@ def install(app: FastAPI) -> None:
         return error_response(exc.status, exc.error, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = validation_details(list(exc.errors()), getattr(exc, "body", None))
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        body = getattr(exc, "body", None)
+        hint = body_hint(request, list(exc.errors()), body)
+        details = [{"loc": [], "msg": hint}] if hint else validation_details(list(exc.errors()), body)
         return error_response(422, "invalid", describe(details, "the request is invalid"), details)
 
     @app.exception_handler(StarletteHTTPException)

@@ -168,6 +168,10 @@ class Dataset(Wire):
     size_bytes: int
     sha256: str
     created_at: datetime
+    # in the reply to a CSV upload only: the column taken as the label (the last one unless
+    # `target` named another) and the classes found in it (None: a regression target)
+    target: str | None = None
+    classes: list[str] | None = None
 
 
 class Checkpoint(Wire):

@@ -45,7 +45,7 @@ def upload_dataset(
     file: Annotated[UploadFile, File(description="a .csv (header row) or .npz (x, y / x_train, y_train, x_test, y_test)")],
     session: SessionDep, tenant: PrincipalDep, settings: SettingsDep,
     name: Annotated[str | None, Form(max_length=200)] = None,
-    target: Annotated[str | None, Form(max_length=200, description="CSV: the label column (default: the last)")] = None,
+    target: Annotated[str | None, Form(max_length=200, description="CSV: the label column (default: the last; the reply names the one used and its classes)")] = None,
 ) -> Dataset:
     from netfit.engine.data import describe as describe_data
     from netfit.engine.data import read_upload, to_npz_bytes
@@ -74,7 +74,18 @@ def upload_dataset(
         n_samples=signature.n_samples, input_shape=list(signature.input_shape), task=signature.task,
         n_classes=signature.n_classes, has_test_split=signature.has_test_split,
     )
-    return Dataset.model_validate(row, from_attributes=True)
+    reply = Dataset.model_validate(row, from_attributes=True)
+    if fmt == "csv":  # say which column became the label: a forgotten `target` silently took the last
+        reply.target, reply.classes = target or _last_column(content), raw.classes
+    return reply
+
+
+def _last_column(content: bytes) -> str:
+    import csv
+    import io
+
+    first = content.decode("utf-8-sig", "replace").split("\n", 1)[0]
+    return next(csv.reader(io.StringIO(first)), [""])[-1].strip()
 
 
 @router.get("", response_model=Page[Dataset], summary="Uploaded data sets, newest first")

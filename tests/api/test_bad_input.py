@@ -317,3 +317,20 @@ def test_bad_specs_and_files_are_refused_and_no_worker_sees_them(service, pg_url
         # a Last-Event-ID that is no event id ("²" is a digit to Python) replays the job from its start
         with api.stream("GET", f"/v1/jobs/{done['id']}/events", headers={"Last-Event-ID": b"\xb2"}) as events:
             assert events.status_code == 200 and '"status":"queued"' in events.read().decode()
+
+
+def test_a_body_that_is_not_the_object_says_what_to_send_and_an_upload_names_its_target(client):
+    spec = json.dumps(iris_spec(epochs=2))
+    # a valid JSON spec, but no content-type: not read as JSON; the reply says which header to send
+    bare = client.post("/v1/jobs", content=spec, headers={"content-type": ""})
+    assert bare.status_code == 422 and "content-type: application/json" in bare.json()["message"], bare.text
+    assert "valid dictionary" not in bare.text
+    # /predict with a bare list instead of {"instances": [...]}
+    listed = client.post("/v1/jobs/" + "a" * 32 + "/predict", json=[[5.1, 3.5, 1.4, 0.2]])
+    assert listed.status_code == 422 and '{"instances": [...]}' in listed.json()["message"], listed.text
+    # a CSV without `target`: the reply names the column it took and the classes in it
+    csv = b"a,b,species\n" + b"".join(b"%d,%d,%s\n" % (i, i % 3, b"yes" if i % 2 else b"no") for i in range(30))
+    up = client.post("/v1/datasets", files={"file": ("points.csv", csv)})
+    assert up.status_code == 201, up.text
+    assert (up.json()["target"], up.json()["classes"]) == ("species", ["no", "yes"])
+    assert client.get(f"/v1/datasets/{up.json()['id']}").json().get("target") is None  # the reply only
