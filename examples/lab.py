@@ -42,30 +42,29 @@ def run_all(client: netfit.Client, specs: list[dict], timeout: float | None = No
     return [client.wait(job.id, timeout=timeout) for job in jobs]
 
 
-def score(job: Job) -> tuple[str, float | None]:
-    """The number a leaderboard ranks by: test accuracy if there is one, else test loss."""
-    test = job.test_metrics or {}
-    if test.get("test_accuracy") is not None:
-        return "accuracy", test["test_accuracy"]
-    if test.get("test_loss") is not None:
-        return "loss", test["test_loss"]
-    return "none", None
+def score(job: Job) -> float | None:
+    """The number a leaderboard ranks by: the validation loss at the job's best epoch (the
+    weights it keeps). Never a test metric: choosing a model by its test score makes that score
+    an optimistic guess; the test set is looked at once, for the model chosen."""
+    return (job.best_metrics or {}).get("val_loss")
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def leaderboard(jobs: list[Job]) -> str:
-    """Best first: highest test accuracy (ties: lower test loss), then regression by test loss."""
-    def rank(job: Job) -> tuple:
-        kind, value = score(job)
-        loss = (job.test_metrics or {}).get("test_loss") or 0.0
-        if value is None:
-            return (2, 0.0, 0.0)
-        return (0, -value, loss) if kind == "accuracy" else (1, value, 0.0)
+RANKED_BY = "ranked by validation loss at the best epoch (lower is better); test columns are for reading, not for choosing"
 
-    header = ("rank", "name", "params", "status", "stop", "epochs", "best", "val loss", "test loss", "test acc", "test rmse")
+
+def leaderboard(jobs: list[Job]) -> str:
+    """Best first by score(); jobs without a validation loss last. The test metrics beside it
+    are those of the same weights (the best epoch's)."""
+    def rank(job: Job) -> tuple:
+        value = score(job)
+        return (value is None, value or 0.0)
+
+    header = ("rank", "name", "params", "status", "stop", "epochs", "best epoch", "val loss", "val acc",
+              "test loss", "test acc", "test rmse")
     rows = [header]
     for i, job in enumerate(sorted(jobs, key=rank), start=1):
         best, test = job.best_metrics or {}, job.test_metrics or {}
@@ -73,11 +72,12 @@ def leaderboard(jobs: list[Job]) -> str:
             str(i), job.name or job.id,
             f"{job.summary.total_params:,}" if job.summary else "-",
             job.status, job.stop_reason or "-", str(job.epochs_completed), str(job.best_epoch or "-"),
-            _fmt(best.get("val_loss")), _fmt(test.get("test_loss")),
+            _fmt(best.get("val_loss")), _fmt(best.get("val_accuracy")), _fmt(test.get("test_loss")),
             _fmt(test.get("test_accuracy")), _fmt(test.get("test_rmse")),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    table = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return f"{RANKED_BY}\n{table}"
 
 
 def save_curves(client: netfit.Client, jobs: list[Job], folder: str | None) -> None:
