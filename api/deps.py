@@ -1,13 +1,18 @@
-"""Dependencies: a DB session per request, the principal (tenant) making it, a list's page."""
+"""Dependencies: a DB session per request, the principal (tenant) making it, a list's page;
+and OneThreadRoute, the route every router uses, so that a sync endpoint and its session are
+one thread-pool call."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -23,9 +28,46 @@ async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.session_factory() as session:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """A session that connects at its first query (making one is no I/O). OneThreadRoute closes
+    it in the endpoint's own thread; a session still in a transaction here (an endpoint of
+    another route class) is closed in a thread, as a sync dependency would have been."""
+    session = request.app.state.session_factory()
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
+
+
+class OneThreadRoute(APIRoute):
+    """A sync endpoint, run with the closing of its sessions in one thread-pool call. FastAPI
+    itself runs a plain `def` in a thread, a sync dependency's setup and teardown in two more
+    and the validation of a returned model in a fourth: ~50 µs of CPU and a wait each."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if not (inspect.iscoroutinefunction(endpoint) or inspect.isasyncgenfunction(endpoint)
+                or inspect.isgeneratorfunction(endpoint)):
+            endpoint = _in_one_thread(endpoint)
+        super().__init__(path, endpoint, **kwargs)
+
+
+def _in_one_thread(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    def call(**values: Any) -> Any:
+        try:
+            return endpoint(**values)
+        finally:  # while still in this thread: the ROLLBACK that returns the connection
+            for value in values.values():
+                if isinstance(value, Session):
+                    value.close()
+
+    @functools.wraps(endpoint)  # FastAPI reads the parameters through __wrapped__
+    async def one_thread(**values: Any) -> Any:
+        return await run_in_threadpool(call, **values)
+
+    return one_thread
 
 
 AUTH_OFF_RECHECK_S = 1.0

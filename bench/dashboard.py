@@ -1,4 +1,4 @@
-"""The dashboard in Debian's Chromium against an embedded service holding 10,000 jobs:
+"""The dashboard in Debian's Chromium against an embedded service holding 100,000 jobs:
 first paint of the jobs list (navigation start -> the first page's 50 rows in the DOM),
 goal <= 1 s; and a 1,000-epoch chart's redraw when one more point arrives (uPlot setData
 until the next task, i.e. after its draw), goal <= 50 ms. Medians."""
@@ -72,7 +72,7 @@ def _insert_jobs(db_url: str, job_id: str, n: int) -> None:
 
 
 def run(report: Report, quick: bool = False) -> None:
-    report.begin("dashboard", "the dashboard in Chromium (embedded service, 10,000 jobs)")
+    report.begin("dashboard", "the dashboard in Chromium (embedded service, 100,000 jobs)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -81,7 +81,7 @@ def run(report: Report, quick: bool = False) -> None:
     if not Path(CHROMIUM).exists():
         report.note(f"  skipped: no {CHROMIUM} (bash scripts/test-tools.sh installs it)")
         return
-    n_jobs = 1_000 if quick else 10_000
+    n_jobs = 1_000 if quick else 100_000
     with tempfile.TemporaryDirectory(prefix="netfit-bench-dashboard-") as workdir:
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("NETFIT_")} | {"PYTHONPATH": str(ROOT)}

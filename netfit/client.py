@@ -25,7 +25,9 @@ from typing import Any, TypeVar
 import httpx
 
 from netfit.lru import BytesLRU
-from netfit.models import Checkpoint, Dataset, EpochLayerStats, EpochMetrics, Job, Page, Sweep, SweepImportance, Trial
+from netfit.models import (
+    Checkpoint, Dataset, EpochLayerStats, EpochMetrics, Job, JobItem, Page, Sweep, SweepImportance, Trial,
+)
 from netfit.spec import JobSpec
 from netfit.sse import EpochEvent, JobEvent, StatusEvent, job_event, parse_sse
 
@@ -159,10 +161,11 @@ class Client:
     def job(self, job_id: str) -> Job:
         return Job.model_validate(self._json("GET", f"/v1/jobs/{job_id}"))
 
-    def jobs(self, status: str | None = None, limit: int | None = None, page_size: int = 50) -> Iterator[Job]:
-        """Jobs newest first, following the pages; `limit` caps how many are yielded."""
+    def jobs(self, status: str | None = None, limit: int | None = None, page_size: int = 50) -> Iterator[JobItem]:
+        """Jobs newest first, following the pages; `limit` caps how many are yielded. Each is a
+        JobItem (status, epochs, best and test metrics, times); `job(id)` has the whole job."""
         filters = {"status": status} if status else {}
-        return self._items(Job, "/v1/jobs", limit, limit=min(page_size, limit) if limit else page_size, **filters)
+        return self._items(JobItem, "/v1/jobs", limit, limit=min(page_size, limit) if limit else page_size, **filters)
 
     def metrics(self, job_id: str) -> list[EpochMetrics]:
         """One row per finished epoch, in order."""

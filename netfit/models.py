@@ -45,6 +45,31 @@ class ModelSummary(Wire):
     notes: list[str] = []
 
 
+class JobItem(Wire):
+    """A job as GET /v1/jobs lists it: what a list shows. The whole job (its spec, model summary,
+    error, device) is GET /v1/jobs/{id}."""
+
+    id: str
+    name: str | None = None
+    status: JobStatus
+    stop_reason: StopReason | None = None
+    epochs: int
+    epochs_completed: int = 0
+    best_epoch: int | None = None
+    monitor: str = Field("val_loss", description="the metric that chose the best epoch (the early stopping's)")
+    best_metrics: dict[str, float | None] | None = None
+    test_metrics: dict[str, float | None] | None = None
+    sweep_id: str | None = None  # set on a sweep's trials
+    trial_number: int | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
 class Job(Wire):
     id: str
     name: str | None = None

@@ -8,14 +8,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
 
-from api.deps import PrincipalDep, SessionDep
+from api.deps import OneThreadRoute, PrincipalDep, SessionDep
 from api.errors import ApiError, invalid, not_found
 from api.responses import errors
 from db import jobs as db_jobs
 from netfit.models import EpochMetrics
 from netfit.spec import ID_PATTERN
 
-router = APIRouter(prefix="/v1", tags=["jobs"], responses=errors(401, 404, 422, 503))
+router = APIRouter(prefix="/v1", tags=["jobs"], responses=errors(401, 404, 422, 503), route_class=OneThreadRoute)
 MAX_JOBS = 12  # beyond a dozen lines an overlay is unreadable (and matplotlib's palette repeats)
 
 

@@ -7,14 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Path, UploadFile
 
-from api.deps import CursorDep, LimitQuery, PrincipalDep, SessionDep, SettingsDep
+from api.deps import CursorDep, LimitQuery, OneThreadRoute, PrincipalDep, SessionDep, SettingsDep
 from api.errors import ApiError, invalid, not_found
 from api.responses import errors, link
 from db import datasets as db_datasets
 from netfit.models import Dataset, Page
 from netfit.spec import ID_PATTERN
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=errors(401, 404, 422, 503))
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=errors(401, 404, 422, 503), route_class=OneThreadRoute)
 
 DatasetId = Annotated[str, Path(pattern=ID_PATTERN, description="the id that POST /v1/datasets returned")]
 FORMATS = {".csv": "csv", ".npz": "npz"}

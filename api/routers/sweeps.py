@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from api.deps import CursorDep, LimitQuery, PrincipalDep, SessionDep, SettingsDep
+from api.deps import CursorDep, LimitQuery, OneThreadRoute, PrincipalDep, SessionDep, SettingsDep
 from api.errors import ApiError, invalid, not_found
 from api.events import sse_response, sweep_event_stream
 from api.responses import errors
@@ -31,7 +31,7 @@ from netfit.sweep_spec import SweepSpec, apply, resolve
 
 log = logging.getLogger("netfit.api")
 SweepId = Annotated[str, Path(pattern=ID_PATTERN, description="the id that POST /v1/sweeps returned")]
-router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], responses=errors(401, 404, 422, 503))
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], responses=errors(401, 404, 422, 503), route_class=OneThreadRoute)
 
 SWEEP_EXAMPLE = {
     "name": "iris-width-lr",

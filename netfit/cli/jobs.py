@@ -12,12 +12,12 @@ from netfit.cli.output import num, table, when
 from netfit.cli.progress import final_line, follow
 from netfit.cli.server import DATASETS_FETCH_HELP, cmd_datasets_fetch
 from netfit.client import Client, metrics_columns
-from netfit.models import Job
+from netfit.models import Job, JobItem
 
 STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
 
 
-def _job_row(job: Job) -> list[object]:
+def _job_row(job: JobItem) -> list[object]:
     best, test = job.best_metrics or {}, job.test_metrics or {}
     metrics = [best.get("val_loss"), best.get("val_accuracy"), test.get("test_accuracy", test.get("test_rmse"))]
     return [job.id, job.name or "", job.status, f"{job.epochs_completed}/{job.epochs}", job.best_epoch,

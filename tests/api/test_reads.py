@@ -1,5 +1,6 @@
 """The read fast paths: GET .../metrics serves a finished job's rows from a cache, a running
-job's fresh from the database; GET /v1/jobs reads plain rows. Same JSON as the models give."""
+job's fresh from the database; GET /v1/jobs reads plain rows, a light item a job. Same JSON as
+the models give."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from sqlalchemy import insert, update
 from db import jobs as db_jobs
 from db.models import EpochMetric, Job
 from db.session import make_session_factory
-from netfit.models import EpochMetrics
+from netfit.models import EpochMetrics, JobItem
 from tests.api.conftest import make_client
 from tests.api.conftest import bearer, new_key
 from tests.api.conftest import assert_error_body
@@ -48,7 +49,8 @@ def test_metrics_of_a_running_job_are_never_stale_and_a_finished_jobs_are_kept_p
         assert c.get(path, headers=owner).content == finished.content  # served again, now kept
         assert_error_body(c.get(path, headers=other), 404, "not_found")  # kept per tenant
         listed = c.get("/v1/jobs", headers=owner).json()["items"]
-        assert listed == [c.get(f"/v1/jobs/{job_id}", headers=owner).json()]
+        whole = c.get(f"/v1/jobs/{job_id}", headers=owner).json()
+        assert listed == [JobItem.model_validate(whole).model_dump(mode="json")]  # the same values, fewer
     with make_client(pg_url, redis_url) as fresh:  # another process: nothing kept, read anew
         assert fresh.get(path, headers=owner).content == finished.content
     factory.kw["bind"].dispose()
@@ -74,4 +76,29 @@ def test_every_list_pages_the_same_way_and_a_bad_cursor_names_the_field(pg_url, 
         for url in ("/v1/jobs", "/v1/sweeps", "/v1/datasets"):
             body = assert_error_body(c.get(url, params={"cursor": "not-a-cursor"}), 422, "invalid")
             assert body["details"][0]["loc"] == ["query", "cursor"] and "next_cursor" in body["message"], url
+    factory.kw["bind"].dispose()
+
+
+def test_a_list_item_shows_what_a_list_does_and_the_whole_job_stays_at_its_own_url(pg_url, redis_url):
+    factory = make_session_factory(pg_url)
+    spec = iris_spec(epochs=20) | {"name": "by accuracy"}
+    spec["training"]["early_stopping"] = {"monitor": "val_accuracy", "patience": 3}
+    with factory() as session:
+        plain = db_jobs.create_job(session, tenant="default", spec=iris_spec(), summary=None, queue="cpu").id
+        job_id = db_jobs.create_job(session, tenant="default", spec=spec, summary=None, queue="cpu").id
+        session.execute(update(Job).where(Job.id == job_id).values(
+            status="succeeded", stop_reason="early_stopping", epochs_completed=9, best_epoch=6,
+            best_metrics={"val_loss": 0.25, "val_accuracy": 0.96}, test_metrics={"test_accuracy": 0.93}))
+        session.commit()
+    with make_client(pg_url, redis_url) as c:
+        item, other = c.get("/v1/jobs").json()["items"]
+        assert item == {"id": job_id, "name": "by accuracy", "status": "succeeded", "stop_reason": "early_stopping",
+                        "epochs": 20, "epochs_completed": 9, "best_epoch": 6, "monitor": "val_accuracy",
+                        "best_metrics": {"val_loss": 0.25, "val_accuracy": 0.96},
+                        "test_metrics": {"test_accuracy": 0.93}, "sweep_id": None, "trial_number": None,
+                        "created_at": item["created_at"], "started_at": None, "finished_at": None}
+        assert (other["id"], other["monitor"]) == (plain, "val_loss")  # no early stopping: the default
+        whole = c.get(f"/v1/jobs/{job_id}").json()
+        assert whole["spec"]["training"]["early_stopping"]["monitor"] == "val_accuracy"
+        assert whole["created_at"] == item["created_at"]
     factory.kw["bind"].dispose()

@@ -12,6 +12,7 @@ import torch
 
 import netfit
 from netfit import Client, EpochEvent, NetfitError, StatusEvent
+from netfit.models import JobItem
 from netfit.spec import JobSpec
 from tests.conftest import iris_spec, served
 
@@ -153,6 +154,11 @@ def test_jobs_iterates_every_page_newest_first(client: Client, finished):
     assert [job.id for job in client.jobs(limit=2)] == everything[:2]
     succeeded = list(client.jobs(status="succeeded"))
     assert finished.id in [job.id for job in succeeded] and all(job.status == "succeeded" for job in succeeded)
+    item = next(job for job in jobs if job.id == finished.id)  # a light item: what a list shows...
+    assert isinstance(item, JobItem) and item.done and item.monitor == "val_loss"
+    assert (item.best_metrics, item.test_metrics, item.best_epoch) == (finished.best_metrics, finished.test_metrics,
+                                                                       finished.best_epoch)
+    assert client.job(item.id).spec == finished.spec  # ...the whole job is its own read
 
 
 def test_curves_as_png_and_svg(client: Client, finished, tmp_path: Path):

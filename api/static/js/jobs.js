@@ -20,8 +20,9 @@ let metricNamesOnce = null;
 const metricNames = () => (metricNamesOnce ??= api("/dashboard/metric-names").then((names) => new Set(names)));
 export const onlyMetrics = (values, names) => Object.fromEntries(Object.entries(values || {}).filter(([k, v]) => names.has(k) && typeof v === "number"));
 
+// a list item names its monitor; a whole job has it in its spec
 export function bestMetric(job) {
-  const monitor = job.spec?.training?.early_stopping?.monitor || "val_loss";
+  const monitor = job.monitor || job.spec?.training?.early_stopping?.monitor || "val_loss";
   const m = job.best_metrics || {};
   const key = monitor in m ? monitor : Object.keys(m)[0];
   return key ? `${key} ${fmt(m[key])}` : "";
