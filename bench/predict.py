@@ -37,7 +37,7 @@ def latency(report: Report, quick: bool, env: dict[str, str]) -> None:
                 times.append(time.perf_counter() - began)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    report.figure("iris_one_row_p50_ms", percentile(times, 50) * ms, "ms", goal=("<=", 5.0),
+    report.figure("iris_one_row_p50_ms", percentile(times, 50) * ms, "ms", goal=("<=", 4.0),
                   label="POST /predict, one Iris row, p50")
     report.figure("iris_one_row_p99_ms", percentile(times, 99) * ms, "ms", goal=("<=", 20.0),
                   label="POST /predict, one Iris row, p99")

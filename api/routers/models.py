@@ -2,8 +2,8 @@
 
 Models are rebuilt from their self-describing checkpoints and kept per process in an LRU
 bounded by the bytes of their parameters, keyed by (tenant, job, kind): a tenant never gets
-another tenant's entry, and the checkpoint's sha256 is compared on every hit, so a running
-job's newer "best" replaces the one kept.
+another tenant's entry, and the checkpoint's sha256 is read and compared on every hit (one
+indexed row), so a running job's newer "best" replaces the one kept.
 """
 
 from __future__ import annotations
@@ -18,17 +18,18 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from api.deps import PrincipalDep, SessionDep
+from api.deps import OneThreadRoute, PrincipalDep, SessionDep
 from api.errors import ApiError, not_found, render_json
 from api.responses import errors
 from db import jobs as db_jobs
+from db import weights as db_weights
 from netfit.models import ErrorBody
 from netfit.spec import ID_PATTERN
 
 JobId = Annotated[str, Path(pattern=ID_PATTERN, description="the id that POST /v1/jobs returned")]
 Kind = Annotated[Literal["best", "last"], Query(description="which weights: the best epoch's or the last")]
 CONFLICT = {409: {"model": ErrorBody, "description": "the job has no such checkpoint yet"}}
-router = APIRouter(prefix="/v1/jobs", tags=["models"], responses=errors(401, 404, 422, 503))
+router = APIRouter(prefix="/v1/jobs", tags=["models"], responses=errors(401, 404, 422, 503), route_class=OneThreadRoute)
 
 
 class PredictRequest(BaseModel):
@@ -90,33 +91,39 @@ def _cache(request: Request) -> ModelCache:
 _make_lock = threading.Lock()
 
 
-def _checkpoint_row(session: Session, tenant: str, job_id: str, kind: str) -> Any:
+def _missing(session: Session, tenant: str, job_id: str, kind: str) -> ApiError:
+    """Why there is no model to use: no such job (404) or no such checkpoint yet (409)."""
     job = db_jobs.get_job(session, tenant, job_id)
     if job is None:
-        raise not_found("job", job_id)
-    row = next((c for c in db_jobs.list_checkpoints(session, tenant, job_id) if c.kind == kind), None)
-    if row is None:
-        when = ("when the job ends" if kind == "last" else "after the first epoch that improves")
-        hint = " (or use ?checkpoint=best)" if kind == "last" and job.best_epoch else ""
-        raise ApiError(409, f"job {job_id} is {job.status} and has no '{kind}' checkpoint yet, so there is no "
-                            f"model to use; it is saved {when}{hint}")
-    return job, row
+        return not_found("job", job_id)
+    when = ("when the job ends" if kind == "last" else "after the first epoch that improves")
+    hint = " (or use ?checkpoint=best)" if kind == "last" and job.best_epoch else ""
+    return ApiError(409, f"job {job_id} is {job.status} and has no '{kind}' checkpoint yet, so there is no "
+                         f"model to use; it is saved {when}{hint}")
 
 
-def _model(request: Request, session: Session, tenant: str, job_id: str, kind: str) -> tuple[Any, Any]:
+def trained_model(request: Request, session: Session, tenant: str, job_id: str, kind: str) -> tuple[Any, Any]:
+    """(the TrainedModel, its checkpoint's sha256 and epoch): what /predict, /export and /v2 use;
+    404/409 as they say. A kept model is checked against the checkpoint's sha256 alone (one
+    indexed row); the job's row, spec and weights are read only to build one."""
     from netfit.engine.inference import load_model, model_bytes
 
-    job, row = _checkpoint_row(session, tenant, job_id, kind)
-    cache = _cache(request)
-    model = cache.get((tenant, job_id, kind), row.sha256)
+    ref = db_weights.checkpoint_ref(session, tenant, job_id, kind)
+    if ref is None:
+        raise _missing(session, tenant, job_id, kind)
+    cache, key = _cache(request), (tenant, job_id, kind)
+    model = cache.get(key, ref.sha256)
     if model is None:
-        blob = db_jobs.get_checkpoint(session, tenant, job_id, kind)
+        job = db_jobs.get_job(session, tenant, job_id)
+        ref = db_jobs.get_checkpoint(session, tenant, job_id, kind)  # a newer one may have landed since
+        if job is None or ref is None:
+            raise _missing(session, tenant, job_id, kind)
         try:
-            model = load_model(blob.data, spec=job.spec, summary=job.summary)
+            model = load_model(ref.data, spec=job.spec, summary=job.summary)
         except ValueError as exc:  # an old checkpoint of a job without a summary
             raise ApiError(409, f"job {job_id}'s '{kind}' checkpoint cannot be rebuilt: {exc}") from None
-        cache.put((tenant, job_id, kind), row.sha256, model, model_bytes(model))
-    return model, row
+        cache.put(key, ref.sha256, model, model_bytes(model))
+    return model, ref
 
 
 @router.post("/{job_id}/predict", response_model=PredictResponse, summary="Predict with the trained model",
@@ -133,7 +140,7 @@ def _predict(request: Request, tenant: str, job_id: str, instances: list[Any], c
     from netfit.engine.inference import InputError, predict as run
 
     with request.app.state.session_factory() as session:
-        model, row = _model(request, session, tenant, job_id, checkpoint)
+        model, row = trained_model(request, session, tenant, job_id, checkpoint)
     try:
         out = run(model, instances)
     except InputError as exc:
@@ -150,7 +157,7 @@ def export(job_id: JobId, request: Request, session: SessionDep, tenant: Princip
            checkpoint: Kind = "best") -> Response:
     """Input `input`: raw float32 samples, any batch size; output `output`: probabilities
     (values for regression). The class names are in the model's metadata_props ("classes")."""
-    model, row = _model(request, session, tenant, job_id, checkpoint)
+    model, row = trained_model(request, session, tenant, job_id, checkpoint)
     cache, key = _cache(request), (tenant, job_id, checkpoint, format)
     content = cache.get(key, row.sha256)
     if content is None:

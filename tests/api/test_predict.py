@@ -4,6 +4,7 @@ a job without weights, other tenants' jobs."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -29,6 +30,31 @@ def train(c, spec, headers=None) -> dict:
                      in TERMINAL_STATUSES and j, timeout=120, interval=0.2, what="the job to end")
     assert job["status"] == "succeeded", job
     return job
+
+
+def replace_best(db_url: str, job_id: str, epoch: int) -> None:
+    """The job's best checkpoint replaced by its weights with the output layer's rows rolled by one."""
+    from sqlalchemy import select, update
+    from sqlalchemy.orm import undefer
+
+    from db.models import Checkpoint
+    from db.session import make_session_factory
+    from netfit.engine.checkpoints import weights_from_bytes, weights_to_bytes
+
+    factory = make_session_factory(db_url)
+    with factory() as session:
+        best = session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.kind == "best")
+                               .options(undefer(Checkpoint.data))).one()
+        state, meta = weights_from_bytes(best.data)
+        meta.pop("format", None)  # safetensors' own, written again
+        last = [name for name, t in state.items() if name.endswith(".weight") and t.ndim == 2][-1]
+        for name in (last, last.removesuffix(".weight") + ".bias"):
+            state[name] = torch.roll(state[name], 1, dims=0)
+        data = weights_to_bytes(state, meta)
+        session.execute(update(Checkpoint).where(Checkpoint.id == best.id).values(
+            data=data, epoch=epoch, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
+        session.commit()
+    factory.kw["bind"].dispose()
 
 
 def raw_test_rows(spec: dict) -> tuple[list[list[float]], list[int]]:
@@ -59,6 +85,12 @@ def test_iris_predicts_held_out_rows_by_name_bad_input_is_422_and_other_tenants_
         assert all(math.isclose(sum(p), 1.0, abs_tol=1e-6) for p in out["probabilities"])
         last = c.post(f"/v1/jobs/{job['id']}/predict?checkpoint=last", json={"instances": rows[:2]}, headers=a).json()
         assert last["checkpoint"] == {"kind": "last", "epoch": job["epochs_completed"]}
+        # new best weights (the output layer's classes rolled by one, as a worker writes them): the
+        # next /predict uses them, not the model this process keeps
+        replace_best(pg_url, job["id"], epoch=job["epochs_completed"] + 1)
+        again = c.post(f"/v1/jobs/{job['id']}/predict", json={"instances": rows}, headers=a).json()
+        assert again["checkpoint"] == {"kind": "best", "epoch": job["epochs_completed"] + 1}
+        np.testing.assert_allclose(again["probabilities"], np.roll(out["probabilities"], 1, axis=1), atol=1e-6)
 
         url = f"/v1/jobs/{job['id']}/predict"
         for instances, loc, words in (
