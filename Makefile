@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: a bare `torch` on an empty venv pulls a multi-GB CUDA build
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[server,plot,dev]'
-	# the server packages (api, worker, db) are run from this checkout, not published
+	# the server packages (launch, api, worker, service, db) are run from this checkout, not published
 	echo "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/netfit-checkout.pth"
 	touch $(STAMP)
 

@@ -16,7 +16,7 @@ from netfit.lru import BytesLRU
 from api.middleware import RequestContext
 from api.routers import compare, dashboard, datasets, health, jobs, sweeps
 from api.routers import prometheus
-from api.settings import Settings, get_settings
+from service.settings import Settings, get_settings
 from db.session import make_session_factory
 
 log = logging.getLogger("netfit.api")
@@ -78,7 +78,7 @@ def _warm_engine(done: threading.Event) -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    from worker.celery_app import create_celery, enqueue, ping
+    from service.queue import create_celery, enqueue, ping
 
     settings = settings or get_settings()
     session_factory = make_session_factory(settings.database_url)

@@ -17,7 +17,7 @@ from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError, invalid
-from api.settings import Settings
+from service.settings import Settings
 from db import keys as db_keys
 from db.pages import decode_cursor
 

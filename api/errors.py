@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from api import request_ids
+from service.logs import request_id
 
 log = logging.getLogger("netfit.api")
 
@@ -54,14 +54,14 @@ class SafeJSONResponse(JSONResponse):
 def error_response(status: int, error: str, message: str, details: list[dict[str, Any]] | None = None,
                    headers: dict[str, str] | None = None) -> SafeJSONResponse:
     return SafeJSONResponse({"error": error, "message": message, "details": details or [],
-                             "request_id": request_ids.current.get()}, status_code=status, headers=headers)
+                             "request_id": request_id.get()}, status_code=status, headers=headers)
 
 
 def internal_error() -> SafeJSONResponse:
     """The 500 for an unhandled exception (call it inside `except`): logged with its traceback
     under the request id, which the body gives the user to quote."""
     log.exception("unhandled error")
-    return error_response(500, "internal", f"internal error; quote request id {request_ids.current.get()} "
+    return error_response(500, "internal", f"internal error; quote request id {request_id.get()} "
                                            "when reporting it")
 
 

@@ -129,7 +129,7 @@ async def sweep_event_stream(request: Request, tenant: str, sweep_id: str,
     such sweep. A resumed stream replays the events up to last_event_id silently, so that
     `best` means the same as on the first connection."""
     from db import sweeps as db_sweeps
-    from worker.sweeps import best_value
+    from service.sweeps import best_value
 
     factory = request.app.state.session_factory
 

@@ -9,7 +9,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from api import errors, request_ids
+from api import errors
+from service.logs import accept_request_id, request_id as current_request
 
 log = logging.getLogger("netfit.api")
 
@@ -39,8 +40,8 @@ class RequestContext:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         incoming = dict(scope.get("headers") or []).get(b"x-request-id")
-        request_id = request_ids.accept(incoming.decode("latin-1") if incoming is not None else None)
-        request_ids.current.set(request_id)
+        request_id = accept_request_id(incoming.decode("latin-1") if incoming is not None else None)
+        current_request.set(request_id)
         csp = DOCS_CSP if scope["path"] == "/" or scope["path"].startswith(DOCS_PATHS) else API_CSP
         started = False
 

@@ -86,7 +86,7 @@ def run(report: Report, quick: bool = False) -> None:
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("NETFIT_")} | {"PYTHONPATH": str(ROOT)}
         log = open(Path(workdir) / "serve.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-c", f"from api.server import serve; serve('127.0.0.1', {port})"],
+        proc = subprocess.Popen([sys.executable, "-c", f"from launch.server import serve; serve('127.0.0.1', {port})"],
                                 cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         base = f"http://127.0.0.1:{port}"
         try:

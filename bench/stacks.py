@@ -1,4 +1,4 @@
-"""The two ways the service runs, started for a benchmark: embedded (`api.server.serve`: SQLite,
+"""The two ways the service runs, started for a benchmark: embedded (`launch.server.serve`: SQLite,
 file broker, one worker) and Redis + PostgreSQL (`run_api` and `python -m worker` processes
 on a fresh PostgreSQL database and a claimed Redis db index). The process and database
 helpers are the test suite's, so the benchmark runs exactly what the tests run. `env` is

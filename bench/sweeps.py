@@ -7,7 +7,7 @@ scheduler overhead  a 40-trial random sweep of ~1-second Iris trials, max_concur
                     Goal <= 1.15 (Ray Tune publishes 14% for 1-s trials). The trial length is
                     calibrated first: one Iris job's seconds per epoch on this machine, now.
 TPE ask cost        one ask as a worker makes it when its trial has ended, inside its whole step
-                    (worker.sweeps._step): every trial's state read, the process's study brought
+                    (service.sweeps._step): every trial's state read, the process's study brought
                     up to date, TPE's ask (goal <= 50 ms at 16 parameters; also at 3), on a sweep
                     holding 1,000 completed trials of 10 epochs, 2 at a time. Printed apart: the
                     whole step (with the sweep's read and the trial's job row written), and the
@@ -183,9 +183,9 @@ def ask_cost(report: Report, db_url: str, quick: bool) -> None:
     from db.models import Sweep
     from db.session import make_session_factory
     from netfit.sweep_spec import SweepSpec
-    from worker.sweeps import _step, distributions, next_params, study_of, trial_states
+    from service.sweeps import _step, distributions, next_params, study_of, trial_states
 
-    import worker.sweeps
+    import service.sweeps
 
     n_trials, epochs, rounds = (100, 10, 3) if quick else (1000, 10, 9)
     factory = make_session_factory(db_url)
@@ -217,13 +217,13 @@ def ask_cost(report: Report, db_url: str, quick: bool) -> None:
                 done = active.pop(0)
                 _end_trial(session, done.id, epochs, done.params["training.optimizer.lr"])
                 asking["seconds"] = 0.0
-                worker.sweeps.trial_states, worker.sweeps.next_params = timed(trial_states), timed(next_params)
+                service.sweeps.trial_states, service.sweeps.next_params = timed(trial_states), timed(next_params)
                 try:
                     began = time.perf_counter()
                     active.append(_step(session, sweep_id))
                     steps.append(time.perf_counter() - began)
                 finally:
-                    worker.sweeps.trial_states, worker.sweeps.next_params = trial_states, next_params
+                    service.sweeps.trial_states, service.sweeps.next_params = trial_states, next_params
                 ours.append(asking["seconds"])
                 # Optuna alone, side by side: the same trials in its in-memory study, one ask
                 study = study_of(session, sweep, request, trial_states(session, sweep_id), number=n_trials)

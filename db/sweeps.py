@@ -25,7 +25,7 @@ from db.models import EpochMetric, Job, JobEvent, Sweep, new_id, utcnow
 from db.pages import newest_first
 
 ACTIVE = db_jobs.ACTIVE
-# what every ask reads of every trial (no params: a finished trial's are kept by worker.sweeps)
+# what every ask reads of every trial (no params: a finished trial's are kept by service.sweeps)
 STATE_COLUMNS = ("id", "trial_number", "status", "stop_reason", "error", "epochs_completed", "finished_at")
 # what the leaderboard shows
 TRIAL_COLUMNS = (*STATE_COLUMNS, "params", "pruned_rung")

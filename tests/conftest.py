@@ -10,9 +10,9 @@ redis_url         ``redis://127.0.0.1:6379/<n>``: a database index claimed for t
 service_env(db, broker)  env vars for a server process: those URLs + short leases (a function).
 start_worker      factory: start_worker(env, queues="cpu") -> a running ``python -m worker``
                   process (waits until Celery says ready; stopped at teardown).
-start_api         factory: start_api(env) -> base_url of ``api.server.run_api`` under uvicorn
+start_api         factory: start_api(env) -> base_url of ``launch.server.run_api`` under uvicorn
                   on a free port (waits for /healthz; stopped at teardown).
-embedded_service  SESSION-scoped: ``api.server.serve`` (SQLite + file broker + one worker
+embedded_service  SESSION-scoped: ``launch.server.serve`` (SQLite + file broker + one worker
                   process + reconciler) in a tmp dir on a free port; yields its base_url.
                   Used by the SDK/CLI tests (tests/netfit) as well.
 
@@ -266,7 +266,7 @@ test_accuracy_of.__test__ = False  # a helper, not a test
 
 def start_api_process(env: dict[str, str], log: Path) -> tuple[Proc, str]:
     port = free_port()
-    code = f"from api.server import run_api; run_api('127.0.0.1', {port})"
+    code = f"from launch.server import run_api; run_api('127.0.0.1', {port})"
     proc = Proc([sys.executable, "-c", code], env, log)
     base_url = f"http://127.0.0.1:{port}"
     wait_healthy(base_url, proc)
@@ -276,7 +276,7 @@ def start_api_process(env: dict[str, str], log: Path) -> tuple[Proc, str]:
 def launch_serve(env: dict[str, str], workdir: Path) -> tuple[Proc, str]:
     """`netfit serve` in workdir (its SQLite and file broker there), just started: not waited for."""
     port = free_port()
-    proc = Proc([sys.executable, "-c", f"from api.server import serve; serve('127.0.0.1', {port})"], env,
+    proc = Proc([sys.executable, "-c", f"from launch.server import serve; serve('127.0.0.1', {port})"], env,
                 workdir / "serve.log", cwd=workdir)
     return proc, f"http://127.0.0.1:{port}"
 

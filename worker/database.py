@@ -9,7 +9,7 @@ from functools import lru_cache
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.settings import get_settings
+from service.settings import get_settings
 from db.session import make_engine, make_session_factory
 
 LEASE_SECONDS = get_settings().lease_seconds  # a silent worker loses its job after this

@@ -27,7 +27,7 @@ def run_worker(queues: str | list[str] | None = None, concurrency: int = 1, logl
         return _run_many(queues, concurrency, loglevel)
     queues = queues or hardware_queues()
     import worker.tasks  # registers the tasks; imports torch and the engine once
-    from worker.celery_app import app, enqueue
+    from service.queue import app, enqueue
     from worker.database import session_factory
     from worker.reconciler import start_thread
 

@@ -11,7 +11,7 @@ checkpoints, resume state and finish(). What the pack shares:
   them in one query a second (a cancelled or lost member leaves; the others go on);
 - one flush decision per pack epoch: every member's pending rows (and, when due, resume states:
   all of the same epoch) in one transaction; a trial's epoch is written before its pruner judges
-  it, at the epochs the pruner judges (worker.sweeps.prunes_at), not every epoch;
+  it, at the epochs the pruner judges (service.sweeps.prunes_at), not every epoch;
 - after a kill, the reconciler re-sends each member's message as for any job; the first one
   claims the whole pack again (same epoch: it was saved in one transaction) and resumes it.
 A member leaves with its own finish() when it stops; the sweep asks for more trials once, when
@@ -36,7 +36,7 @@ from netfit.engine.packed import PackCallbacks, fit_packed
 from netfit.packing import pack_key, packable
 from netfit.spec import JobSpec
 from netfit.sweep_spec import MAX_PACK, SweepSpec
-from worker import sweeps
+from service import sweeps
 from worker.database import LEASE_SECONDS
 from worker.tasks import (CANCEL_POLL_SECONDS, HEARTBEAT_SECONDS, MAX_ATTEMPTS, JobCallbacks, conclude, flush_due,
                           job_data, load_job, one_line, owner_name, resume_from, shutting_down, with_db_retry)

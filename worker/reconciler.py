@@ -25,10 +25,10 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.settings import get_settings
+from service.settings import get_settings
 from db import jobs as db_jobs
 from db.models import utcnow
-from worker import sweeps
+from service import sweeps
 
 log = logging.getLogger("netfit.reconciler")
 

@@ -25,9 +25,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import datasets as db_datasets
 from db import jobs as db_jobs
 from netfit.spec import JobSpec
-from worker.celery_app import TRAIN_TASK, app, enqueue
-from api.settings import get_settings
-from worker import sweeps, uploads
+from service.queue import TRAIN_TASK, app, enqueue
+from service.settings import get_settings
+from service import sweeps
+from worker import uploads
 from worker.database import LEASE_SECONDS, session_factory
 from netfit.engine.checkpoints import TrainingState, weights_to_bytes
 from netfit.engine.data import PreparedData, load_data

@@ -17,7 +17,7 @@ from api.etags import Tagged, etagged
 from api.events import job_event_stream, sse_response
 from api.examples import JOB_EXAMPLES
 from api.responses import errors, link
-from api.settings import Settings
+from service.settings import Settings
 from db import datasets as db_datasets
 from db import job_lists
 from db import jobs as db_jobs
@@ -126,7 +126,7 @@ def submit_job(
 ) -> Any:
     """Validate the spec completely (a dry run of the network on its data), store the job,
     then enqueue it. If the broker is down the job stays queued and the reconciler sends it."""
-    from worker.celery_app import queue_for
+    from service.queue import queue_for
 
     if dry_run:  # the dashboard's editor checks as the user types: no row, no message, no 429
         summary = validate_spec(session, settings, tenant, spec)

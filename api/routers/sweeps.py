@@ -4,7 +4,7 @@ POST validates everything before anything is stored: the request's shape, the ba
 job's full dry run), every parameter's path, and the spec each categorical value / each end
 of a range gives (validated exactly as a job is). Then it stores the sweep and asks for the
 first max_concurrent trials; later trials are asked when trials end (worker) and by the
-reconciler (worker.sweeps).
+reconciler (service.sweeps).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from api.errors import ApiError, invalid, not_found
 from api.events import sse_response, sweep_event_stream
 from api.responses import errors
 from api.routers.jobs import check_active_limit, validate_spec
-from api.settings import Settings
+from service.settings import Settings
 from db import sweeps as db_sweeps
 from netfit.models import Page, Sweep, SweepImportance, Trial
 from netfit.packing import MEMBER_PATHS, pack_key, packable
@@ -114,7 +114,7 @@ def _packing_key(spec: JobSpec, where: list[Any] | None = None) -> str:
 
 def trial_rows(session: Session, sweep: Any) -> list[Trial]:
     """Every trial ranked by its best objective value, best first; trials without a value last."""
-    from worker.sweeps import best_value
+    from service.sweeps import best_value
 
     mode = sweep.objective_mode
     curves = db_sweeps.objective_curves(session, sweep.id, sweep.objective_metric)
@@ -151,7 +151,7 @@ def create_sweep(
     request_body: Annotated[SweepSpec, Body(openapi_examples={"iris": {"value": SWEEP_EXAMPLE}})],
     request: Request, session: SessionDep, settings: SettingsDep, tenant: PrincipalDep,
 ) -> Sweep:
-    from worker.sweeps import MAX_ACTIVE_TRIALS, fill
+    from service.sweeps import MAX_ACTIVE_TRIALS, fill
 
     if request_body.max_concurrent > MAX_ACTIVE_TRIALS:
         raise _invalid(["max_concurrent"], f"max_concurrent {request_body.max_concurrent} is above the "
@@ -197,7 +197,7 @@ def list_trials(sweep_id: SweepId, session: SessionDep, tenant: PrincipalDep) ->
 
 @router.get("/{sweep_id}/importance", response_model=SweepImportance, summary="Each parameter's importance")
 def importance(sweep_id: SweepId, session: SessionDep, tenant: PrincipalDep) -> SweepImportance:
-    from worker.sweeps import importance as compute
+    from service.sweeps import importance as compute
 
     sweep = _owned(session, tenant, sweep_id)
     evaluator, values, used, note = compute(session, sweep)

@@ -1,13 +1,13 @@
 """Server commands (serve, api, worker) and API keys (on the server's database). The server
-code lives in a netfit checkout (api/, db/, worker/), not in the published SDK, so it is
-imported when such a command runs: `import netfit` never loads it."""
+code lives in a netfit checkout (launch/, api/, worker/, service/, db/: docs/architecture.md),
+not in the published SDK, so it is imported inside the command that runs: `import netfit`
+never loads it."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,44 +30,57 @@ environment:
 """
 
 
-def server_module(module: str) -> Any:
+@contextmanager
+def server_code() -> Iterator[None]:
+    """Around a server command's imports: a missing server package is a message, not a trace."""
     try:
-        return importlib.import_module(module)
+        yield
     except ImportError as exc:
         raise SystemExit(
-            f"netfit: `{module}` is not importable ({exc}). The server runs from a netfit checkout "
+            f"netfit: `{exc.name or 'the server code'}` is not importable ({exc}). The server runs from a netfit checkout "
             "with the server extra: `make install` there, or use the docker image."
         ) from None
 
 
-def _runner(module: str, function: str) -> Callable:
-    return getattr(server_module(module), function)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    _runner("api.server", "serve")(args.host, args.port)
+    with server_code():
+        from launch.server import serve
+    serve(args.host, args.port)
     return 0
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    _runner("api.server", "run_api")(args.host, args.port)
+    with server_code():
+        from launch.server import run_api
+    run_api(args.host, args.port)
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    with server_code():
+        from worker.main import run_worker
     queues = [q for q in (args.queues or "").split(",") if q] or None
-    _runner("worker.main", "run_worker")(queues=queues, concurrency=args.concurrency)
+    run_worker(queues=queues, concurrency=args.concurrency)
     return 0
+
+
+def _settings() -> Any:
+    with server_code():
+        from service.settings import Settings
+    return Settings.from_env()
 
 
 @contextmanager
 def _key_store() -> Iterator[tuple[Any, Any]]:
     """(db.keys, a session) on the server's database: NETFIT_DATABASE_URL, default the embedded
     ./netfit.db that `netfit serve` uses; migrated first, as `serve` and `api` do at start."""
-    keys = server_module("db.keys")
-    url = server_module("api.settings").Settings.from_env().database_url
-    server_module("db.migrate").upgrade(url)
-    factory = server_module("db.session").make_session_factory(url)
+    with server_code():
+        from db import keys
+        from db.migrate import upgrade
+        from db.session import make_session_factory
+    url = _settings().database_url
+    upgrade(url)
+    factory = make_session_factory(url)
     try:
         with factory() as session:
             yield keys, session
@@ -124,7 +137,7 @@ def cmd_datasets_fetch(args: argparse.Namespace) -> int:
     from netfit.engine.downloads import REMOTE_SETS, fetch
     from netfit.engine.errors import DataError
 
-    downloads = server_module("api.settings").Settings.from_env().downloads()
+    downloads = _settings().downloads()
     for name in args.names:
         if name not in REMOTE_SETS:
             raise SystemExit(f"netfit: '{name}' is not a downloaded built-in; choose from {', '.join(REMOTE_SETS)}")

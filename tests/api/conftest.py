@@ -12,7 +12,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.settings import Settings
+from service.settings import Settings
 from db import keys as db_keys
 from db.session import make_session_factory
 

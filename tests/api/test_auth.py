@@ -241,7 +241,7 @@ def test_api_process_logs_request_ids_in_the_access_log_and_says_auth_is_off(pg_
 
 
 def test_serve_refuses_a_non_loopback_address_without_keys(tmp_path):
-    code = f"from api.server import serve; serve('0.0.0.0', {free_port()})"
+    code = f"from launch.server import serve; serve('0.0.0.0', {free_port()})"
     proc = Proc([sys.executable, "-c", code], {}, tmp_path / "serve.log", cwd=tmp_path)
     try:
         assert proc.popen.wait(120) != 0
@@ -253,7 +253,7 @@ def test_serve_refuses_a_non_loopback_address_without_keys(tmp_path):
 
 
 def test_start_up_auth_rules(sqlite_url, monkeypatch):
-    from api.server import check_auth
+    from launch.server import check_auth
 
     monkeypatch.delenv("NETFIT_API_KEYS", raising=False)
     assert "auth: off" in check_auth("127.0.0.1", 8000, sqlite_url, require_auth=False)

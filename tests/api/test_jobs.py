@@ -8,7 +8,7 @@ import pytest
 from db.session import make_session_factory
 from tests.api.conftest import make_client
 from tests.conftest import iris_spec
-from worker.celery_app import create_celery, enqueue
+from service.queue import create_celery, enqueue
 from worker.reconciler import reconcile_once
 from tests.api.conftest import assert_error_body
 

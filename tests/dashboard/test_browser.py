@@ -1,5 +1,5 @@
 """The dashboard in a real browser (Debian's Chromium driven by Playwright) against a live
-embedded service (`api.server.serve`: SQLite, the file broker, a real Celery worker). One
+embedded service (`launch.server.serve`: SQLite, the file broker, a real Celery worker). One
 browser and one service for the module; the test that creates an API key (which locks the
 service) runs last. Screenshots of every page go to tests/dashboard/artifacts/."""
 
@@ -50,7 +50,7 @@ class Service:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     workdir = tmp_path_factory.mktemp("dashboard")
     port = free_port()
-    proc = Proc([sys.executable, "-c", f"from api.server import serve; serve('127.0.0.1', {port})"], {},
+    proc = Proc([sys.executable, "-c", f"from launch.server import serve; serve('127.0.0.1', {port})"], {},
                 workdir / "serve.log", cwd=workdir)
     base_url = f"http://127.0.0.1:{port}"
     try:

@@ -1,4 +1,4 @@
-"""Sweep state on both backends: asking (worker.sweeps.fill -> db.sweeps.create_trial) from
+"""Sweep state on both backends: asking (service.sweeps.fill -> db.sweeps.create_trial) from
 several threads at once, max_concurrent, the end of a sweep, the failure streak, tenants."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from db.migrate import upgrade
 from db.models import Job
 from netfit.sweep_spec import SweepSpec
 from tests.conftest import iris_spec
-from worker import sweeps
+from service import sweeps
 
 
 def _sweep(session_factory: Any, tenant: str = "team-a", **overrides: Any) -> str:

@@ -29,7 +29,7 @@ from db import jobs as db_jobs
 from db.models import EpochMetric, Job
 from db.session import make_session_factory
 from tests.conftest import Proc, claimed_redis_db, fresh_pg_database, iris_spec, service_env, start_worker_process
-from worker.celery_app import create_celery, enqueue
+from service.queue import create_celery, enqueue
 from worker.reconciler import start_thread
 
 

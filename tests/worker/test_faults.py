@@ -24,7 +24,7 @@ from tests.conftest import (
 )
 from tests.worker.promise import assert_recomputed_within
 from tests.worker.servers import private_postgres, private_redis
-from worker.celery_app import create_celery, enqueue
+from service.queue import create_celery, enqueue
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 

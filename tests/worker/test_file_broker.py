@@ -1,4 +1,4 @@
-"""The embedded file broker hands out only whole messages (worker.file_broker)."""
+"""The embedded file broker hands out only whole messages (service.file_broker)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import queue
 
 import pytest
 
-from worker.celery_app import create_celery
+from service.queue import create_celery
 
 
 def test_a_message_being_written_is_invisible_until_it_is_renamed_into_place(tmp_path):

@@ -91,7 +91,7 @@ def test_serve_restarts_its_dead_worker_and_the_job_resumes(tmp_path: Path):
     port = free_port()
     env: dict[str, Any] = {"NETFIT_LEASE_SECONDS": str(LEASE), "NETFIT_HEARTBEAT_SECONDS": "1", **FAST}
     began = time.monotonic()
-    proc = Proc([sys.executable, "-c", f"from api.server import serve; serve('127.0.0.1', {port})"], env,
+    proc = Proc([sys.executable, "-c", f"from launch.server import serve; serve('127.0.0.1', {port})"], env,
                 tmp_path / "serve.log", cwd=tmp_path)
     try:
         base_url = f"http://127.0.0.1:{port}"

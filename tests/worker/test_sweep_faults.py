@@ -7,7 +7,7 @@ number, every trial's epochs recorded once, and never more than max_concurrent t
 or running (a sampler thread reads the count from the database all through the test).
 
 "The process that asks": the API at POST, the worker whose trial just ended
-(worker.sweeps.after_job) and every worker's reconciler (worker.sweeps.repair). To kill it
+(service.sweeps.after_job) and every worker's reconciler (service.sweeps.repair). To kill it
 *inside* an ask, not before or after by luck, the victim runs with a trap: its db.sweeps
 functions are wrapped so that, from trial TRAP_AT on, the ask stops at one point (before the
 trial row is written; inside that transaction, holding the sweep row's lock; after the commit,
@@ -137,7 +137,7 @@ class SweepStack:
 
     def start_api(self, trap: tuple[str, int] | None = None) -> Proc:
         port = free_port()
-        code = (TRAP if trap else "") + f"from api.server import run_api; run_api('127.0.0.1', {port})"
+        code = (TRAP if trap else "") + f"from launch.server import run_api; run_api('127.0.0.1', {port})"
         env = {**self.env, **({"TRAP_POINT": trap[0], "TRAP_AT": str(trap[1])} if trap else {})}
         self.api = Proc([sys.executable, "-c", code], env, self._log("api" + ("-trap" if trap else "")))
         self.base_url = f"http://127.0.0.1:{port}"
@@ -282,7 +282,7 @@ def test_kill_9_of_workers_asking_for_the_next_trial(ready):
 def test_kill_9_of_the_api_between_storing_a_sweep_and_asking_its_first_trials(ready):
     """POST has stored the sweep and dies before it asks: the client gets no answer; the
     workers' reconcilers ask every trial. (The API killed inside an ask is the trapped worker's
-    case above: the same code, worker.sweeps.fill. Trapped there, the API races the workers'
+    case above: the same code, service.sweeps.fill. Trapped there, the API races the workers'
     reconcilers, which may take the first trials before it.)"""
     s = ready
     s.api.stop(grace=10)
@@ -345,7 +345,7 @@ def test_two_processes_asking_at_once_create_exactly_one_next_trial(pg_url, tmp_
     code = f"""
 import os
 from db.session import make_session_factory
-from worker import sweeps
+from service import sweeps
 factory = make_session_factory(os.environ["NETFIT_DATABASE_URL"])
 print("waiting", flush=True)
 while not os.path.exists({str(go)!r}):

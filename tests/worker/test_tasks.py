@@ -22,7 +22,7 @@ from tests.conftest import (
     Proc, claimed_redis_db, fresh_pg_database, iris_spec, service_env, start_api_process,
     start_worker_process, test_accuracy_of, wait_ready, wait_until,
 )
-from worker.celery_app import create_celery, enqueue
+from service.queue import create_celery, enqueue
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 

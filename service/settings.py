@@ -26,7 +26,7 @@ def _flag(name: str) -> bool:
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
-    broker_url: str | None = None  # None: the embedded file broker (worker.celery_app)
+    broker_url: str | None = None  # None: the embedded file broker (service.queue)
     max_upload_bytes: int = 200 * 1024 * 1024
     max_body_bytes: int = 1024 * 1024  # a job spec is a few KB
     # Auth is on once any API key exists in the database (db.keys); require_auth turns it on
@@ -63,7 +63,7 @@ class Settings:
     flush_seconds: float = 0.25
     checkpoint_seconds: float = 5.0
     log_level: str = "info"
-    log_format: str = "plain"  # or "json": one object per line, for log shippers (worker.logs)
+    log_format: str = "plain"  # or "json": one object per line, for log shippers (service.logs)
     # a worker creates this file once it has warmed up and listens (serve's /readyz waits for it)
     worker_ready_file: str | None = None
     # downloaded built-ins (mnist, fashion_mnist; netfit.engine.downloads): the cache every worker

@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.settings import get_settings
+from service.settings import get_settings
 from db import sweeps as db_sweeps
 from db import jobs as db_jobs
 from netfit.sweep_spec import SweepSpec, apply
@@ -297,7 +297,7 @@ def _send(session: Session, sweep_id: str, job: Any, enqueue: Enqueue) -> None:
 def _step(session: Session, sweep_id: str) -> Any:
     """One decision: None when nothing is to be asked now (the sweep may have ended), or the
     new trial's job (None also when another process took the number: the next fill asks)."""
-    from worker.celery_app import queue_for
+    from service.queue import queue_for
 
     for _ in range(5):  # another asker took the number: read again and ask again
         sweep = db_sweeps.get_sweep(session, None, sweep_id)

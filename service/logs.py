@@ -1,10 +1,14 @@
-"""The one logging set-up of every server process (the API and the worker alike).
+"""The one logging set-up of every server process (the API and the worker alike), and the ids
+each line carries.
 
-Each line carries the request id (api.request_ids.current: the HTTP request being served, or
-in a worker the request that created the job, sent along in the Celery message's headers)
-and, in a worker, the id of the job it is training. NETFIT_LOG_FORMAT=json prints one JSON
-object per line (for log shippers); the default is one plain line. NETFIT_LOG_LEVEL sets
-the level. Celery's own logging set-up is replaced by this one (its setup_logging signal).
+Each line carries the request id (`request_id`: the HTTP request being served, set by
+api.middleware; in a worker the request that created the job, sent along in the Celery
+message's headers by service.queue) and, in a worker, the id of the job it is training.
+NETFIT_LOG_FORMAT=json prints one JSON object per line (for log shippers); the default is one
+plain line. NETFIT_LOG_LEVEL sets the level.
+
+An incoming X-Request-ID is kept when it is 1-64 of [A-Za-z0-9._-] (a UUID, a proxy's trace
+id); anything else is replaced, so a header cannot forge or break log lines.
 """
 
 from __future__ import annotations
@@ -12,20 +16,30 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import re
+import uuid
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any
 
-from celery import signals
-
-from api.request_ids import current as request_id
-from api.settings import get_settings
+from service.settings import Settings, get_settings
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s [%(context)s] %(message)s"
 REQUEST_HEADER = "netfit_request_id"  # the Celery message header that carries the request id
-TRAIN_TASK = "worker.tasks.train_job"
+ACCEPTED = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
+# Set by api.middleware.RequestContext in the task that serves the request (uvicorn runs each
+# request in its own task, so the value never leaks into another request), and in a worker
+# around each training task (service.queue).
+request_id: ContextVar[str | None] = ContextVar("netfit_request_id", default=None)
 job_id: ContextVar[str | None] = ContextVar("netfit_job_id", default=None)
+
+
+def accept_request_id(incoming: str | None) -> str:
+    """The client's id if it is safe to echo and log, else a new one."""
+    if incoming is not None and ACCEPTED.fullmatch(incoming):
+        return incoming
+    return uuid.uuid4().hex
 
 
 class ContextFilter(logging.Filter):
@@ -55,9 +69,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging() -> None:
+def configure_logging(settings: Settings | None = None) -> None:
     """One stderr handler on the root logger; uvicorn's and Celery's loggers propagate to it."""
-    settings = get_settings()
+    settings = settings or get_settings()
     level = settings.log_level.upper()
     json_lines = settings.log_format == "json"
     logging.config.dictConfig({
@@ -77,25 +91,3 @@ def message_headers() -> dict[str, str]:
     """What enqueue adds to a training message: the request that created the job."""
     rid = request_id.get()
     return {REQUEST_HEADER: rid} if rid else {}
-
-
-@signals.setup_logging.connect
-def _celery_logging(**_: Any) -> None:
-    configure_logging()
-
-
-@signals.task_prerun.connect
-def _task_context(task: Any = None, args: Any = None, **_: Any) -> None:
-    if task is None or task.name != TRAIN_TASK or not args:
-        return
-    headers = getattr(task.request, "headers", None) or {}
-    rid = getattr(task.request, REQUEST_HEADER, None) or headers.get(REQUEST_HEADER)
-    # a re-send by the reconciler carries no request id: "-" rather than a stale one
-    request_id.set(rid if isinstance(rid, str) else None)
-    job_id.set(str(args[0]))
-
-
-@signals.task_postrun.connect
-def _task_done(**_: Any) -> None:
-    request_id.set(None)
-    job_id.set(None)

@@ -20,7 +20,7 @@ log = logging.getLogger("netfit.server")
 def _uvicorn(app: object, host: str, port: int, **options: object) -> None:
     import uvicorn
 
-    # log_config None: keep api.request_ids' logging (request ids on every line, access log included)
+    # log_config None: keep service.logs' logging (request ids on every line, access log included)
     uvicorn.run(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=5, **options)
 
 
@@ -28,7 +28,7 @@ def app_from_env() -> object:
     """The app of one of `netfit api`'s processes (uvicorn's factory: each process imports this
     module afresh and builds its own app, logging and database pool)."""
     from api.app import create_app
-    from api.request_ids import configure_logging
+    from service.logs import configure_logging
 
     configure_logging()
     return create_app()
@@ -72,8 +72,8 @@ def check_auth(host: str, port: int, database_url: str, require_auth: bool) -> s
 def run_api(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Apply migrations, then serve the API with uvicorn (NETFIT_DATABASE_URL, NETFIT_BROKER_URL)."""
     from api.app import create_app
-    from api.request_ids import configure_logging
-    from api.settings import get_settings
+    from service.logs import configure_logging
+    from service.settings import get_settings
     from db.migrate import upgrade
 
     configure_logging()
@@ -89,7 +89,7 @@ def run_api(host: str = "127.0.0.1", port: int = 8000) -> None:
     # the sum (api.telemetry.http_registry)
     with tempfile.TemporaryDirectory(prefix="netfit-prometheus-") as shared:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
-        _uvicorn("api.server:app_from_env", host, port, factory=True, workers=processes)
+        _uvicorn("launch.server:app_from_env", host, port, factory=True, workers=processes)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | os.PathLike[str] = ".") -> None:
@@ -105,10 +105,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | os.PathLike
     os.environ["NETFIT_WORKER_READY_FILE"] = str(ready_file)
 
     from api.app import create_app
-    from api.request_ids import configure_logging
-    from api.settings import get_settings
+    from service.logs import configure_logging
+    from service.settings import get_settings
     from db.migrate import upgrade
-    from worker.celery_app import broker_settings
+    from service.queue import broker_settings
 
     configure_logging()
     settings = get_settings()
