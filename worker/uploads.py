@@ -93,10 +93,12 @@ def _write(raw: RawArrays, cache_dir: Path, sha256: str, limit_bytes: int) -> No
         if not (cache_dir / sha256).is_dir():
             log.warning("cannot keep the decoded upload in %s (%s)", cache_dir, exc)
         return
-    _evict(cache_dir, limit_bytes, keep=sha256)
+    evict(cache_dir, limit_bytes, keep=sha256)
 
 
-def _evict(cache_dir: Path, limit_bytes: int, keep: str) -> None:
+def evict(cache_dir: Path, limit_bytes: int, keep: str) -> None:
+    """The least recently used folders of cache_dir (but `keep`) out until it holds limit_bytes
+    (worker.prepared_files' cache follows the same rule)."""
     entries = []
     for folder in cache_dir.iterdir():
         if folder.name.startswith("."):

@@ -1,4 +1,5 @@
-"""The machine's cache of decoded uploads (worker/uploads.py), on the real file system."""
+"""The machine's caches of decoded uploads (worker/uploads.py) and of prepared data
+(worker/prepared_files.py), on the real file system."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from netfit.engine.data import RawArrays, to_npz_bytes
-from worker import uploads
+from netfit.engine.data import RawArrays, load_data, to_npz_bytes
+from netfit.spec import JobSpec
+from worker import prepared_files, uploads
 
 
 def stored(seed: int, n: int = 50) -> tuple[str, bytes, RawArrays]:
@@ -69,3 +72,40 @@ def test_the_cache_stays_under_its_limit_dropping_the_least_recently_used(tmp_pa
     assert uploads.found(a, tmp_path) is not None
     uploads.decoded(c, blob_c, tmp_path, limit_bytes=2 * one)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([a, c])
+
+
+def mnist_like(n: int = 4_000) -> tuple[JobSpec, RawArrays]:
+    """An upload's arrays (uint8 28x28 images, 10 classes) and a spec that scales them: 9 MB of
+    float32 to train on, enough to be shared."""
+    rng = np.random.default_rng(0)
+    raw = RawArrays(rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8), np.arange(n) % 10,
+                    classes=[str(c) for c in range(10)])
+    spec = JobSpec.model_validate({"dataset": {"id": "d1"}, "preprocess": {"features": "scale"},
+                                   "model": {"layers": [{"type": "flatten"}, {"type": "linear", "units": 10}]},
+                                   "split": {"validation": 0.2, "test": 0.1}})
+    return spec, raw
+
+
+def test_data_prepared_by_one_worker_is_mapped_by_the_next_as_it_was(tmp_path: Path):
+    spec, raw = mnist_like()
+    made = load_data(spec, raw=raw)
+    key = prepared_files.key_of("sha-of-the-upload", spec.split.model_dump_json(), spec.preprocess.model_dump_json())
+    assert prepared_files.found(key, tmp_path) is None
+    prepared_files.keep(key, made, tmp_path, limit_bytes=1 << 30)
+    mapped = prepared_files.found(key, tmp_path)  # another worker of the machine
+    assert mapped is not None
+    assert (mapped.signature, mapped.preprocessing, mapped.classes) == (made.signature, made.preprocessing, made.classes)
+    for part in ("train", "val", "test"):
+        for a in ("x", "y"):
+            assert torch.equal(getattr(getattr(mapped, part), a), getattr(getattr(made, part), a)), (part, a)
+    mapped.train.x[:] = 0  # copy-on-write: what a worker does to its map stays its own
+    assert torch.equal(prepared_files.found(key, tmp_path).train.x, made.train.x)
+    # a damaged entry is removed, and the next worker prepares the data again
+    (tmp_path / key / "train_x.npy").write_bytes(b"\x93NUMPY truncated")
+    assert prepared_files.found(key, tmp_path) is None and not (tmp_path / key).exists()
+
+
+def test_small_data_is_not_kept_preparing_it_costs_less_than_its_files(tmp_path: Path):
+    spec, raw = mnist_like(n=300)
+    prepared_files.keep("small", load_data(spec, raw=raw), tmp_path, limit_bytes=1 << 30)
+    assert prepared_files.found("small", tmp_path) is None and list(tmp_path.iterdir()) == []
