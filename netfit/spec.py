@@ -14,6 +14,10 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 from pydantic import Strict as NoCoercion
 
+from netfit import spec_graph
+from netfit.spec_graph import INPUT, JOINS
+from netfit.suggest import did_you_mean
+
 MAX_LAYERS = 64
 MAX_UNITS = 65_536
 MAX_EPOCHS = 10_000
@@ -185,8 +189,6 @@ LAYER_ALIASES: dict[str, str] = {
 
 # a layer's name in a graph: no "." (a block's layers show as "r1.conv", after the block layer's name)
 NodeName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
-INPUT = "input"  # the reserved name of the network's input (inside a block: the block's input)
-JOINS = ("add", "concat")
 MAX_INPUTS = 16
 MAX_BLOCKS = 16
 MAX_NODES = 4 * MAX_LAYERS  # layers once every block is expanded
@@ -372,18 +374,14 @@ class Model(_Layers):
 
     @model_validator(mode="after")
     def _graph(self) -> Model:
-        from netfit.spec_graph import graph_problem
-
-        problem = graph_problem(self.layers, self.blocks, MAX_NODES)
+        problem = spec_graph.graph_problem(self.layers, self.blocks, MAX_NODES)
         if problem:
             raise ValueError(problem)
         return self
 
     @property
     def is_graph(self) -> bool:
-        from netfit.spec_graph import is_graph
-
-        return is_graph(self.layers, self.blocks)
+        return spec_graph.is_graph(self.layers, self.blocks)
 
     @model_serializer(mode="wrap")
     def _as_before(self, handler: Any) -> dict[str, Any]:
@@ -542,18 +540,6 @@ KERAS_LAYER_WORDS = ("Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D", "Fla
                      "Add", "Concatenate")
 # Keras arguments that give input sizes, which netfit infers from the data
 INPUT_SIZE_FIELDS = ("input_shape", "input_dim", "batch_input_shape", "in_features", "in_channels")
-
-
-def did_you_mean(word: str, choices: Any) -> str | None:
-    """The closest of `choices` to `word` (case and `_`/`-` ignored), or None."""
-    import difflib
-
-    key = lambda s: str(s).lower().replace("_", "").replace("-", "")  # noqa: E731
-    by_key = {key(c): c for c in choices}
-    if key(word) in by_key:
-        return by_key[key(word)]
-    close = difflib.get_close_matches(key(word), list(by_key), n=1, cutoff=0.6)
-    return by_key[close[0]] if close else None
 
 
 def _quoted(text: str) -> list[str]:

@@ -8,7 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from netfit.spec import INPUT, JOINS, did_you_mean
+from netfit.suggest import did_you_mean
+
+INPUT = "input"  # the reserved name of the network's input (inside a block: the block's input)
+JOINS = ("add", "concat")  # the layers that take several inputs
 
 
 @dataclass(frozen=True)

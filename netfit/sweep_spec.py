@@ -150,7 +150,7 @@ def split_path(path: str) -> list[str | int]:
 
 def resolve(spec: dict[str, Any], path: str) -> str | None:
     """None if `path` names a value in `spec` (a full spec, defaults filled in); else why not."""
-    from netfit.spec import did_you_mean
+    from netfit.suggest import did_you_mean
 
     node: Any = spec
     walked: list[str] = []

@@ -13,7 +13,8 @@ from typing import NoReturn
 
 import numpy as np
 
-from netfit.spec import MAX_SAMPLE_VALUES, MAX_SAMPLES, MAX_VALUES, did_you_mean
+from netfit.spec import MAX_SAMPLE_VALUES, MAX_SAMPLES, MAX_VALUES
+from netfit.suggest import did_you_mean
 
 from .arrays import RawArrays, checked
 from .errors import DataError, UnsupportedFile
