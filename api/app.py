@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from api import errors
 from netfit.lru import BytesLRU
 from api.middleware import RequestContext
-from api.routers import compare, dashboard, datasets, health, jobs, sweeps
+from api.routers import cluster, compare, dashboard, datasets, health, jobs, sweeps
 from api.routers import prometheus
 from service.settings import Settings, get_settings
 from db.session import make_session_factory
@@ -109,12 +109,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     from prometheus_client import CollectorRegistry
 
-    from api.telemetry import HttpMetrics, JobCollector, http_registry
+    from api.telemetry import ClusterCollector, HttpMetrics, JobCollector, http_registry
     app.state.metrics_registry = registry = CollectorRegistry(auto_describe=False)  # per app: tests make many
     registry.register(JobCollector(session_factory, tenants=settings.metrics_tenants))
+    registry.register(ClusterCollector(session_factory, stale_after=settings.lease_seconds,
+                                       tenants=settings.metrics_tenants))
     app.include_router(prometheus.router)
     from api.routers import models  # predict and export
-    for router in (jobs.router, models.router, sweeps.router, datasets.router, health.router):
+    for router in (jobs.router, models.router, sweeps.router, datasets.router, health.router, cluster.router):
         app.include_router(router)
     app.include_router(compare.router)  # /v1/compare.{svg,png}: several jobs' curves on one scale
     dashboard.install(app)  # `/`, /static, /docs, /redoc

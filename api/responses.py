@@ -15,6 +15,8 @@ WHY = {
     400: "the body is not valid JSON or multipart",
     401: "a valid API key is required",
     404: "no such resource for this API key",
+    409: "it is in use; the message names what to cancel first",
+    410: "removed by a retention rule, which the message names",
     413: "the body or upload is larger than the limit",
     415: "the upload is not a CSV or NPZ file (pickles are refused)",
     422: "the request is invalid; details name each field",

@@ -192,3 +192,57 @@ def _route(scope: dict[str, Any]) -> str:
     # a scanner cannot blow up the series count
     route = scope.get("route")
     return getattr(route, "path", None) or "unmatched"
+
+class ClusterCollector(Collector):
+    """The shared cluster, read from the database at scrape time: live workers, the queue's
+    wait, workers lost, bytes kept (db.workers, db.retention)."""
+
+    def __init__(self, session_factory: sessionmaker[Session], *, stale_after: float, tenants: bool = False):
+        self.session_factory, self.stale_after, self.tenants = session_factory, stale_after, tenants
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        from db import retention, workers as db_workers
+
+        with self.session_factory() as session:
+            now = utcnow()
+            alive = GaugeMetricFamily("netfit_workers_alive", "Live worker processes (beating) by queue and device",
+                                      labels=["queue", "device"])
+            counts: dict[tuple[str, str], int] = {}
+            for w, _ in db_workers.live_workers(session, stale_after=self.stale_after):
+                for queue in w.queues:
+                    counts[(queue, w.device)] = counts.get((queue, w.device), 0) + 1
+            for key, n in sorted(counts.items()):
+                alive.add_metric(list(key), n)
+            yield alive
+            yield GaugeMetricFamily(
+                "netfit_workers_lost", "Workers that stopped beating without stopping (killed, host lost), "
+                                       "remembered for a week", value=db_workers.lost_count(session, stale_after=self.stale_after))
+            waiting = GaugeMetricFamily("netfit_jobs_waiting", "Queued jobs by queue and priority",
+                                        labels=["queue", "priority"])
+            oldest = GaugeMetricFamily("netfit_oldest_queued_seconds", "Age of the oldest queued job, by queue",
+                                       labels=["queue"])
+            for queue, priority, n in session.execute(
+                    select(Job.queue, Job.priority, func.count())
+                    .where(Job.status == "queued").group_by(Job.queue, Job.priority)):
+                waiting.add_metric([queue, str(priority)], n)
+            for queue, first in session.execute(select(Job.queue, func.min(Job.created_at))
+                                                .where(Job.status == "queued").group_by(Job.queue)):
+                first = first if first.tzinfo else first.replace(tzinfo=now.tzinfo)
+                oldest.add_metric([queue], max(0.0, (now - first).total_seconds()))
+            yield waiting
+            yield oldest
+            stored = GaugeMetricFamily("netfit_stored_bytes", "Bytes of weights and resume states (checkpoints) "
+                                       "and of uploaded data sets", labels=["kind", "tenant"] if self.tenants else ["kind"])
+            totals: dict[str, int] = {"checkpoints": 0, "datasets": 0}
+            for tenant, sizes in retention.usage_by_tenant(session).items():
+                for kind, size in sizes.items():
+                    if self.tenants:
+                        stored.add_metric([kind, tenant], size)
+                    totals[kind] += size
+            if not self.tenants:
+                for kind, size in totals.items():
+                    stored.add_metric([kind], size)
+            yield stored

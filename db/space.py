@@ -71,7 +71,9 @@ def give_back_dbapi(connection: Any) -> dict[str, int]:
         free = cursor.execute("PRAGMA freelist_count").fetchone()[0]
         freed = 0
         if free * page > FREE_LIMIT_BYTES:
-            freed = len(cursor.execute("PRAGMA incremental_vacuum").fetchall()) or free
+            # executescript steps the pragma to its end (a plain execute frees one page only)
+            connection.executescript("PRAGMA incremental_vacuum;")
+            freed = free - cursor.execute("PRAGMA freelist_count").fetchone()[0]
         busy, log_pages, _ = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if busy:
             log.info("sqlite: the write-ahead log could not be truncated now (readers); it is tried again later")

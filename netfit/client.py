@@ -26,7 +26,8 @@ import httpx
 
 from netfit.lru import BytesLRU
 from netfit.models import (
-    Checkpoint, Dataset, EpochLayerStats, EpochMetrics, Job, JobItem, Page, Sweep, SweepImportance, Trial,
+    Checkpoint, Dataset, EpochLayerStats, EpochMetrics, Job, JobItem, Page, Sweep, SweepImportance, Trial, Usage,
+    WorkerInfo,
 )
 from netfit.spec import JobSpec
 from netfit.sse import EpochEvent, JobEvent, StatusEvent, job_event, parse_sse
@@ -349,6 +350,28 @@ class Client:
     def datasets(self) -> list[Dataset]:
         """Every uploaded data set, newest first."""
         return list(self._items(Dataset, "/v1/datasets", limit=200))
+
+    # the shared cluster: deletes (a 409 NetfitError names what to cancel first), workers, usage
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete an ended job with its metrics, events and weights."""
+        self._request("DELETE", f"/v1/jobs/{job_id}")
+
+    def delete_sweep(self, sweep_id: str) -> None:
+        """Delete an ended sweep with all its trials."""
+        self._request("DELETE", f"/v1/sweeps/{sweep_id}")
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Delete an uploaded data set no queued or running job uses."""
+        self._request("DELETE", f"/v1/datasets/{dataset_id}")
+
+    def workers(self) -> list[WorkerInfo]:
+        """The live workers and what they train (another tenant's job ids are not shown)."""
+        return [WorkerInfo.model_validate(w) for w in self._json("GET", "/v1/workers")["items"]]
+
+    def usage(self) -> Usage:
+        """Your tenant's running and queued jobs and the bytes it keeps."""
+        return Usage.model_validate(self._json("GET", "/v1/usage"))
 
 
 def metrics_columns(rows: list[EpochMetrics]) -> dict[str, list]:

@@ -39,3 +39,9 @@ class BytesLRU:
             while self._size > self.max_bytes:
                 _, (_, dropped) = self._entries.popitem(last=False)
                 self._size -= dropped
+
+    def discard(self, matches: Any) -> None:
+        """Drop every entry whose key `matches(key)` (what a delete made stale)."""
+        with self._lock:
+            for key in [k for k in self._entries if matches(k)]:
+                self._size -= self._entries.pop(key)[1]

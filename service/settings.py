@@ -75,6 +75,10 @@ class Settings:
     dataset_manifest: str | None = None
     # decoded uploads the workers of a machine keep under dataset_dir/uploads (worker.uploads)
     upload_cache_bytes: int = 4 * 1024**3
+    # retention (db.retention): failed and cancelled jobs' weights are removed after this many
+    # days (None: kept); the reconciler applies it every retain_seconds
+    keep_failed_days: float | None = None
+    retain_seconds: float = 60.0
 
     def downloads(self):
         """These settings as the engine takes them (netfit.engine.downloads.Downloads)."""
@@ -99,6 +103,8 @@ class Settings:
             metrics_cache_bytes=_int("NETFIT_METRICS_CACHE_BYTES", cls.metrics_cache_bytes),
             model_cache_bytes=_int("NETFIT_MODEL_CACHE_BYTES", cls.model_cache_bytes),
             upload_cache_bytes=_int("NETFIT_UPLOAD_CACHE_BYTES", cls.upload_cache_bytes),
+            keep_failed_days=float(os.environ["NETFIT_KEEP_FAILED_DAYS"]) if os.environ.get("NETFIT_KEEP_FAILED_DAYS") else None,
+            retain_seconds=_float("NETFIT_RETAIN_SECONDS", cls.retain_seconds),
             api_processes=max(1, _int("NETFIT_API_PROCESSES", cls.api_processes)),
             default_queue=os.environ.get("NETFIT_DEFAULT_QUEUE") or cls.default_queue,
             lease_seconds=_float("NETFIT_LEASE_SECONDS", cls.lease_seconds),

@@ -29,6 +29,7 @@ def run_worker(queues: str | list[str] | None = None, concurrency: int = 1, logl
     import worker.tasks  # registers the tasks; imports torch and the engine once
     from service.queue import app, enqueue
     from worker.database import session_factory
+    from worker import registry
     from worker.reconciler import start_thread
 
     try:
@@ -38,6 +39,7 @@ def run_worker(queues: str | list[str] | None = None, concurrency: int = 1, logl
     # every worker also reconciles (worker.reconciler says why): a dead worker's job is taken
     # back wherever netfit runs, with no other process to start
     start_thread(session_factory(), enqueue)
+    registry.start(session_factory(), queues.split(","))  # GET /v1/workers, /readyz, a job's `waiting`
 
     app.worker_main([
         "worker", "--pool=solo", "--concurrency=1", f"--queues={queues}", f"--loglevel={loglevel}",

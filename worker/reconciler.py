@@ -29,6 +29,7 @@ from service.settings import get_settings
 from db import jobs as db_jobs
 from db.models import utcnow
 from service import sweeps
+from worker import housekeeping
 
 log = logging.getLogger("netfit.reconciler")
 
@@ -64,6 +65,7 @@ def reconcile_once(session_factory: sessionmaker[Session], enqueue: Callable[[st
                 counts["resumed"] += 1
     # sweeps: an ask lost with a killed process, or a trial this pass ended, is asked again here
     counts["trials_asked"] = sweeps.repair(session_factory, enqueue)
+    counts.update(housekeeping.retain_if_due(session_factory))  # resume states, keep_best_trials, ...
     if any(counts.values()):
         log.info("reconciled: %s", counts)
     return counts

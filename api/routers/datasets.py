@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Path, UploadFile
+from fastapi import APIRouter, File, Form, Path, Response, UploadFile
 
 from api.deps import CursorDep, LimitQuery, OneThreadRoute, PrincipalDep, SessionDep, SettingsDep
 from api.errors import ApiError, invalid, not_found
 from api.responses import errors, link
 from db import datasets as db_datasets
+from db import retention
 from netfit.models import Dataset, Page
 from netfit.spec import ID_PATTERN
 
@@ -100,3 +101,15 @@ def get_dataset(dataset_id: DatasetId, session: SessionDep, tenant: PrincipalDep
     if row is None:
         raise not_found("data set", dataset_id)
     return Dataset.model_validate(row, from_attributes=True)
+
+@router.delete("/{dataset_id}", status_code=204, summary="Delete an uploaded data set", responses=errors(409))
+def delete_dataset(dataset_id: DatasetId, session: SessionDep, tenant: PrincipalDep) -> Response:
+    """In use by a queued or running job, or a running sweep: a 409 naming them (cancel them
+    first). Jobs that ended keep their metrics and weights. Afterwards the id is a 404."""
+    try:
+        found = retention.delete_dataset(session, tenant, dataset_id)
+    except retention.InUse as exc:
+        raise ApiError(409, str(exc)) from None
+    if not found:
+        raise not_found("dataset", dataset_id)
+    return Response(status_code=204)

@@ -3,11 +3,15 @@ API's and, under `netfit serve`, its worker's - and the database and broker are 
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
 
 from api.errors import error_response
+from db import workers as db_workers
+from service.queue import QUEUES
 from api.responses import errors
 
 router = APIRouter(tags=["health"])
@@ -40,4 +44,20 @@ async def readyz(request: Request):  # noqa: ANN201 - a dict or an ErrorBody res
     if problems:
         return error_response(503, "unavailable", "not ready: " + "; ".join(p["msg"] for p in problems),
                               problems, headers={"Retry-After": "1" if all(p["loc"][0] == "warm_up" for p in problems) else "5"})
-    return {"status": "ready", "database": "ok", "broker": "ok"}
+    # the API can serve without workers (they may start later), so none is reported, not a 503
+    workers, stranded = await run_in_threadpool(_live_workers, state)
+    body: dict[str, object] = {"status": "ready", "database": "ok", "broker": "ok", "workers": workers}
+    if stranded:
+        body["warnings"] = [f"{n} jobs wait in queue '{q}' and no live worker serves it (netfit worker --queues {q})"
+                            for q, n in stranded.items()]
+    return body
+
+
+def _live_workers(state: Any) -> tuple[dict[str, int], dict[str, int]]:
+    """Live workers per queue (db.workers; every queue named, 0 where none serves it), and the
+    queued jobs of each queue no live worker serves."""
+    with state.session_factory() as session:
+        live = db_workers.live_by_queue(session, stale_after=state.settings.lease_seconds)
+        queued = db_workers.queued_by_queue(session)
+    workers = {q: live.get(q, 0) for q in (*QUEUES, *sorted(set(live) - set(QUEUES)))}
+    return workers, {q: n for q, n in queued.items() if n and not workers.get(q)}

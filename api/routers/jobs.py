@@ -21,8 +21,10 @@ from service.settings import Settings
 from db import datasets as db_datasets
 from db import job_lists
 from db import jobs as db_jobs
+from db import retention, schedule
+from db import tenants as db_tenants
 from netfit.models import (
-    TERMINAL_STATUSES, Checkpoint, EpochLayerStats, EpochMetrics, Job, JobItem, JobStatus, ModelSummary, Page,
+    TERMINAL_STATUSES, Checkpoint, Waiting, EpochLayerStats, EpochMetrics, Job, JobItem, JobStatus, ModelSummary, Page,
 )
 from netfit.spec import ID_PATTERN, MAX_EPOCHS, JobSpec
 
@@ -103,6 +105,17 @@ def check_active_limit(session: Session, tenant: str, limit: int) -> None:
                             "(POST /v1/jobs/{id}/cancel), then submit again", headers={"Retry-After": "30"})
 
 
+def _waiting(why: dict[str, Any] | None) -> Waiting | None:
+    return None if why is None else Waiting.model_validate(why)
+
+
+def check_priority(session: Session, tenant: str, priority: int, loc: list[str]) -> None:
+    """422 naming the field and the tenant's cap when `priority` is above it."""
+    refusal = db_tenants.priority_refusal(session, tenant, priority)
+    if refusal is not None:
+        raise invalid({"loc": loc, "msg": refusal})
+
+
 class DryRun(BaseModel):
     """What POST /v1/jobs?dry_run=true answers: the spec as it would run, nothing stored."""
 
@@ -134,6 +147,7 @@ def submit_job(
                       queue=queue_for(spec.training.device))
         return Response(render_json(body.model_dump(mode="json")), media_type="application/json")
     check_active_limit(session, tenant, settings.max_active_jobs)
+    check_priority(session, tenant, spec.priority, ["priority"])
     summary = validate_spec(session, settings, tenant, spec)
     queue = queue_for(spec.training.device)
     job = db_jobs.create_job(session, tenant=tenant, spec=spec.model_dump(mode="json"),
@@ -143,7 +157,10 @@ def submit_job(
     except Exception as exc:  # noqa: BLE001 - the row is committed; the reconciler will send it
         log.warning("could not enqueue job %s (%s); the reconciler will retry", job.id, exc)
         db_jobs.mark_unsent(session, job.id)
-    return to_wire(job)
+    wire = to_wire(job)
+    # why it waits, on the job and in its event stream (`netfit submit --follow` shows it)
+    wire.waiting = _waiting(schedule.note_waiting(session, job, stale_after=settings.lease_seconds))
+    return wire
 
 
 @router.get("", response_model=Page[JobItem], summary="List jobs, newest first (light items)")
@@ -163,8 +180,28 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=Job, summary="A job's status and results (ETag: 304 if unchanged)")
-def get_job(job_id: JobId, request: Request, session: SessionDep, tenant: PrincipalDep) -> Response:
-    return etagged(request, render_json(to_wire(_owned(session, tenant, job_id)).model_dump(mode="json")))
+def get_job(job_id: JobId, request: Request, session: SessionDep, settings: SettingsDep,
+            tenant: PrincipalDep) -> Response:
+    row = _owned(session, tenant, job_id)
+    job = to_wire(row)
+    if job.status == "queued":  # why it waits: its place in line, or no worker for its queue
+        job.waiting = _waiting(schedule.waiting(session, row, stale_after=settings.lease_seconds))
+    return etagged(request, render_json(job.model_dump(mode="json")))
+
+
+@router.delete("/{job_id}", status_code=204, summary="Delete an ended job: its metrics, events and weights",
+               responses=errors(409))
+def delete_job(job_id: JobId, request: Request, session: SessionDep, tenant: PrincipalDep) -> Response:
+    """A queued or running job is a 409 (cancel it first); a trial of a running sweep too.
+    Afterwards the id is a 404 and the space is free."""
+    try:
+        found = retention.delete_job(session, tenant, job_id)
+    except retention.InUse as exc:
+        raise ApiError(409, str(exc)) from None
+    if not found:
+        raise not_found("job", job_id)
+    request.app.state.metrics_cache.discard(lambda key: key[:2] == (tenant, job_id))
+    return Response(status_code=204)
 
 
 @router.get("/{job_id}/metrics", response_model=Page[EpochMetrics], summary="One row per finished epoch (ETag: 304 if unchanged)")
@@ -253,12 +290,15 @@ def list_checkpoints(job_id: JobId, request: Request, session: SessionDep, tenan
 
 
 @router.get("/{job_id}/checkpoints/{kind}", summary="Download weights as safetensors",
-            response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
+            response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}, **errors(410)})
 def download_checkpoint(job_id: JobId, kind: Literal["best", "last"], request: Request, session: SessionDep,
                         tenant: PrincipalDep) -> Response:
     job = _owned(session, tenant, job_id)
     checkpoint = db_jobs.get_checkpoint(session, tenant, job_id, kind)
     if checkpoint is None:
+        rule = retention.removed_by(session, tenant, job_id)
+        if rule is not None:
+            raise ApiError(410, f"job {job_id}'s weights were removed by a retention rule ({rule})")
         when = "when the job ends" if kind == "last" else "after the first epoch that improves"
         raise ApiError(404, f"job {job_id} ({job.status}) has no '{kind}' checkpoint yet; it is saved {when}")
     # tagged by the weights' sha256: a client holding them gets a 304 instead of the bytes again

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Path, Request
+from fastapi import APIRouter, Body, Header, Path, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -21,8 +21,9 @@ from api.deps import CursorDep, LimitQuery, OneThreadRoute, PrincipalDep, Sessio
 from api.errors import ApiError, invalid, not_found
 from api.events import sse_response, sweep_event_stream
 from api.responses import errors
-from api.routers.jobs import check_active_limit, validate_spec
+from api.routers.jobs import check_active_limit, check_priority, validate_spec
 from service.settings import Settings
+from db import retention
 from db import sweeps as db_sweeps
 from netfit.models import Page, Sweep, SweepImportance, Trial
 from netfit.packing import MEMBER_PATHS, pack_key, packable
@@ -158,6 +159,7 @@ def create_sweep(
                                            f"{MAX_ACTIVE_TRIALS} trials a tenant may run at once "
                                            "(NETFIT_MAX_ACTIVE_TRIALS); lower it")
     check_active_limit(session, tenant, settings.max_active_jobs)
+    check_priority(session, tenant, request_body.priority, ["priority"])
     if db_sweeps.count_active_trials(session, tenant) >= MAX_ACTIVE_TRIALS:
         raise ApiError(429, f"you have {MAX_ACTIVE_TRIALS} sweep trials queued or running, the most allowed "
                             "at once (NETFIT_MAX_ACTIVE_TRIALS); wait for a sweep to end or cancel one "
@@ -230,3 +232,16 @@ def cancel_sweep(sweep_id: SweepId, session: SessionDep, tenant: PrincipalDep) -
     if sweep is None:
         raise not_found("sweep", sweep_id)
     return to_wire(session, sweep)
+
+@router.delete("/{sweep_id}", status_code=204, summary="Delete an ended sweep with its trials",
+               responses=errors(409))
+def delete_sweep(sweep_id: SweepId, session: SessionDep, tenant: PrincipalDep) -> Response:
+    """A running sweep, or one whose trials still run, is a 409 (cancel it first). Afterwards the
+    sweep and its trials are 404s and their space is free."""
+    try:
+        found = retention.delete_sweep(session, tenant, sweep_id)
+    except retention.InUse as exc:
+        raise ApiError(409, str(exc)) from None
+    if not found:
+        raise not_found("sweep", sweep_id)
+    return Response(status_code=204)

@@ -31,7 +31,8 @@ environment:
 """
 
 # in the order `netfit --help` lists them
-COMMAND_MODULES = ("netfit.cli.server", "netfit.cli.jobs", "netfit.cli.sweeps", "netfit.cli.models")
+COMMAND_MODULES = ("netfit.cli.server", "netfit.cli.jobs", "netfit.cli.sweeps", "netfit.cli.models",
+                   "netfit.cli.cluster")
 
 
 def _version() -> str:

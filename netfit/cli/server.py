@@ -71,6 +71,30 @@ def _settings() -> Any:
 
 
 @contextmanager
+def server_database() -> Iterator[Any]:
+    """A session on the server's database: NETFIT_DATABASE_URL, default the embedded
+    ./netfit.db that `netfit serve` uses; migrated first, as `serve` and `api` do at start."""
+    with server_code():
+        from db.migrate import upgrade
+        from db.session import make_session_factory
+    url = _settings().database_url
+    upgrade(url)
+    factory = make_session_factory(url)
+    try:
+        with factory() as session:
+            yield session
+    finally:
+        factory.kw["bind"].dispose()
+
+
+def tenant_store() -> Any:
+    """db.tenants, for `netfit tenants` (netfit.cli.cluster), with server_database()."""
+    with server_code():
+        from db import tenants
+    return tenants
+
+
+@contextmanager
 def _key_store() -> Iterator[tuple[Any, Any]]:
     """(db.keys, a session) on the server's database: NETFIT_DATABASE_URL, default the embedded
     ./netfit.db that `netfit serve` uses; migrated first, as `serve` and `api` do at start."""

@@ -1,0 +1,81 @@
+"""Which queued job a free worker runs: the scheduler's policy, in one place.
+
+    1. the highest `priority` first (-100..100; a tenant may be capped);
+    2. among equals, a job resumed after a lost worker or a hand-back (it has had an attempt)
+       before fresh ones: its epochs so far are not trained again behind the queue;
+    3. then the tenant with the least running work for its weight (weighted fair share;
+       `netfit tenants set NAME --weight W`, default 1), skipping tenants at their max_running;
+    4. then age (oldest first), then id.
+
+`pick` applies it inside the claim's transaction: on PostgreSQL the candidate row is locked
+with FOR UPDATE SKIP LOCKED, so concurrent claims take different jobs without waiting for
+each other; SQLite's single writer serialises them (and a claim that lost the race asks again).
+`waiting` explains a queued job's wait from the same rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Float, and_, case, cast, func, select
+from sqlalchemy.orm import Session
+
+from db import workers as db_workers
+from db.models import Job, JobEvent, Tenant
+
+
+def _running_by_tenant() -> Any:
+    return (select(Job.tenant.label("tenant"), func.count().label("n")).where(Job.status == "running")
+            .group_by(Job.tenant).subquery("running_work"))
+
+
+def resumed() -> Any:
+    """A job that has had an attempt (lost, handed back, preempted) goes first among its priority."""
+    return case((Job.attempts > 0, 0), else_=1)
+
+
+def pick(session: Session, queue: str, claimable: Any) -> str | None:
+    """The id of the job the policy runs next from `queue` among those matching `claimable`
+    (db.jobs' condition), locked on PostgreSQL; None if none may start now."""
+    running = _running_by_tenant()
+    work = func.coalesce(running.c.n, 0)
+    share = cast(work, Float) / func.coalesce(Tenant.weight, 1.0)
+    query = (select(Job.id).outerjoin(running, running.c.tenant == Job.tenant)
+             .outerjoin(Tenant, Tenant.name == Job.tenant)
+             .where(Job.queue == queue, claimable, (Tenant.max_running.is_(None)) | (work < Tenant.max_running))
+             .order_by(Job.priority.desc(), resumed(), share, Job.created_at, Job.id).limit(1))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(of=Job, skip_locked=True)
+    return session.scalar(query)
+
+
+def waiting(session: Session, job: Any, *, stale_after: float) -> dict[str, Any] | None:
+    """Why a queued job waits: {reason, position, workers, message}. reason: "no_worker" (no
+    live worker serves its queue), "max_running" (its tenant runs its most at once), or "queue"
+    (its position in line by priority, resumed-first and age; fair share may reorder tenants)."""
+    if job.status != "queued":
+        return None
+    workers = db_workers.live_by_queue(session, stale_after=stale_after).get(job.queue, 0)
+    ahead = session.scalar(select(func.count()).select_from(Job).where(
+        Job.status == "queued", Job.queue == job.queue, Job.id != job.id,
+        (Job.priority > job.priority) | and_(Job.priority == job.priority, resumed() < (0 if job.attempts else 1))
+        | and_(Job.priority == job.priority, resumed() == (0 if job.attempts else 1), Job.created_at < job.created_at)))
+    position = int(ahead or 0) + 1
+    if workers == 0:
+        return {"reason": "no_worker", "position": position, "workers": 0,
+                "message": f"no live worker serves queue '{job.queue}'; start one (netfit worker --queues {job.queue})"}
+    cap = session.scalar(select(Tenant.max_running).where(Tenant.name == job.tenant))
+    if cap is not None and session.scalar(select(func.count()).select_from(Job).where(
+            Job.tenant == job.tenant, Job.status == "running")) >= cap:
+        return {"reason": "max_running", "position": position, "workers": workers,
+                "message": f"tenant '{job.tenant}' runs {cap} jobs at once, its max_running; it starts when one ends"}
+    return {"reason": "queue", "position": position, "workers": workers,
+            "message": f"number {position} in line for queue '{job.queue}' ({workers} live workers serve it)"}
+
+
+def note_waiting(session: Session, job: Any, *, stale_after: float) -> dict[str, Any] | None:
+    """waiting(), also stored as the job's `waiting` event."""
+    why = waiting(session, job, stale_after=stale_after)
+    if why is not None:
+        session.add(JobEvent(job_id=job.id, kind="waiting", data=why))
+        session.commit()
+    return why
