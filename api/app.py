@@ -24,7 +24,7 @@ log = logging.getLogger("netfit.api")
 DESCRIPTION = """`model.fit` as a service: POST a network, a data set and a training recipe as
 JSON; a worker trains it with PyTorch; fetch every epoch's metrics and the best/last weights.
 Errors are JSON `{"error", "message", "details": [{"loc", "msg"}], "request_id"}`.
-With API keys (`netfit keys create`) every call but /healthz and /readyz needs
+With API keys (`netfit keys create`) every call but /healthz, /readyz and /v2's server and health calls needs
 `Authorization: Bearer <key>` and sees only its tenant's jobs and data sets."""
 
 
@@ -119,8 +119,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (jobs.router, models.router, sweeps.router, datasets.router, health.router, cluster.router):
         app.include_router(router)
     app.include_router(compare.router)  # /v1/compare.{svg,png}: several jobs' curves on one scale
+    from api.routers import inference_protocol  # /v2: the Open Inference Protocol
+    app.include_router(inference_protocol.router)
     dashboard.install(app)  # `/`, /static, /docs, /redoc
     app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(HttpMetrics, registry=http_registry(registry))
-    app.add_middleware(RequestContext)  # added last = outermost: its headers and id reach every response
+    app.add_middleware(RequestContext)  # its headers and id reach every response
+    app.add_middleware(inference_protocol.ProtocolErrors)  # outermost: /v2's errors in the protocol's form, the 500 too
     return app
