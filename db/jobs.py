@@ -134,6 +134,7 @@ def create_job(session: Session, *, tenant: str, spec: dict[str, Any], summary: 
     job = Job(
         id=new_id(), tenant=tenant, name=spec.get("name"), spec=spec, summary=summary,
         epochs=int(spec["training"]["epochs"]), queue=queue, status="queued", enqueued_at=utcnow(),
+        priority=int(spec.get("priority") or 0),
     )
     session.add(job)
     session.flush()

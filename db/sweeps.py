@@ -157,7 +157,10 @@ def create_trial(session: Session, sweep: Sweep, number: int, *, params: dict[st
         session.rollback()
         return None
     name = f"{sweep.name or sweep.id} #{number}"
-    job = Job(id=new_id(), tenant=sweep.tenant, name=name[:200], spec=spec, summary=None,
+    # a trial runs with its sweep's priority, whatever the base spec says
+    priority = int(sweep.spec.get("priority") or 0)
+    spec = {**spec, "priority": priority}
+    job = Job(id=new_id(), tenant=sweep.tenant, name=name[:200], spec=spec, summary=None, priority=priority,
               epochs=int(spec["training"]["epochs"]), queue=queue, status="queued", enqueued_at=utcnow(),
               sweep_id=sweep.id, trial_number=number, params=params)  # stamped as sent: see db.jobs.create_job
     session.add(job)
