@@ -8,8 +8,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import space
-
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+from db.space import SQLITE_BUSY_TIMEOUT_MS
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, event
 log = logging.getLogger("netfit.db")
 WAL_LIMIT_BYTES = 64 * 1024 * 1024
 FREE_LIMIT_BYTES = 16 * 1024 * 1024
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # a writer waits this long for the lock (db.session sets it on each connection)
 
 
 def sqlite_pragmas(cursor: Any) -> None:
@@ -79,7 +80,5 @@ def give_back_dbapi(connection: Any) -> dict[str, int]:
             log.info("sqlite: the write-ahead log could not be truncated now (readers); it is tried again later")
         return {"freed_pages": freed, "wal_pages": log_pages}
     finally:
-        from db.session import SQLITE_BUSY_TIMEOUT_MS
-
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()

@@ -15,13 +15,13 @@ one line and exit status 1.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
 from netfit import __version__
+from netfit.cli import cluster, jobs, models, server, sweeps
 from netfit.client import Client, NetfitError
 
 CLIENT_ENV_HELP = """\
@@ -31,8 +31,7 @@ environment:
 """
 
 # in the order `netfit --help` lists them
-COMMAND_MODULES = ("netfit.cli.server", "netfit.cli.jobs", "netfit.cli.sweeps", "netfit.cli.models",
-                   "netfit.cli.cluster")
+COMMAND_MODULES = (server, jobs, sweeps, models, cluster)
 
 
 def _version() -> str:
@@ -62,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     for module in COMMAND_MODULES:
-        importlib.import_module(module).register(command, formatter)
+        module.register(command, formatter)
     return parser
 
 
