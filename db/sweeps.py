@@ -20,11 +20,13 @@ from typing import Any
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
+from db import events
 from db import jobs as db_jobs
 from db.models import EpochMetric, Job, JobEvent, Sweep, new_id, utcnow
 from db.pages import newest_first
+from db.sending import new_queued_job
+from db.states import ACTIVE, EventKind
 
-ACTIVE = db_jobs.ACTIVE
 # what every ask reads of every trial (no params: a finished trial's are kept by service.sweeps)
 STATE_COLUMNS = ("id", "trial_number", "status", "stop_reason", "error", "epochs_completed", "finished_at")
 # what the leaderboard shows
@@ -41,12 +43,14 @@ def create_sweep(session: Session, *, tenant: str, request: dict[str, Any], meth
     return sweep
 
 
-def get_sweep(session: Session, tenant: str | None, sweep_id: str) -> Sweep | None:
-    """tenant None: the worker's read (the id came from our own job row)."""
-    query = select(Sweep).where(Sweep.id == sweep_id)
-    if tenant is not None:
-        query = query.where(Sweep.tenant == tenant)
-    return session.scalars(query).one_or_none()
+def get_sweep(session: Session, tenant: str, sweep_id: str) -> Sweep | None:
+    """The tenant's sweep (None matches none: the worker reads with sweep_for_worker)."""
+    return session.scalars(select(Sweep).where(Sweep.id == sweep_id, Sweep.tenant == tenant)).one_or_none()
+
+
+def sweep_for_worker(session: Session, sweep_id: str) -> Sweep | None:
+    """The worker's and the controller's read (no tenant: the id came from our own job row)."""
+    return session.get(Sweep, sweep_id)
 
 
 def list_sweeps(session: Session, tenant: str, *, limit: int = 50, cursor: str | None = None,
@@ -160,12 +164,8 @@ def create_trial(session: Session, sweep: Sweep, number: int, *, params: dict[st
     # a trial runs with its sweep's priority, whatever the base spec says
     priority = int(sweep.spec.get("priority") or 0)
     spec = {**spec, "priority": priority}
-    job = Job(id=new_id(), tenant=sweep.tenant, name=name[:200], spec=spec, summary=None, priority=priority,
-              epochs=int(spec["training"]["epochs"]), queue=queue, status="queued", enqueued_at=utcnow(),
-              sweep_id=sweep.id, trial_number=number, params=params)  # stamped as sent: see db.jobs.create_job
-    session.add(job)
-    session.flush()
-    db_jobs._status_event(session, job.id, "queued", sweep_id=sweep.id, trial_number=number)
+    job = new_queued_job(session, tenant=sweep.tenant, spec=spec, queue=queue, name=name[:200], summary=None,
+                         priority=priority, sweep_id=sweep.id, trial_number=number, params=params)
     session.commit()
     return job
 
@@ -211,7 +211,7 @@ def request_cancel(session: Session, tenant: str, sweep_id: str) -> Sweep | None
 def mark_pruned(session: Session, job_id: str, epoch: int, rung: int) -> None:
     """Record which rung pruned the trial (its stop_reason is written when the job finishes)."""
     session.execute(update(Job).where(Job.id == job_id).values(pruned_rung=rung))
-    db_jobs._event(session, job_id, "pruned", {"epoch": epoch, "rung": rung})
+    events.add(session, job_id, EventKind.PRUNED, {"epoch": epoch, "rung": rung})
     session.commit()
 
 

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.settings import get_settings
 from db import sweeps as db_sweeps
-from db import jobs as db_jobs
+from db import sending
 from netfit.sweep_spec import SweepSpec, apply
 
 log = logging.getLogger("netfit.sweeps")
@@ -265,7 +265,7 @@ def fill(factory: sessionmaker[Session], sweep_id: str, enqueue: Enqueue) -> int
     the sweep when it is done. Safe to call from any process, any number of times."""
     created, held = 0, []
     with factory() as session:  # a packing sweep's trials are all asked first, then sent, so
-        sweep = db_sweeps.get_sweep(session, None, sweep_id)  # the first message starts a full pack
+        sweep = db_sweeps.sweep_for_worker(session, sweep_id)  # the first message starts a full pack
         packing = bool(sweep is not None and sweep.spec.get("packing"))
     for _ in range(200):  # bounded: each pass creates a trial or stops
         with factory() as session:
@@ -291,7 +291,7 @@ def _send(session: Session, sweep_id: str, job: Any, enqueue: Enqueue) -> None:
         enqueue(job.id, job.queue)
     except Exception as exc:  # noqa: BLE001 - the row is committed; the reconciler sends it
         log.warning("sweep %s: trial %s not sent (%s); the reconciler will", sweep_id, job.id, exc)
-        db_jobs.mark_unsent(session, job.id)
+        sending.mark_unsent(session, job.id)
 
 
 def _step(session: Session, sweep_id: str) -> Any:
@@ -300,7 +300,7 @@ def _step(session: Session, sweep_id: str) -> Any:
     from service.queue import queue_for
 
     for _ in range(5):  # another asker took the number: read again and ask again
-        sweep = db_sweeps.get_sweep(session, None, sweep_id)
+        sweep = db_sweeps.sweep_for_worker(session, sweep_id)
         if sweep is None or sweep.status != "running":
             return None
         request = SweepSpec.model_validate(sweep.spec)
@@ -441,7 +441,7 @@ def _trial(factory: sessionmaker[Session], job_id: str) -> tuple[SweepSpec | Non
             _trial_of.clear()
         with factory() as session:
             sweep_id, epochs = db_sweeps.sweep_and_epochs(session, job_id)
-            sweep = db_sweeps.get_sweep(session, None, sweep_id) if sweep_id else None
+            sweep = db_sweeps.sweep_for_worker(session, sweep_id) if sweep_id else None
             _trial_of[job_id] = (SweepSpec.model_validate(sweep.spec) if sweep else None, epochs)
     return _trial_of[job_id]
 
@@ -462,7 +462,7 @@ def prune_decision(factory: sessionmaker[Session], job_id: str, epoch: int) -> s
     request = _trial(factory, job_id)[0]
     with factory() as session:
         sweep_id = db_sweeps.sweep_of_job(session, job_id)
-        sweep = db_sweeps.get_sweep(session, None, sweep_id) if sweep_id else None
+        sweep = db_sweeps.sweep_for_worker(session, sweep_id) if sweep_id else None
         if sweep is None:
             return None
         if epoch not in db_sweeps.trial_curve(session, job_id, sweep.objective_metric):

@@ -9,7 +9,7 @@ redis_url         ``redis://127.0.0.1:6379/<n>``: a database index claimed for t
                   (other runs skip it), flushed at the end.
 service_env(db, broker)  env vars for a server process: those URLs + short leases (a function).
 start_worker      factory: start_worker(env, queues="cpu") -> a running ``python -m worker``
-                  process (waits until Celery says ready; stopped at teardown).
+                  process (waits for its readiness file; stopped at teardown).
 start_api         factory: start_api(env) -> base_url of ``launch.server.run_api`` under uvicorn
                   on a free port (waits for /healthz; stopped at teardown).
 embedded_service  SESSION-scoped: ``launch.server.serve`` (SQLite + file broker + one worker
@@ -185,6 +185,12 @@ def _python_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+# The fault and recovery tests' settings: a lost worker's job is taken back fast (a reconcile
+# pass every half second, a queued job re-sent after 2 s) and every epoch is written as it ends
+# (no batching: the tests act on epoch counts). service_env(db, broker, **FAST, ...overrides).
+FAST = {"NETFIT_RECONCILE_SECONDS": "0.5", "NETFIT_REQUEUE_SECONDS": "2", "NETFIT_FLUSH_SECONDS": "0"}
+
+
 def service_env(db: str, broker: str, **extra: str) -> dict[str, str]:
     """The NETFIT_* settings of a server process; short leases so that a lost worker is
     noticed within a test's time."""
@@ -197,6 +203,8 @@ class Proc:
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None):
         self.log = log
+        # a worker's: it exists once the worker consumes (NETFIT_WORKER_READY_FILE)
+        self.ready_file = Path(env["NETFIT_WORKER_READY_FILE"]) if "NETFIT_WORKER_READY_FILE" in env else None
         self._log_file = open(log, "wb")
         self.popen = subprocess.Popen(args, env=_python_env(env), cwd=cwd or ROOT,
                                       stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True)
@@ -230,6 +238,7 @@ class Proc:
 def start_worker_process(env: dict[str, str], log: Path, queues: str = "cpu", cwd: Path | None = None,
                          wait: bool = True) -> Proc:
     """`python -m worker`; wait=False returns at once (start several, then wait_ready each)."""
+    env = {**env, "NETFIT_WORKER_READY_FILE": str(log.with_suffix(".ready"))}
     proc = Proc([sys.executable, "-m", "worker", "--queues", queues], env, log, cwd)
     if wait:
         wait_ready(proc)
@@ -237,7 +246,9 @@ def start_worker_process(env: dict[str, str], log: Path, queues: str = "cpu", cw
 
 
 def wait_ready(worker: Proc) -> None:
-    wait_until(lambda: "ready." in worker.output() or not worker.alive(), timeout=90, what="the Celery worker to be ready")
+    """Until the worker consumes: it writes NETFIT_WORKER_READY_FILE then (after its warm-up)."""
+    assert worker.ready_file is not None, "not a worker started by start_worker_process"
+    wait_until(lambda: worker.ready_file.exists() or not worker.alive(), timeout=90, what="the Celery worker to be ready")
     assert worker.alive(), f"worker died at start:\n{worker.output()[-3000:]}"
 
 
@@ -286,7 +297,9 @@ def start_serve_process(env: dict[str, str], workdir: Path) -> tuple[Proc, str]:
     proc, base_url = launch_serve(env, workdir)
     try:
         wait_healthy(base_url, proc)
-        wait_until(lambda: "ready." in proc.output(), timeout=90, what="the embedded worker to be ready")
+        # serve's worker writes this file when it consumes (launch.server names it)
+        wait_until(lambda: (workdir / ".netfit" / "worker-ready").exists(), timeout=90,
+                   what="the embedded worker to be ready")
         wait_until(lambda: httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200, timeout=60,
                    what="/readyz (the warm-up)")
     except BaseException:

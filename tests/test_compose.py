@@ -193,6 +193,8 @@ def test_stack_commands_train_jobs_and_a_busy_worker_resends_a_lost_one(pg_url, 
                  "NETFIT_RECONCILE_SECONDS": "1", "NETFIT_REQUEUE_SECONDS": "1",
                  # the image's console scripts (netfit, celery) are on PATH
                  "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        if service.startswith("worker"):  # wait_ready waits for it
+            extra["NETFIT_WORKER_READY_FILE"] = str(tmp_path / f"{service}.ready")
         procs.append(Proc(args, extra, tmp_path / f"{service}.log", cwd=tmp_path))
         return procs[-1]
 

@@ -26,7 +26,8 @@ from datetime import timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.settings import get_settings
-from db import jobs as db_jobs
+from db import expiry
+from db.sending import mark_enqueued
 from db.models import utcnow
 from service import sweeps
 from worker import housekeeping
@@ -46,21 +47,25 @@ def reconcile_once(session_factory: sessionmaker[Session], enqueue: Callable[[st
 
         def send(job_id: str, queue: str) -> None:
             enqueue(job_id, queue)
-            db_jobs.mark_enqueued(session, job_id, now)
+            mark_enqueued(session, job_id, now)
 
-        for job_id, queue in db_jobs.stale_queued(session, not_enqueued_since=recent):
+        for job_id, queue in expiry.stale_queued(session, not_enqueued_since=recent):
             send(job_id, queue)
             counts["requeued"] += 1
-        for row in db_jobs.expired_running(session, now=now):
+        for row in expiry.expired_running(session, now=now):
             if row.cancel_requested:
-                counts["cancelled"] += db_jobs.cancel_expired(session, row.id)
+                counts["cancelled"] += expiry.cancel_expired(session, row.id)
             elif row.lost >= max_attempts:
                 message = (f"worker_lost: the worker running this job stopped responding {row.lost} times "
                            f"(NETFIT_MAX_ATTEMPTS={max_attempts}); it may crash the worker, e.g. out of memory")
-                counts["failed"] += db_jobs.fail_lost(session, row.id, max_attempts=max_attempts, message=message)
+                counts["failed"] += expiry.fail_lost(session, row.id, max_attempts=max_attempts, message=message)
             # not sent since its lease expired (the dead worker's message is gone: a file broker
-            # never redelivers it, Redis only after an hour), or sent long ago and still unclaimed
-            elif row.enqueued_at is None or row.enqueued_at < row.lease_expires_at or row.enqueued_at < recent:
+            # never redelivers it, Redis only after an hour): taken back, with a "lost" event
+            elif row.enqueued_at is None or row.enqueued_at < row.lease_expires_at:
+                if expiry.take_back(session, row.id, now):  # one reconciler passing at once does
+                    enqueue(row.id, row.queue)
+                    counts["resumed"] += 1
+            elif row.enqueued_at < recent:  # sent long ago and still unclaimed
                 send(row.id, row.queue)
                 counts["resumed"] += 1
     # sweeps: an ask lost with a killed process, or a trial this pass ended, is asked again here

@@ -23,6 +23,7 @@ from db import job_lists
 from db import jobs as db_jobs
 from db import retention, schedule
 from db import tenants as db_tenants
+from db import sending
 from netfit.models import (
     TERMINAL_STATUSES, Checkpoint, Waiting, EpochLayerStats, EpochMetrics, Job, JobItem, JobStatus, ModelSummary, Page,
 )
@@ -156,7 +157,7 @@ def submit_job(
         request.app.state.enqueue(job.id, queue)
     except Exception as exc:  # noqa: BLE001 - the row is committed; the reconciler will send it
         log.warning("could not enqueue job %s (%s); the reconciler will retry", job.id, exc)
-        db_jobs.mark_unsent(session, job.id)
+        sending.mark_unsent(session, job.id)
     wire = to_wire(job)
     # why it waits, on the job and in its event stream (`netfit submit --follow` shows it)
     wire.waiting = _waiting(schedule.note_waiting(session, job, stale_after=settings.lease_seconds))

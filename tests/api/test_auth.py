@@ -11,11 +11,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from db import jobs as db_jobs
 from db import keys as db_keys
 from db import sweeps as db_sweeps
 from db.models import Checkpoint, Dataset, EpochMetric, Job, JobEvent
 from db.session import make_session_factory
+from tests import worker_writes
 from tests.api.conftest import make_client
 from tests.api.conftest import csv_bytes
 from tests.api.conftest import assert_error_body
@@ -89,8 +89,8 @@ def _seed_tenant(c, db_url: str, key: str) -> dict[str, str]:
     job = c.post("/v1/jobs", json=iris_spec(), headers=bearer(key)).json()
     factory = make_session_factory(db_url)
     with factory() as session:
-        attempt = db_jobs.claim(session, job["id"], "test-worker", lease_seconds=600, max_attempts=3)
-        db_jobs.record_epoch(session, job["id"], attempt, {"epoch": 1, "train_loss": 0.9, "val_loss": 0.8},
+        attempt = worker_writes.claim(session, job["id"], "test-worker", lease_seconds=600)
+        worker_writes.record_epoch(session, job["id"], attempt, {"epoch": 1, "train_loss": 0.9, "val_loss": 0.8},
                              resume_state=b"resume", best=b"weights", layers=[
                                  {"index": 0, "type": "linear", "weight_max_abs": 0.5, "weight_norm": 2.0,
                                   "grad_norm": 0.1}])

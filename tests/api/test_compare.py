@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from db import jobs as db_jobs
 from db.session import make_session_factory
+from tests import worker_writes
 from tests.api.conftest import make_client
 from tests.api.conftest import bearer, new_key
 from tests.api.conftest import assert_error_body
@@ -15,10 +16,10 @@ def trained_job(db_url: str, tenant: str, name: str, epochs: int, turn: int) -> 
     factory = make_session_factory(db_url)
     with factory() as session:
         job = db_jobs.create_job(session, tenant=tenant, spec=iris_spec() | {"name": name}, summary=None, queue="cpu")
-        attempt = db_jobs.claim(session, job.id, "test-worker", lease_seconds=600, max_attempts=3)
+        attempt = worker_writes.claim(session, job.id, "test-worker", lease_seconds=600)
         for e in range(1, epochs + 1):
             val = 0.3 + abs(e - turn) / 10
-            db_jobs.record_epoch(session, job.id, attempt, {"epoch": e, "train_loss": 1 / e, "val_loss": val,
+            worker_writes.record_epoch(session, job.id, attempt, {"epoch": e, "train_loss": 1 / e, "val_loss": val,
                                  "train_accuracy": 1 - 0.5 / e, "val_accuracy": 0.9 - val / 10},
                                  resume_state=b"state", best=b"weights" if e <= turn else None)
         job_id = job.id

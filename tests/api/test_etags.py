@@ -4,8 +4,8 @@ epochs; Cache-Control makes a browser revalidate instead of showing a stale copy
 
 from __future__ import annotations
 
-from db import jobs as db_jobs
 from db.session import make_session_factory
+from tests import worker_writes
 from tests.conftest import iris_spec
 
 
@@ -16,8 +16,8 @@ def test_a_job_answers_304_to_its_etag_and_a_running_jobs_etag_changes(client, p
              f"/v1/jobs/{job_id}/checkpoints"]
     try:
         with factory() as s:
-            attempt = db_jobs.claim(s, job_id, "w", lease_seconds=30, max_attempts=3)
-            db_jobs.record_epoch(s, job_id, attempt, {"epoch": 1, "train_loss": 0.9, "val_loss": 0.8},
+            attempt = worker_writes.claim(s, job_id, "w", lease_seconds=30)
+            worker_writes.record_epoch(s, job_id, attempt, {"epoch": 1, "train_loss": 0.9, "val_loss": 0.8},
                                  resume_state=b"s", best=b"w1")
         running = {p: client.get(p) for p in paths}
         for path, first in running.items():
@@ -28,7 +28,7 @@ def test_a_job_answers_304_to_its_etag_and_a_running_jobs_etag_changes(client, p
             assert first.headers["cache-control"] == again.headers["cache-control"] == "private, no-cache", path
 
         with factory() as s:  # another epoch: the running job's tags move, the old one gets the new body
-            db_jobs.record_epoch(s, job_id, attempt, {"epoch": 2, "train_loss": 0.7, "val_loss": 0.6},
+            worker_writes.record_epoch(s, job_id, attempt, {"epoch": 2, "train_loss": 0.7, "val_loss": 0.6},
                                  resume_state=b"s", best=b"w2")
         for path, first in running.items():
             moved = client.get(path, headers={"If-None-Match": first.headers["etag"]})
@@ -36,7 +36,7 @@ def test_a_job_answers_304_to_its_etag_and_a_running_jobs_etag_changes(client, p
         assert len(moved.json()["items"]) == 1 and moved.json()["items"][0]["epoch"] == 2  # the best checkpoint
 
         with factory() as s:
-            db_jobs.finish(s, job_id, attempt, status="succeeded", stop_reason="max_epochs")
+            worker_writes.finish(s, job_id, attempt, status="succeeded", stop_reason="max_epochs")
         finished = client.get(f"/v1/jobs/{job_id}/metrics")
         assert [r["epoch"] for r in finished.json()["items"]] == [1, 2]
         for _ in range(2):  # the kept page of a finished job answers with the same tag

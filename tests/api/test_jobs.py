@@ -155,16 +155,16 @@ def _parse_sse(text: str) -> list[tuple[int, str, dict]]:
 
 
 def test_event_stream_replays_and_resumes_after_last_event_id(client, pg_url):
-    from db import jobs as db_jobs
+    from tests import worker_writes
 
     job_id = client.post("/v1/jobs", json=iris_spec()).json()["id"]
     factory = make_session_factory(pg_url)
     with factory() as s:
-        attempt = db_jobs.claim(s, job_id, "w", lease_seconds=30, max_attempts=3)
+        attempt = worker_writes.claim(s, job_id, "w", lease_seconds=30)
         for epoch in (1, 2):
-            db_jobs.record_epoch(s, job_id, attempt, {"epoch": epoch, "train_loss": float("inf"), "val_loss": 0.5},
-                                 resume_state=b"s")
-        db_jobs.finish(s, job_id, attempt, status="succeeded", stop_reason="max_epochs")
+            worker_writes.record_epoch(s, job_id, attempt, {"epoch": epoch, "train_loss": float("inf"),
+                                                            "val_loss": 0.5}, resume_state=b"s")
+        worker_writes.finish(s, job_id, attempt, status="succeeded", stop_reason="max_epochs")
     factory.kw["bind"].dispose()
     with client.stream("GET", f"/v1/jobs/{job_id}/events") as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")

@@ -1,10 +1,11 @@
 """GET /v1/jobs/{id}/layer-stats (paged like the metrics), layers.png|svg, and the statistics in
-the SSE epoch events: as a worker records them (db.jobs.record_epoch), per tenant."""
+the SSE epoch events: as a worker records them (tests.worker_writes.record_epoch), per tenant."""
 
 from __future__ import annotations
 
 from db import jobs as db_jobs
 from db.session import make_session_factory
+from tests import worker_writes
 from netfit.sse import EpochEvent, job_event, parse_sse
 from tests.api.conftest import make_client
 from tests.api.conftest import bearer, new_key
@@ -23,12 +24,12 @@ def run_job(db_url: str, tenant: str, epochs: list[list[dict] | None], *, finish
     factory = make_session_factory(db_url)
     with factory() as session:
         job_id = db_jobs.create_job(session, tenant=tenant, spec=iris_spec(), summary=None, queue="cpu").id
-        attempt = db_jobs.claim(session, job_id, "test-worker", lease_seconds=600, max_attempts=3)
+        attempt = worker_writes.claim(session, job_id, "test-worker", lease_seconds=600)
         for epoch, layers in enumerate(epochs, 1):
-            db_jobs.record_epoch(session, job_id, attempt, {"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 0.9},
+            worker_writes.record_epoch(session, job_id, attempt, {"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 0.9},
                                  resume_state=b"resume", layers=layers)
         if finish:
-            db_jobs.finish(session, job_id, attempt, status="succeeded", stop_reason="max_epochs",
+            worker_writes.finish(session, job_id, attempt, status="succeeded", stop_reason="max_epochs",
                            epochs_completed=len(epochs))
     factory.kw["bind"].dispose()
     return job_id

@@ -13,17 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 import pytest
 
 from db import jobs as db_jobs
+from db.attempts import resume_checkpoint
+from db.sending import mark_enqueued
 from db.models import Job
 from db.session import make_session_factory
 from tests.conftest import (
-    Proc, claimed_redis_db, fresh_pg_database, iris_spec, service_env, start_api_process,
+    FAST, Proc, claimed_redis_db, fresh_pg_database, iris_spec, service_env, start_api_process,
     start_worker_process, wait_ready, wait_until,
 )
-from tests.worker.promise import assert_recomputed_within
+from tests.worker.promise import assert_recomputed_within, job_events
 from tests.worker.servers import private_postgres, private_redis
+from tests.worker_writes import claim
 from service.queue import create_celery, enqueue
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -53,7 +57,7 @@ class FaultStack:
     def worker(self, **env: str) -> Proc:
         """Start a worker (not waited for: start several, then wait_ready each)."""
         # every epoch written as it ends (no batching): the tests act on epoch counts of short jobs
-        env = {"NETFIT_RECONCILE_SECONDS": "0.5", "NETFIT_REQUEUE_SECONDS": "2", "NETFIT_FLUSH_SECONDS": "0", **env}
+        env = {**FAST, **env}
         proc = start_worker_process(service_env(self.db_url, self.broker_url, **env),
                                     self.logs / f"worker-{len(self.workers)}.log", wait=False)
         self.workers.append(proc)
@@ -128,7 +132,10 @@ def test_a_job_longer_than_the_visibility_timeout_runs_once(fault_stack):
     trainer = fs.owner(job_id)
     fs.enqueue(job_id, "cpu")  # the re-delivery
     [idle] = [w for w in workers if w is not trainer]
-    wait_until(lambda: "nothing to claim" in idle.output(), timeout=60, what="the idle worker to get the duplicate")
+    # the trainer takes no other message while it trains (one at a time, acked late): the idle one has it
+    broker = redis.Redis.from_url(fs.broker_url)
+    wait_until(lambda: broker.llen("cpu") == 0, timeout=60, what="the idle worker to get the duplicate")
+    broker.close()
     done = fs.wait_finished(job_id)
     assert (done.status, done.attempts, fs.owner(job_id)) == ("succeeded", 1, trainer)
     assert fs.epochs(job_id) == list(range(1, 41))
@@ -143,7 +150,7 @@ def test_kill_9_mid_job_resumes_on_another_worker_with_identical_results(fault_s
 
     def trained() -> float:  # seconds of training recorded so far, once a resume state is saved
         with fs.factory() as session:
-            saved = db_jobs.get_checkpoint(session, None, job_id, "resume")
+            saved = resume_checkpoint(session, job_id)
             return saved is not None and sum(m.seconds for m in db_jobs.list_metrics(session, "default", job_id))
 
     # well past one checkpoint interval: a lost state would redo far more than the promise allows
@@ -158,8 +165,7 @@ def test_kill_9_mid_job_resumes_on_another_worker_with_identical_results(fault_s
     assert killed_at < epochs
     with fs.factory() as session:
         seconds = {m.epoch: m.seconds for m in db_jobs.list_metrics(session, "default", job_id)}
-    resumer = fs.owner(job_id)
-    assert assert_recomputed_within(resumer.output(), job_id, seconds, checkpoint) >= 1  # a saved state was used
+    assert assert_recomputed_within(fs.factory, job_id, seconds, checkpoint) >= 1  # a saved state was used
 
     # the same spec trained without interruption gives the same numbers
     from netfit.spec import JobSpec
@@ -186,7 +192,10 @@ def test_frozen_worker_past_its_lease_writes_nothing_when_it_wakes(fault_stack):
         finished = fs.wait_finished(job_id)
     finally:
         frozen.signal(signal.SIGCONT)
-    wait_until(lambda: "was superseded" in frozen.output(), timeout=30, what="the woken worker to notice it lost the job")
+    # the woken worker notices it lost the job and says so in the job's events (attempt 1 superseded)
+    wait_until(lambda: job_events(fs.factory, job_id, "superseded"), timeout=30,
+               what="the woken worker to notice it lost the job")
+    assert job_events(fs.factory, job_id, "superseded") == [{"attempt": 1}]
     after = fs.row(job_id)
     assert (after.status, after.attempts, after.lease_owner, after.finished_at) == (
         "succeeded", 2, finished.lease_owner, finished.finished_at)
@@ -203,7 +212,7 @@ def test_a_worker_frozen_inside_a_transaction_does_not_keep_the_job_row_locked(p
     factory = make_session_factory(pg_url)
     with factory() as session:
         job_id = db_jobs.create_job(session, tenant="default", spec=iris_spec(), summary=None, queue="cpu").id
-        assert db_jobs.claim(session, job_id, "frozen", lease_seconds=0, max_attempts=3) == 1
+        assert claim(session, job_id, "frozen", lease_seconds=0) == 1
     code = f"""
 import os, signal
 from sqlalchemy import update
@@ -220,7 +229,7 @@ with session_factory()() as session:
         wait_until(lambda: "row locked" in frozen.output() or not frozen.alive(), timeout=60, what="the row lock")
         with factory() as session:
             session.execute(text("SET lock_timeout = '20s'"))  # without the fix: fail, not hang
-            assert db_jobs.claim(session, job_id, "next", lease_seconds=30, max_attempts=3) == 2
+            assert claim(session, job_id, "next", lease_seconds=30) == 2
     finally:
         frozen.signal(signal.SIGCONT)
         frozen.stop()
@@ -348,7 +357,7 @@ def test_reconciler_resends_lost_work_and_gives_up_after_max_attempts(pg_url):
     with factory() as s:
         lost = db_jobs.create_job(s, tenant="default", spec=iris_spec(), summary=None, queue="cpu").id
         never_sent = db_jobs.create_job(s, tenant="default", spec=iris_spec(), summary=None, queue="gpu").id
-        db_jobs.mark_enqueued(s, lost)
+        mark_enqueued(s, lost)
 
     def expire() -> None:
         with factory() as s:
@@ -362,7 +371,7 @@ def test_reconciler_resends_lost_work_and_gives_up_after_max_attempts(pg_url):
     assert reconcile()["requeued"] == 2 and set(sent) == {f"{lost}@cpu", f"{never_sent}@gpu"}
     for attempt in (1, 2):  # a worker claims it and dies, twice
         with factory() as s:
-            assert db_jobs.claim(s, lost, "doomed", lease_seconds=30, max_attempts=2) == attempt
+            assert claim(s, lost, "doomed", lease_seconds=30, max_attempts=2) == attempt
         expire()
         counts = reconcile()
         assert counts["resumed" if attempt == 1 else "failed"] == 1

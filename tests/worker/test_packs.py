@@ -15,11 +15,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from db import jobs as db_jobs
+from db.attempts import resume_epoch
 from db.models import EpochMetric, Job
 from db.session import make_session_factory
 from tests.conftest import (
-    Proc, claimed_redis_db, fresh_pg_database, iris_spec, service_env, start_api_process, start_worker_process,
+    FAST, Proc, claimed_redis_db, fresh_pg_database, iris_spec, service_env, start_api_process, start_worker_process,
     wait_ready, wait_until,
 )
 from tests.worker.promise import assert_recomputed_within
@@ -29,8 +29,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 CHECKPOINT_SECONDS = 0.3
 # a lost worker is noticed fast; rows batched by time as in production, the resume state often;
 # one torch thread (tiny tensors: a second one only spins against the suite's other processes)
-FAST = {"NETFIT_RECONCILE_SECONDS": "0.5", "NETFIT_REQUEUE_SECONDS": "2", "NETFIT_FLUSH_SECONDS": "0.05",
-        "NETFIT_CHECKPOINT_SECONDS": str(CHECKPOINT_SECONDS), "OMP_NUM_THREADS": "1"}
+PACKED = {**FAST, "NETFIT_FLUSH_SECONDS": "0.05", "NETFIT_CHECKPOINT_SECONDS": str(CHECKPOINT_SECONDS),
+          "OMP_NUM_THREADS": "1"}
 
 
 def dropout_spec(epochs: int) -> dict[str, Any]:
@@ -55,7 +55,7 @@ class PackStack:
     """A fresh database and Redis, the API and one worker for the module."""
 
     def __init__(self, db_url: str, redis_url: str, logs: Path):
-        self.env = service_env(db_url, redis_url, **FAST)
+        self.env = service_env(db_url, redis_url, **PACKED)
         self.factory = make_session_factory(db_url)
         self.logs, self.workers = logs, []
         self.api, self.base_url = start_api_process(self.env, logs / "api.log")
@@ -186,7 +186,7 @@ def test_kill_9_mid_pack_a_second_worker_resumes_the_whole_pack(stack):
     def saved() -> bool:  # every member past its first saved state, none finished
         rows = s.trials(sweep_id)
         with s.factory() as session:
-            return len(rows) == n and all(t.status == "running" and db_jobs.resume_epoch(session, t.id) > 0
+            return len(rows) == n and all(t.status == "running" and resume_epoch(session, t.id) > 0
                                           for t in rows)
 
     wait_until(saved, timeout=60, interval=0.02, what="the pack to save a state")
@@ -207,7 +207,7 @@ def test_kill_9_mid_pack_a_second_worker_resumes_the_whole_pack(stack):
             assert count == distinct == t.epochs_completed, (t.trial_number, count, distinct, t.epochs_completed)
             seconds = dict(session.execute(select(EpochMetric.epoch, EpochMetric.seconds)
                                            .where(EpochMetric.job_id == t.id)).all())
-            assert assert_recomputed_within(second.output(), t.id, seconds, CHECKPOINT_SECONDS) == after
+            assert assert_recomputed_within(s.factory, t.id, seconds, CHECKPOINT_SECONDS) == after
     first.stop()
 
 

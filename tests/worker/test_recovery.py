@@ -16,7 +16,6 @@ import signal
 import sys
 import time
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -27,17 +26,16 @@ from sqlalchemy import select
 from db.models import EpochMetric, Job
 from db.session import make_session_factory
 from tests.conftest import (
-    Proc, free_port, iris_spec, service_env, start_api_process, start_worker_process, wait_healthy, wait_ready,
+    FAST, Proc, free_port, iris_spec, service_env, start_api_process, start_worker_process, wait_healthy, wait_ready,
     wait_until,
 )
-from tests.worker.promise import assert_recomputed_within
+from tests.worker.promise import assert_recomputed_within, job_events
 
 pytestmark = pytest.mark.slow
 
 LEASE = 4.0  # service_env's NETFIT_LEASE_SECONDS
-# each epoch written as it ends (the kill comes after the third of a short job); the resume
-# state every 5 s (the default), so the lost epochs are dropped and trained again
-FAST = {"NETFIT_RECONCILE_SECONDS": "1", "NETFIT_FLUSH_SECONDS": "0"}
+# tests.conftest.FAST: each epoch written as it ends (the kill comes after the third of a short
+# job); the resume state every 5 s (the default), so the lost epochs are dropped and trained again
 EPOCHS = 30
 SPEC = iris_spec(epochs=EPOCHS, batch_size=4)
 CHECKPOINT = 5.0  # the default NETFIT_CHECKPOINT_SECONDS
@@ -47,10 +45,10 @@ def _pid_of(owner: str | None) -> int | None:
     return int(owner.rsplit(":", 1)[1]) if owner else None
 
 
-def kill_mid_job_and_recover(base_url: str, db_url: str, logs: Callable[[], str], restart: float = 0.0) -> float:
+def kill_mid_job_and_recover(base_url: str, db_url: str, restart: float = 0.0) -> float:
     """POST a job, SIGKILL its worker after epoch 3; return seconds from the kill to the resumed
-    attempt's claim, after checking the outcome. logs: the workers' output so far; restart: what
-    starting a new worker took here, where none other is running (a loaded machine takes longer)."""
+    attempt's claim, after checking the outcome and what its events tell. restart: what starting
+    a new worker took here, where none other is running (a loaded machine takes longer)."""
     factory = make_session_factory(db_url)
     http = httpx.Client(base_url=base_url, timeout=30)
     try:
@@ -78,7 +76,11 @@ def kill_mid_job_and_recover(base_url: str, db_url: str, logs: Callable[[], str]
             seconds = dict(session.execute(select(EpochMetric.epoch, EpochMetric.seconds)
                                            .where(EpochMetric.job_id == job_id)).all())
         assert epochs == list(range(1, EPOCHS + 1))  # every epoch exactly once
-        assert_recomputed_within(logs(), job_id, seconds, CHECKPOINT)
+        assert_recomputed_within(factory, job_id, seconds, CHECKPOINT)
+        # the user reads it too: attempt 1 lost at its epoch 3 or later, and where attempt 2 went on
+        [lost] = job_events(factory, job_id, "lost")
+        assert lost["attempt"] == 1 and lost["epoch"] >= 3, lost
+        assert [e["attempt"] for e in job_events(factory, job_id, "resumed")] == [2]
         assert recovery <= LEASE + 15 + restart, f"recovered after {recovery:.1f} s (a worker starts in {restart:.1f} s)"
         print(f"recovered {recovery:.1f} s after kill -9 (lease {LEASE:.0f} s)")
         return recovery
@@ -96,10 +98,10 @@ def test_serve_restarts_its_dead_worker_and_the_job_resumes(tmp_path: Path):
     try:
         base_url = f"http://127.0.0.1:{port}"
         wait_healthy(base_url, proc)
-        wait_until(lambda: "ready." in proc.output(), timeout=90, what="the embedded worker")
+        # serve's worker writes this file when it consumes (launch.server names it)
+        wait_until(lambda: (tmp_path / ".netfit" / "worker-ready").exists(), timeout=90, what="the embedded worker")
         # the only worker is killed: the job waits for serve to start another, as long as the first took
-        kill_mid_job_and_recover(base_url, f"sqlite:///{tmp_path / 'netfit.db'}", proc.output,
-                                 restart=time.monotonic() - began)
+        kill_mid_job_and_recover(base_url, f"sqlite:///{tmp_path / 'netfit.db'}", restart=time.monotonic() - began)
         assert "the worker exited" in proc.output()  # serve noticed and started another
     finally:
         proc.stop(grace=20)
@@ -113,7 +115,7 @@ def recover_on_api_and_workers(db_url: str, broker_url: str, tmp_path: Path, n: 
     try:
         for w in procs[1:]:
             wait_ready(w)
-        kill_mid_job_and_recover(base_url, db_url, lambda: "".join(w.output() for w in procs[1:]))
+        kill_mid_job_and_recover(base_url, db_url)
     finally:
         for p in procs:
             p.stop()

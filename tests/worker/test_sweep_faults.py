@@ -31,7 +31,7 @@ from db import sweeps as db_sweeps
 from db.models import EpochMetric, Job, Sweep
 from db.session import make_session_factory
 from tests.conftest import (
-    Proc, fresh_pg_database, free_port, iris_spec, service_env, start_worker_process, wait_healthy, wait_ready,
+    FAST, Proc, fresh_pg_database, free_port, iris_spec, service_env, start_worker_process, wait_healthy, wait_ready,
     wait_until,
 )
 from tests.worker.servers import PrivateRedis, private_redis
@@ -39,8 +39,6 @@ from tests.worker.servers import PrivateRedis, private_redis
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 TRIALS, CONCURRENT, EPOCHS = 20, 3, 3  # 3 at a time on 2 workers: one trial always waits in Redis
-# every epoch written as it ends (no batching): the tests act on the epoch counts of 3-epoch trials
-FAST = {"NETFIT_RECONCILE_SECONDS": "0.5", "NETFIT_REQUEUE_SECONDS": "2", "NETFIT_FLUSH_SECONDS": "0"}
 
 # run as `python -c`: the real worker or API, with the ask stopped at TRAP_POINT from trial TRAP_AT on
 TRAP = """
@@ -128,8 +126,9 @@ class SweepStack:
             proc = start_worker_process(self.env, self._log("worker"), wait=False)
         else:
             code = TRAP + "from worker.main import main; main(['--queues', 'cpu'])"
-            proc = Proc([sys.executable, "-c", code], {**self.env, "TRAP_POINT": trap[0], "TRAP_AT": str(trap[1])},
-                        self._log(f"worker-trap-{trap[0]}"))
+            log = self._log(f"worker-trap-{trap[0]}")
+            proc = Proc([sys.executable, "-c", code], {**self.env, "TRAP_POINT": trap[0], "TRAP_AT": str(trap[1]),
+                                                       "NETFIT_WORKER_READY_FILE": str(log.with_suffix(".ready"))}, log)
         self.workers.append(proc)
         if wait:
             wait_ready(proc)

@@ -1,0 +1,166 @@
+"""A job's life on a worker, for one job or a pack's N at once: claim, lease, release, finish,
+and the worker's own reads (no tenant: the ids come from our own queue and rows).
+
+Every write after the claim is fenced by the attempt number (db.fencing).
+
+    queued --claim--> running --finish--> succeeded | failed | cancelled
+       ^                 |  \\--release (SIGTERM)--> queued
+       |                 \\--lease expires--> claimable again (or failed: worker_lost)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, literal, or_, select, update
+from sqlalchemy.orm import Session, undefer
+
+from db import events
+from db.epochs import clean_metrics, put_checkpoint
+from db.fencing import fenced_update, lock_in_id_order, owned
+from db.models import Checkpoint, Job, UTCDateTime, utcnow
+from db.states import EventKind, Status
+
+
+def _at(now: datetime) -> Any:
+    # a datetime used inside an SQL expression (coalesce) needs the column type spelled out
+    return literal(now, UTCDateTime())
+
+
+def claimable(now: datetime, max_attempts: int) -> Any:
+    """What claim() takes: queued, or running with an expired lease, not cancelled, attempts left."""
+    return and_(Job.cancel_requested.is_(False), Job.attempts - Job.releases < max_attempts,
+                or_(Job.status == Status.QUEUED, and_(Job.status == Status.RUNNING, Job.lease_expires_at < now)))
+
+
+def claim(session: Session, job_ids: Sequence[str], owner: str, *, lease_seconds: float,
+          max_attempts: int) -> dict[str, int]:
+    """Take the jobs (one, or a pack's members) with ONE conditional UPDATE: those queued, or
+    running with an expired lease, with lost attempts left. Returns {job id: this attempt's
+    number} of those taken; one another worker has, that ended, or whose message was a
+    duplicate is simply not among them."""
+    if not job_ids:
+        return {}
+    now = utcnow()
+    taken = dict(session.execute(
+        update(Job).where(Job.id.in_(job_ids), claimable(now, max_attempts))
+        .values(status=Status.RUNNING, attempts=Job.attempts + 1, lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                started_at=func.coalesce(Job.started_at, _at(now)), updated_at=now)
+        .returning(Job.id, Job.attempts)).all())
+    if not taken:
+        session.rollback()
+        return {}
+    for job_id, attempt in taken.items():
+        events.status(session, job_id, Status.RUNNING, attempt=attempt)
+    session.commit()
+    return taken
+
+
+def claimable_trials(session: Session, sweep_id: str, *, exclude: str, max_attempts: int,
+                     limit: int) -> list[Any]:
+    """The sweep's other trials claim() would take now, oldest trial first, as rows (id, spec,
+    resume_epoch: the epoch of the saved resume state, 0 for none): a pack's candidates."""
+    resume = (select(Checkpoint.epoch).where(Checkpoint.job_id == Job.id, Checkpoint.kind == "resume")
+              .correlate(Job).scalar_subquery())
+    return list(session.execute(
+        select(Job.id, Job.spec, func.coalesce(resume, 0).label("resume_epoch"))
+        .where(Job.sweep_id == sweep_id, Job.id != exclude, claimable(utcnow(), max_attempts))
+        .order_by(Job.trial_number).limit(limit)))
+
+
+def note_pack(session: Session, attempts: dict[str, int], *, leader: str, resume_after: int) -> None:
+    """A "pack" event on each member: which pack it trains in (its leader's id), of how many
+    members, going on after which epoch (GET /v1/jobs/{id}/events shows it)."""
+    for job_id, attempt in attempts.items():
+        events.add(session, job_id, EventKind.PACK, {"leader": leader, "members": len(attempts), "attempt": attempt,
+                                                     "resume_after": resume_after})
+    session.commit()
+
+
+def heartbeat(session: Session, attempts: dict[str, int], *, lease_seconds: float | None) -> tuple[set[str], set[str]]:
+    """The jobs' lease in one transaction: every job's lease renewed (lease_seconds None: only
+    read), and the ids of (those a cancel was asked for, those lost: their attempt no longer
+    owns them)."""
+    if not attempts:
+        return set(), set()
+    now = utcnow()
+    if lease_seconds is None:
+        rows = session.execute(select(Job.id, Job.cancel_requested)
+                               .where(owned(attempts), Job.status == Status.RUNNING)).all()
+    else:
+        lock_in_id_order(session, attempts)
+        rows = session.execute(
+            update(Job).where(owned(attempts), Job.status == Status.RUNNING)
+            .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
+            .returning(Job.id, Job.cancel_requested)).all()
+    session.commit()
+    alive = {job_id for job_id, _ in rows}
+    return {job_id for job_id, cancel in rows if cancel}, set(attempts) - alive
+
+
+def finish(session: Session, job_id: str, attempt: int, *, status: Status, stop_reason: str | None = None,
+           error: str | None = None, epochs_completed: int | None = None, best_epoch: int | None = None,
+           best_metrics: dict[str, Any] | None = None, test_metrics: dict[str, Any] | None = None,
+           device: str | None = None,
+           checkpoints: Iterable[tuple[str, int, dict[str, Any], bytes]] = ()) -> None:
+    """End the job (fenced): status, why, final metrics and the best/last weights."""
+    now = utcnow()
+    status = Status(status)
+    # lease_owner stays: it records which worker ran the job
+    values: dict[str, Any] = {
+        "status": status, "stop_reason": stop_reason, "error": error, "finished_at": now,
+        "updated_at": now, "lease_expires_at": None,
+    }
+    for key, value in (("epochs_completed", epochs_completed), ("best_epoch", best_epoch), ("device", device),
+                       ("best_metrics", best_metrics and clean_metrics(best_metrics)),
+                       ("test_metrics", test_metrics and clean_metrics(test_metrics))):
+        if value is not None:
+            values[key] = value
+    fenced_update(session, {job_id: (attempt, values)})
+    for kind, epoch, metrics, data in checkpoints:
+        put_checkpoint(session, job_id, kind, epoch, clean_metrics(metrics), data)
+    # the resume state is only for an unfinished job
+    session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.kind == "resume"))
+    events.status(session, job_id, status, stop_reason=stop_reason, error=error,
+                  epochs_completed=values.get("epochs_completed"), best_epoch=values.get("best_epoch"))
+    session.commit()
+
+
+def release(session: Session, job_id: str, attempt: int) -> None:
+    """Hand the job back (worker shutting down): queued again, lease cleared, not a lost attempt."""
+    fenced_update(session, {job_id: (attempt, {
+        "status": Status.QUEUED, "lease_owner": None, "lease_expires_at": None, "enqueued_at": None,
+        "releases": Job.releases + 1, "updated_at": utcnow(),
+    })})
+    events.status(session, job_id, Status.QUEUED, released_by_attempt=attempt)
+    session.commit()
+
+
+def superseded(session: Session, job_id: str, attempt: int) -> None:
+    """A "superseded" event: this attempt woke to find the job taken over; its writes were refused.
+    Not fenced: an event adds to the job's story, it changes no state."""
+    events.add(session, job_id, EventKind.SUPERSEDED, {"attempt": attempt})
+    session.commit()
+
+
+# --------------------------------------------------------------------------- the worker's reads
+
+
+def job_for_worker(session: Session, job_id: str) -> Job | None:
+    """A job the worker has claimed (no tenant: the id came from our own queue)."""
+    return session.get(Job, job_id)
+
+
+def resume_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
+    """The state a claimed job goes on from, with its data; None for a fresh start."""
+    return session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.kind == "resume")
+                           .options(undefer(Checkpoint.data))).one_or_none()
+
+
+def resume_epoch(session: Session, job_id: str) -> int:
+    """The epoch of the job's saved resume state; 0 when it has none (a fresh start)."""
+    return int(session.scalar(select(Checkpoint.epoch).where(Checkpoint.job_id == job_id,
+                                                             Checkpoint.kind == "resume")) or 0)

@@ -1,0 +1,173 @@
+"""What a worker writes while it trains, for one job or each member of a pack alike (a job is a
+pack of one): each job's epochs kept until the next flush, and one flush decision per epoch for
+all of them.
+
+Fast epochs are batched: their rows and events reach the database at least every
+NETFIT_FLUSH_SECONDS, every member's in one transaction, and the resume states and best weights
+at most every NETFIT_CHECKPOINT_SECONDS (all members' of the same epoch, or none). A sweep's
+trial is written before its pruner judges it, at the epochs the pruner judges. A member whose
+attempt was superseded leaves; the others go on. Members that end after the same epoch write
+their last epochs in one transaction, then each its own end (worker.outcome.conclude).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.epochs import EpochRecord, Flush, record_epochs
+from db.fencing import Fenced
+from netfit.engine.checkpoints import TrainingState, weights_to_bytes
+from netfit.engine.fit import EpochReport, FitCallbacks, FitResult
+from netfit.engine.packed import PackCallbacks
+from netfit.sweep_spec import SweepSpec
+from service import sweeps
+from service.settings import get_settings
+from worker.lease import Lease
+from worker.retry import with_db_retry
+
+
+def flush_due(seconds: float, flushed_at: float, saved_at: float) -> tuple[bool, bool]:
+    """After an epoch of `seconds`: (write the pending epochs now, with the resume states too).
+    Now unless the next epoch end still comes in time (epochs as long as this one)."""
+    due = time.monotonic() + seconds
+    settings = get_settings()
+    return due >= flushed_at + settings.flush_seconds, due >= saved_at + settings.checkpoint_seconds
+
+
+def checkpoint_bytes(job_id: str, kind: str, epoch: int, metrics: dict[str, Any], weights: dict[str, Any],
+                     described: dict[str, Any]) -> bytes:
+    # the checkpoint describes itself (spec, data signature, preprocessing statistics, class
+    # names): netfit.load_model and /predict use it with no job row and no data set at hand
+    return weights_to_bytes(weights, {"job_id": job_id, "kind": kind, "epoch": epoch, "metrics": metrics, **described})
+
+
+@dataclass(eq=False)
+class Member(FitCallbacks):
+    """One job as it trains (alone or in a pack): the engine's callbacks for it. Its epochs wait
+    here for the Persister's next flush; its stop comes from the lease."""
+
+    job_id: str
+    attempt: int
+    queue: str
+    described: dict[str, Any]  # the checkpoints' self-description (model_metadata)
+    lease: Lease
+    pending: list[EpochRecord] = field(default_factory=list)
+    state: TrainingState | None = None  # the latest epoch's, not yet saved
+    best: tuple[int, dict[str, Any]] | None = None  # a best epoch whose weights are not saved yet
+    persister: Persister | None = None  # set when it trains alone: it then drives the flushes itself
+    _decided: int = 0  # the epoch whose flush was decided (wants_states)
+
+    def wants_states(self, epoch: int, seconds: float) -> bool:
+        """Alone: this epoch's flush is decided here, once (its state only when it is saved). In a
+        pack, the pack's callbacks decide for all."""
+        if self.persister is None:
+            return True
+        self._decided = epoch
+        return self.persister.wants_states(epoch, seconds)
+
+    def on_epoch_end(self, report: EpochReport, state: TrainingState | None) -> str | None:
+        self.record(report, state)
+        if self.persister is None:  # in a pack: the pack's callbacks flush for all
+            return None
+        if self._decided != report.epoch:
+            self.persister.wants_states(report.epoch, report.seconds)
+        return self.persister.on_epoch_end(report.epoch, [0]).get(0)
+
+    def should_stop(self) -> bool:
+        return self.lease.should_stop(self.job_id)
+
+    def record(self, report: EpochReport, state: TrainingState | None) -> None:
+        """Keep the epoch for the next flush (its row and event; the state to resume from). None,
+        an epoch with no checkpoint due: no state newer than the saved one (an older one kept would
+        not match the best weights since), so a release saves none and the next attempt resumes
+        from the saved one, within the promise."""
+        self.pending.append(EpochRecord({"epoch": report.epoch, **report.metrics, "seconds": report.seconds},
+                                        report.early_stopping, report.layers))
+        self.state = state
+        if report.is_best:
+            self.best = (report.epoch, report.metrics)
+
+    def take(self, *, checkpoint: bool = False) -> Flush | None:
+        """What the next flush writes: the pending epochs; with checkpoint, also the latest state and
+        the best weights if a new best came since the last save. None: nothing to write."""
+        resume = best = None
+        if checkpoint and self.state is not None:
+            resume = (self.state.epoch, self.state.to_bytes())
+            if self.best is not None and self.state.best_weights is not None:
+                epoch, metrics = self.best
+                best = (epoch, metrics, checkpoint_bytes(self.job_id, "best", epoch, metrics, self.state.best_weights,
+                                                         self.described))
+        if not (self.pending or resume):
+            return None
+        return Flush(self.job_id, self.attempt, self.pending, resume, best)
+
+    def written(self, done: Flush) -> None:
+        """`done` (from take()) is in the database."""
+        self.pending = self.pending[len(done.epochs):]
+        if done.resume is not None:
+            self.state = None
+            if done.best is not None:
+                self.best = None
+
+
+class Persister(PackCallbacks):
+    """The members' flushes: one decision per epoch (wants_states), one transaction for all."""
+
+    def __init__(self, factory: sessionmaker[Session], members: list[Member], lease: Lease,
+                 request: SweepSpec | None, end: Any):
+        self.factory, self.members, self.lease, self.request = factory, members, lease, request
+        self.end = end  # end(member, result) -> outcome: how a member that stopped leaves
+        self.flushed_at = self.saved_at = time.monotonic()
+        self.due = (False, False)  # this epoch's (flush, checkpoint), decided once in wants_states
+        self.outcomes: dict[str, str] = {}
+
+    def wants_states(self, epoch: int, seconds: float) -> bool:
+        self.due = flush_due(seconds, self.flushed_at, self.saved_at)
+        return self.due[1]  # the members' states only when this epoch saves them
+
+    def on_epoch_end(self, epoch: int, indexes: list[int]) -> dict[int, str]:
+        here = [self.members[i] for i in indexes]
+        flush, checkpoint = self.due
+        # a sweep's trial: its pruner reads this epoch's rows, so they are written first
+        judged = self.request is not None and sweeps.prunes_at(self.request, epoch)
+        if flush or judged:
+            self.flushed_at = self.write(here, checkpoint=checkpoint)
+            if checkpoint:
+                self.saved_at = self.flushed_at
+        if not judged:
+            return {}
+        verdicts = {}
+        for i, m in zip(indexes, here):
+            if not self.lease.is_lost(m.job_id):
+                verdict = with_db_retry(lambda _: sweeps.prune_decision(self.factory, m.job_id, epoch), self.factory)
+                if verdict:
+                    verdicts[i] = verdict
+        return verdicts
+
+    def write(self, here: list[Member], *, checkpoint: bool) -> float:
+        """These members' pending epochs (and with checkpoint, resume states) in one transaction;
+        a member whose attempt was superseded is marked lost (it leaves at this epoch's end) and
+        the rest written. Returns when."""
+        taken = [(m, f) for m in here if not self.lease.is_lost(m.job_id)
+                 and (f := m.take(checkpoint=checkpoint)) is not None]
+        while taken:
+            try:
+                with_db_retry(lambda s: record_epochs(s, [f for _, f in taken]), self.factory, done_if_duplicate=True)
+                break
+            except Fenced as exc:
+                self.lease.mark_lost(exc.job_id)
+                taken = [(m, f) for m, f in taken if m.job_id != exc.job_id]
+        for m, f in taken:
+            m.written(f)
+        return time.monotonic()
+
+    def on_members_end(self, results: dict[int, FitResult]) -> None:
+        # their last epochs in one transaction (one each was a third of a member's end), then each its end
+        self.write([self.members[i] for i in results], checkpoint=False)
+        for i, result in results.items():
+            m = self.members[i]
+            self.outcomes[m.job_id] = self.end(m, result)
