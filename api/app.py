@@ -121,6 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(compare.router)  # /v1/compare.{svg,png}: several jobs' curves on one scale
     from api.routers import inference_protocol  # /v2: the Open Inference Protocol
     app.include_router(inference_protocol.router)
+    from api.routers import tensorboard  # /v1/jobs/{id}/tensorboard: the job as an event file
+    app.include_router(tensorboard.router)
     dashboard.install(app)  # `/`, /static, /docs, /redoc
     app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(HttpMetrics, registry=http_registry(registry))

@@ -281,6 +281,13 @@ class Client:
         target.write_bytes(content)
         return target
 
+    def tensorboard(self, job_id: str, logdir: str | Path = "runs") -> Path:
+        """Write the job's TensorBoard event file into logdir/<job name or id>/ and return it;
+        several jobs in one logdir are several runs (`tensorboard --logdir runs`)."""
+        from netfit.tensorboard import write_run
+
+        return write_run(logdir, self.job(job_id), self._request("GET", f"/v1/jobs/{job_id}/tensorboard").content)
+
     def curves(self, job_id: str, path: str | Path | None = None, fmt: str | None = None) -> bytes:
         """The learning curves as PNG or SVG bytes (format from `fmt`, else from `path`'s suffix,
         else SVG); also written to `path` when given."""

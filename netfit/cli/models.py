@@ -1,4 +1,5 @@
-"""Commands that use a trained model: predict (CSV rows or NPZ images) and export (ONNX)."""
+"""Commands that use a trained model: predict (CSV rows or NPZ images) and export (ONNX, or the
+curves as a TensorBoard run)."""
 
 from __future__ import annotations
 
@@ -83,6 +84,11 @@ def cmd_predict(client: Client, args) -> int:
 
 
 def cmd_export(client: Client, args) -> int:
+    if args.format == "tensorboard":
+        logdir = args.output or "runs"
+        target = client.tensorboard(args.id, logdir)
+        print(f"saved {target} (view it: tensorboard --logdir {logdir})")
+        return 0
     target = client.export(args.id, args.output or f"{args.id}-{args.checkpoint}.onnx", checkpoint=args.checkpoint)
     print(f"saved {target} (ONNX: input 'input' raw float32, output 'output'; class names in its metadata)")
     return 0
@@ -98,7 +104,11 @@ def register(command, formatter) -> None:  # see netfit.cli.build_parser
     sub.add_argument("--drop", action="append", default=[], metavar="COLUMN",
                      help="a numeric CSV column not to send (e.g. an integer label); repeatable")
 
-    sub = command("export", "save a job's model as ONNX, its preprocessing inside", cmd_export)
+    sub = command("export", "save a job's model as ONNX (its preprocessing inside), or its curves as a "
+                            "TensorBoard run", cmd_export)
     sub.add_argument("id")
-    sub.add_argument("-o", "--output", help="file to write (default <id>-<checkpoint>.onnx)")
+    sub.add_argument("--format", choices=["onnx", "tensorboard"], default="onnx")
+    sub.add_argument("-o", "--output", help="onnx: the file to write (default <id>-<checkpoint>.onnx); tensorboard: "
+                                            "the log folder, the run goes in its <job name or id>/ (default runs)")
     sub.add_argument("--checkpoint", choices=["best", "last"], default="best")
+
