@@ -1,0 +1,76 @@
+"""The shared cluster with real worker processes (PostgreSQL + Redis, the API in process):
+workers appear, beat and disappear in /v1/workers; a sweep keeps only its best trials' weights."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import bearer, make_client, new_key
+from tests.conftest import iris_spec, service_env, wait_ready, wait_until
+
+pytestmark = [pytest.mark.slow]
+
+
+def _workers(client, key: str) -> list[dict[str, Any]]:
+    return client.get("/v1/workers", headers=bearer(key)).json()["items"]
+
+
+def test_workers_appear_beat_show_their_jobs_to_their_tenant_only_and_disappear(pg_url, redis_url, start_worker):
+    env = service_env(pg_url, redis_url)
+    team_a, team_b = new_key(pg_url, "team-a"), new_key(pg_url, "team-b")
+    workers = [start_worker(env, wait=False) for _ in range(2)]
+    # the API's view of a lease as the workers' (service_env's short one)
+    with make_client(pg_url, redis_url, lease_seconds=float(env["NETFIT_LEASE_SECONDS"])) as client:
+        for worker in workers:
+            wait_ready(worker)
+        listed = wait_until(lambda: len(_workers(client, team_a)) == 2 and _workers(client, team_a),
+                            what="both workers in /v1/workers")
+        assert {w["pid"] for w in listed} == {w.pid for w in workers}
+        assert all(w["queues"] == ["cpu"] and w["device"] == "cpu" and w["jobs"] == [] for w in listed)
+        assert client.get("/readyz").json()["workers"]["cpu"] == 2
+        # a beat moves last_seen_at
+        first_seen = {w["id"]: w["last_seen_at"] for w in listed}
+        wait_until(lambda: all(w["last_seen_at"] > first_seen[w["id"]] for w in _workers(client, team_a)),
+                   what="a beat")
+        # what it trains: the job's id for its tenant, no id for another
+        job = client.post("/v1/jobs", json=iris_spec(epochs=10_000), headers=bearer(team_a)).json()
+        busy = wait_until(lambda: [w for w in _workers(client, team_a) if w["jobs"]], what="a worker training")
+        assert busy[0]["jobs"][0]["id"] == job["id"]
+        assert [w["jobs"] for w in _workers(client, team_b) if w["jobs"]][0][0]["id"] is None
+        client.post(f"/v1/jobs/{job['id']}/cancel", headers=bearer(team_a))
+        wait_until(lambda: client.get(f"/v1/jobs/{job['id']}", headers=bearer(team_a)).json()["status"] == "cancelled",
+                   what="the cancel")
+        # SIGTERM: gone at once (it says so); kill -9: gone once it misses a lease of beats
+        workers[0].stop()
+        wait_until(lambda: [w["pid"] for w in _workers(client, team_a)] == [workers[1].pid], timeout=10,
+                   what="the stopped worker to leave the list")
+        workers[1].signal(signal.SIGKILL)
+        wait_until(lambda: _workers(client, team_a) == [], timeout=15, what="the killed worker to leave the list")
+        assert client.get("/readyz").json()["workers"]["cpu"] == 0
+        metrics = client.get("/metrics").text
+        assert "netfit_workers_lost 1.0" in metrics, [line for line in metrics.splitlines() if "workers" in line]
+
+
+def test_a_sweep_keeps_only_its_best_trials_weights(pg_url, redis_url, start_worker):
+    env = service_env(pg_url, redis_url, NETFIT_RECONCILE_SECONDS="0.5", NETFIT_RETAIN_SECONDS="0.5")
+    worker = start_worker(env, wait=False)
+    with make_client(pg_url, redis_url) as client:
+        sweep = client.post("/v1/sweeps", json={
+            "spec": iris_spec(epochs=3), "parameters": {"model.layers.0.units": {"values": [2, 8, 32]}},
+            "method": "grid", "max_concurrent": 3, "keep_best_trials": 1}).json()
+        wait_ready(worker)
+        wait_until(lambda: client.get(f"/v1/sweeps/{sweep['id']}").json()["status"] != "running", timeout=120,
+                   what="the sweep to end")
+        trials = client.get(f"/v1/sweeps/{sweep['id']}/trials").json()["items"]  # best first
+        assert len(trials) == 3
+
+        def codes() -> list[int]:
+            return [client.get(f"/v1/jobs/{t['job_id']}/checkpoints/best").status_code for t in trials]
+
+        wait_until(lambda: codes() == [200, 410, 410], timeout=30, what="retention of all but the best trial")
+        gone = client.get(f"/v1/jobs/{trials[1]['job_id']}/checkpoints/last").json()
+        assert "keep_best_trials" in gone["message"]
+
