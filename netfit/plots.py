@@ -44,11 +44,11 @@ def after_best(epochs: Sequence[int], val_loss: Sequence[float | None], best_epo
 def _y_scale(ax: Any, name: str) -> None:
     """One rule for every job, so that two plots compare at a glance: losses on a log axis (the
     first epochs' large losses would flatten the rest, and a loss halving looks alike at any
-    level), accuracy on 0..1, RMSE and MAE linear."""
+    level), accuracy on 0..1 (with room above 1.0), RMSE and MAE linear."""
     if name == "loss":
         ax.set_yscale("log", nonpositive="mask")
     elif name == "accuracy":
-        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.05)  # room above 1.0: a perfect score is a line, not the border
 
 
 def _second_metric(rows: list[dict[str, Any]]) -> tuple[str, str]:
