@@ -94,23 +94,23 @@ async def ready(request: Request) -> Any:
 # --------------------------------------------------------------------------- models
 
 
-def _kind(job: Any, version: str | None) -> str:
-    if version is None:  # the job's result: what fit() returns with restore_best_weights (the default)
-        return "best" if (job.spec.get("training") or {}).get("restore_best_weights", True) else "last"
-    if version not in VERSIONS:
-        raise ApiError(404, f"job {job.id} has no version '{version}': its versions are 'best' (the best epoch's "
-                            "weights) and 'last'")
-    return version
-
-
 def _resolve(request: Request, session: Any, tenant: str, name: str, version: str | None) -> tuple[Any, Any, str]:
-    """(model, checkpoint row, version); 404/409 as /predict answers them."""
-    job = db_jobs.get_job(session, tenant, name) if re.match(ID_PATTERN, name) else None
-    if job is None:
+    """(model, checkpoint ref, version); 404/409 as /predict answers them. The job's row is read
+    only without a version (its spec says which weights are its result) or with a wrong one."""
+    if not re.match(ID_PATTERN, name):
         raise not_found("job", name)
-    kind = _kind(job, version)
-    model, row = trained_model(request, session, tenant, name, kind)
-    return model, row, kind
+    kind = version
+    if version not in VERSIONS:
+        job = db_jobs.get_job(session, tenant, name)
+        if job is None:
+            raise not_found("job", name)
+        if version is not None:
+            raise ApiError(404, f"job {name} has no version '{version}': its versions are 'best' (the best "
+                                "epoch's weights) and 'last'")
+        # the job's result: what fit() keeps with restore_best_weights (the default)
+        kind = "best" if (job.spec.get("training") or {}).get("restore_best_weights", True) else "last"
+    model, ref = trained_model(request, session, tenant, name, kind)
+    return model, ref, kind
 
 
 def _outputs(model: Any) -> list[dict[str, Any]]:
