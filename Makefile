@@ -9,10 +9,9 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# torch first, pinned: a bare `torch` on an empty venv pulls a multi-GB CUDA build
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[server,plot,dev]'
+	# by uv, from where pip would take them (scripts/install.py); torch pinned: a bare `torch`
+	# on an empty venv pulls a multi-GB CUDA build
+	$(PY) scripts/install.py torch==2.13.0 -e '.[server,plot,dev]'
 	# the server packages (launch, api, worker, service, db) are run from this checkout, not published
 	echo "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/netfit-checkout.pth"
 	touch $(STAMP)
