@@ -6,6 +6,9 @@
    same loop eager and to the engine; goal: graphed >= 1.3x the eager hand loop at batch 64.
 3. Packed trials: bench/packed.py's sweep-like set on the GPU, fit_packed() vs one fit() at a
    time (HFTA reports up to 15x for packed small models on a GPU).
+4. Packed conv nets (issue 28): the two-branch conv net of examples/digits_two_branch_conv.json
+   and a 2-conv MNIST-shaped CNN, 8, 32 and 128 trials, one at a time vs packed; goal >= 4x at
+   32 (a net that packing refuses is named with the reason and skipped).
 
 Contenders run interleaved, one epoch (or one trial set) each per round after a warm-up round;
 a ratio is the median of per-round ratios. The training set is 59,904 samples (a multiple of
@@ -18,6 +21,8 @@ path that does not need CUDA (graph capture is skipped), no goals judged.
 from __future__ import annotations
 
 import argparse
+import json
+import random
 import statistics
 import sys
 import time
@@ -32,7 +37,9 @@ from bench import packed as bench_packed
 from bench.report import Report, median_ratio
 from netfit.engine.data import DataSignature, PreparedData, Split, load_data
 from netfit.engine.fit import fit
+from netfit.engine.arrays import RawArrays
 from netfit.engine.packed import fit_packed
+from netfit.packing import packable
 from netfit.spec import JobSpec
 
 N_TRAIN, N_VAL = 59_904, 10_000
@@ -197,6 +204,66 @@ def packed_benchmark(report: Report, dev: torch.device, rounds: int, dry_run: bo
                       label=f"{k} trials: one at a time / packed")
 
 
+CONV_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits_two_branch_conv.json"
+MNIST_CNN = {"name": "mnist-cnn", "dataset": {"id": "mnist-shaped"}, "preprocess": {"features": "scale"},
+             "split": {"validation": 0.2, "test": 0.0, "seed": 0},
+             "model": {"layers": [
+                 {"type": "conv2d", "filters": 16, "kernel_size": 3, "padding": 1, "activation": "relu"},
+                 {"type": "maxpool2d", "pool_size": 2},
+                 {"type": "conv2d", "filters": 32, "kernel_size": 3, "padding": 1, "activation": "relu"},
+                 {"type": "maxpool2d", "pool_size": 2}, {"type": "flatten"}, {"type": "linear", "units": 10}]},
+             "training": {"batch_size": 64, "optimizer": {"type": "adam", "lr": 0.001}}}
+
+
+def conv_trials(base: dict, count: int, epochs: int) -> list[JobSpec]:
+    """`count` trials of a conv net with the numbers a random sweep draws (lr, seed)."""
+    rng = random.Random(0)
+    specs = []
+    for i in range(count):
+        training = {**base["training"], "epochs": epochs, "seed": rng.randrange(1000), "early_stopping": None,
+                    "optimizer": {"type": "adam", "lr": 10 ** rng.uniform(-3.5, -2)}}
+        specs.append(JobSpec.model_validate({**base, "name": f"{base['name']}-{i}", "training": training}))
+    return specs
+
+
+def packed_conv_benchmark(report: Report, dev: torch.device, rounds: int, dry_run: bool) -> None:
+    """Packed conv nets (issue 28 §1): the lesson's two-branch net on digits and a 2-conv
+    MNIST-shaped CNN, one at a time vs packed, at 8, 32 and 128 trials."""
+    sizes, epochs, n_images = ((2,), 1, 256) if dry_run else ((8, 32, 128), 5, 8192)
+    gen = torch.Generator().manual_seed(0)
+    images = RawArrays(torch.randint(0, 256, (n_images, 1, 28, 28), generator=gen, dtype=torch.uint8).numpy(),
+                       (torch.arange(n_images) % 10).numpy(), classes=[str(c) for c in range(10)])
+    for name, base, raw in (("digits_two_branch", json.loads(CONV_EXAMPLE.read_text()), None),
+                            ("mnist_cnn", MNIST_CNN, images)):
+        data = load_data(JobSpec.model_validate(base), raw=raw)
+        for k in sizes:
+            specs = conv_trials(base, k, epochs)
+            if (why := packable(specs[0])) is not None:
+                report.note(f"\n  {name}: not packed ({why})")
+                break
+
+            def alone() -> float:
+                began = time.perf_counter()
+                for spec in specs:
+                    fit(spec, data, device=dev.type)
+                _sync(dev)
+                return time.perf_counter() - began
+
+            def packed() -> float:
+                began = time.perf_counter()
+                fit_packed(specs, data, device=dev.type)
+                _sync(dev)
+                return time.perf_counter() - began
+
+            times = interleaved({"alone": alone, "packed": packed}, rounds)
+            report.note(f"\n  {name}, {k} trials of {epochs} epochs on {dev.type}: one at a time "
+                        f"{statistics.median(times['alone']):.2f} s, packed {statistics.median(times['packed']):.2f} s")
+            report.record(f"packed_{name}_k{k}_seconds", times)
+            report.figure(f"packed_{name}_k{k}_alone/packed", median_ratio(times["alone"], times["packed"]), "x",
+                          goal=(">=", 4.0) if k == 32 and not dry_run else None,
+                          label=f"{name}: {k} trials, one at a time / packed")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -216,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     report.begin("gpu", f"{name}, torch {torch.__version__}")
     step_benchmarks(report, dev, rounds, args.dry_run)
     packed_benchmark(report, dev, rounds, args.dry_run)
+    packed_conv_benchmark(report, dev, rounds, args.dry_run)
     report.summary()
     report.write(args.out, sys.argv[1:] if argv is None else argv)
     return 0

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 16 §6, for a machine with a CUDA GPU: the CUDA tests, then the GPU
-# benchmark (bf16 autocast, a CUDA-graphed training step, packed trials; bench/gpu.py).
+# The GPU checks, for a machine with a CUDA GPU: every test marked `cuda` (the engine's, packed
+# conv nets', a worker's --devices), then the GPU benchmark (bf16 autocast, a CUDA-graphed
+# training step, packed trials and packed conv nets; bench/gpu.py).
 #   bash bench/gpu.sh [--rounds N]    on the GPU machine (PY=path/to/python to pick the venv)
 #   bash bench/gpu.sh --dry-run       anywhere: the benchmark's CPU code paths at tiny sizes
 # Without CUDA (and without --dry-run) it stops at once with exit status 2 and says why.
@@ -16,7 +17,13 @@ if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1
   exit 2
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-echo "== CUDA tests"
-"$PY" -m pytest -m cuda -q tests/netfit/engine/test_cuda.py
+echo "== CUDA tests (every test marked cuda)"
+"$PY" -m pytest -m cuda -q -n 0 tests
+echo "== netfit worker --devices"
+if "$(dirname "$PY")/netfit" worker --help 2>/dev/null | grep -q -- "--devices"; then
+  echo "present: its cuda tests ran above"
+else
+  echo "this netfit's worker has no --devices option: nothing to check"
+fi
 echo "== GPU benchmark"
 "$PY" -m bench.gpu "$@"
