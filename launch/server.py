@@ -96,22 +96,19 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | os.PathLike
     """Embedded mode, zero configuration: SQLite in data_dir/netfit.db and a file broker in
     data_dir/.netfit/broker (unless NETFIT_DATABASE_URL / NETFIT_BROKER_URL say otherwise),
     one worker process (which runs the reconciler, as every worker does), and the API. Real
-    Celery, the stack's code path."""
+    Celery, the stack's code path. The settings go to the app and, through its environment, to
+    the worker: this process's environment is left as it was."""
+    from api.app import create_app
+    from db.migrate import upgrade
+    from service.logs import configure_logging
+    from service.queue import broker_settings
+    from service.settings import Settings
+
     data = Path(data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("NETFIT_DATABASE_URL", f"sqlite:///{data / 'netfit.db'}")
-    os.environ.setdefault("NETFIT_BROKER_URL", f"filesystem://{data / '.netfit' / 'broker'}")
-    ready_file = data / ".netfit" / "worker-ready"  # the worker creates it once warm (worker.tasks)
-    os.environ["NETFIT_WORKER_READY_FILE"] = str(ready_file)
-
-    from api.app import create_app
-    from service.logs import configure_logging
-    from service.settings import get_settings
-    from db.migrate import upgrade
-    from service.queue import broker_settings
-
-    configure_logging()
-    settings = get_settings()
+    settings = Settings.embedded(data)
+    ready_file = Path(settings.worker_ready_file)  # the worker creates it once warm (worker.tasks)
+    configure_logging(settings)
     if settings.api_processes > 1:
         log.warning("netfit serve runs one API process (it watches its warm-up and its worker there); "
                     "NETFIT_API_PROCESSES=%d is for `netfit api`", settings.api_processes)
@@ -124,7 +121,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | os.PathLike
         os.makedirs(options["processed_folder"], exist_ok=True)
 
     ready_file.parent.mkdir(parents=True, exist_ok=True)
-    worker = _Supervised([sys.executable, "-m", "worker"], cwd=str(data), ready_file=ready_file)
+    worker = _Supervised([sys.executable, "-m", "worker"], cwd=str(data), ready_file=ready_file,
+                         env={**os.environ, **settings.worker_env()})
     app = create_app(settings)
     app.state.worker_ready = ready_file.exists
     url = f"http://{host}:{port}"
@@ -149,15 +147,15 @@ class _Supervised:
 
     RESTART_DELAY = 2.0
 
-    def __init__(self, args: list[str], cwd: str, ready_file: Path):
-        self.args, self.cwd, self.ready_file = args, cwd, ready_file
+    def __init__(self, args: list[str], cwd: str, ready_file: Path, env: dict[str, str]):
+        self.args, self.cwd, self.ready_file, self.env = args, cwd, ready_file, env
         self.stopping = threading.Event()
         self.process = self._start()
         threading.Thread(target=self._watch, name="worker-supervisor", daemon=True).start()
 
     def _start(self) -> subprocess.Popen[bytes]:
         self.ready_file.unlink(missing_ok=True)  # not ready until this worker has warmed up
-        return subprocess.Popen(self.args, cwd=self.cwd, preexec_fn=_die_with_parent)
+        return subprocess.Popen(self.args, cwd=self.cwd, env=self.env, preexec_fn=_die_with_parent)
 
     def _watch(self) -> None:
         while not self.stopping.is_set():

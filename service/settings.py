@@ -5,8 +5,9 @@ NETFIT_* variables; it imports nothing heavy, so a worker may use it without Fas
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 
 DEFAULT_DATABASE_URL = "sqlite:///./netfit.db"
 
@@ -86,6 +87,24 @@ class Settings:
 
         return Downloads.configured(self.dataset_dir, self.dataset_mirror, self.dataset_mirror_only,
                                     self.dataset_manifest)
+
+    @classmethod
+    def embedded(cls, data_dir: str | os.PathLike[str]) -> Settings:
+        """`netfit serve`'s settings: the environment's, with the database and the file broker
+        in data_dir unless NETFIT_DATABASE_URL / NETFIT_BROKER_URL name others, and the file its
+        worker creates once warm there too."""
+        data = Path(data_dir).resolve()
+        return replace(cls.from_env(),
+                       database_url=os.environ.get("NETFIT_DATABASE_URL") or f"sqlite:///{data / 'netfit.db'}",
+                       broker_url=os.environ.get("NETFIT_BROKER_URL") or f"filesystem://{data / '.netfit' / 'broker'}",
+                       worker_ready_file=str(data / ".netfit" / "worker-ready"))
+
+    def worker_env(self) -> dict[str, str]:
+        """What a worker process started with these settings must find in its environment (it
+        reads only its environment): the database, the broker and its readiness file."""
+        env = {"NETFIT_DATABASE_URL": self.database_url, "NETFIT_BROKER_URL": self.broker_url or "",
+               "NETFIT_WORKER_READY_FILE": self.worker_ready_file or ""}
+        return {name: value for name, value in env.items() if value}
 
     @classmethod
     def from_env(cls) -> Settings:

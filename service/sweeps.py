@@ -29,13 +29,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.settings import get_settings
+from service.settings import Settings, get_settings
 from db import sweeps as db_sweeps
 from db import sending
 from netfit.sweep_spec import SweepSpec, apply
 
 log = logging.getLogger("netfit.sweeps")
-MAX_ACTIVE_TRIALS = get_settings().max_active_trials  # per tenant, all sweeps
 Enqueue = Callable[[str, str], None]
 
 
@@ -260,16 +259,18 @@ def study_of(session: Session, sweep: Any, request: SweepSpec, rows: list[Any], 
 # --------------------------------------------------------------------------- asking
 
 
-def fill(factory: sessionmaker[Session], sweep_id: str, enqueue: Enqueue) -> int:
-    """Ask for trials until max_concurrent are active or the sweep has asked max_trials; end
-    the sweep when it is done. Safe to call from any process, any number of times."""
+def fill(factory: sessionmaker[Session], sweep_id: str, enqueue: Enqueue, settings: Settings | None = None) -> int:
+    """Ask for trials until max_concurrent are active (and the tenant's trials are below
+    settings.max_active_trials) or the sweep has asked max_trials; end the sweep when it is done.
+    Safe to call from any process, any number of times."""
+    settings = settings or get_settings()
     created, held = 0, []
     with factory() as session:  # a packing sweep's trials are all asked first, then sent, so
         sweep = db_sweeps.sweep_for_worker(session, sweep_id)  # the first message starts a full pack
         packing = bool(sweep is not None and sweep.spec.get("packing"))
     for _ in range(200):  # bounded: each pass creates a trial or stops
         with factory() as session:
-            job = _step(session, sweep_id)
+            job = _step(session, sweep_id, settings)
             if job is None:
                 break
             created += 1
@@ -294,11 +295,12 @@ def _send(session: Session, sweep_id: str, job: Any, enqueue: Enqueue) -> None:
         sending.mark_unsent(session, job.id)
 
 
-def _step(session: Session, sweep_id: str) -> Any:
+def _step(session: Session, sweep_id: str, settings: Settings | None = None) -> Any:
     """One decision: None when nothing is to be asked now (the sweep may have ended), or the
     new trial's job (None also when another process took the number: the next fill asks)."""
     from service.queue import queue_for
 
+    settings = settings or get_settings()
     for _ in range(5):  # another asker took the number: read again and ask again
         sweep = db_sweeps.sweep_for_worker(session, sweep_id)
         if sweep is None or sweep.status != "running":
@@ -314,15 +316,15 @@ def _step(session: Session, sweep_id: str) -> Any:
                 db_sweeps.end_sweep(session, sweep_id, "succeeded" if ok else "failed",
                                     None if ok else "no trial succeeded; see the trials' errors")
             return None
-        if active >= sweep.max_concurrent or db_sweeps.count_active_trials(session, sweep.tenant) >= MAX_ACTIVE_TRIALS:
+        if active >= sweep.max_concurrent or db_sweeps.count_active_trials(session, sweep.tenant) >= settings.max_active_trials:
             return None
         number = sweep.trials_asked
         params = next_params(session, sweep, request, rows, number)
         spec = apply(request.spec, params)
         spec["name"] = f"{sweep.name or 'sweep ' + sweep.id} #{number}"[:200]
-        queue = queue_for(str(spec.get("training", {}).get("device", "auto")))
+        queue = queue_for(str(spec.get("training", {}).get("device", "auto")), settings)
         job = db_sweeps.create_trial(session, sweep, number, params=params, spec=spec, queue=queue,
-                                     tenant_limit=MAX_ACTIVE_TRIALS)
+                                     tenant_limit=settings.max_active_trials)
         if job is not None:
             log.info("sweep %s: trial %d asked (%s)", sweep_id, number, params)
             return job

@@ -145,12 +145,12 @@ def submit_job(
     if dry_run:  # the dashboard's editor checks as the user types: no row, no message, no 429
         summary = validate_spec(session, settings, tenant, spec)
         body = DryRun(spec=spec.model_dump(mode="json"), summary=summary, epochs=spec.training.epochs,
-                      queue=queue_for(spec.training.device))
+                      queue=queue_for(spec.training.device, settings))
         return Response(render_json(body.model_dump(mode="json")), media_type="application/json")
     check_active_limit(session, tenant, settings.max_active_jobs)
     check_priority(session, tenant, spec.priority, ["priority"])
     summary = validate_spec(session, settings, tenant, spec)
-    queue = queue_for(spec.training.device)
+    queue = queue_for(spec.training.device, settings)
     job = db_jobs.create_job(session, tenant=tenant, spec=spec.model_dump(mode="json"),
                              summary=summary.model_dump(mode="json"), queue=queue)
     try:

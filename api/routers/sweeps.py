@@ -152,16 +152,17 @@ def create_sweep(
     request_body: Annotated[SweepSpec, Body(openapi_examples={"iris": {"value": SWEEP_EXAMPLE}})],
     request: Request, session: SessionDep, settings: SettingsDep, tenant: PrincipalDep,
 ) -> Sweep:
-    from service.sweeps import MAX_ACTIVE_TRIALS, fill
+    from service.sweeps import fill
 
-    if request_body.max_concurrent > MAX_ACTIVE_TRIALS:
+    limit = settings.max_active_trials
+    if request_body.max_concurrent > limit:
         raise _invalid(["max_concurrent"], f"max_concurrent {request_body.max_concurrent} is above the "
-                                           f"{MAX_ACTIVE_TRIALS} trials a tenant may run at once "
+                                           f"{limit} trials a tenant may run at once "
                                            "(NETFIT_MAX_ACTIVE_TRIALS); lower it")
     check_active_limit(session, tenant, settings.max_active_jobs)
     check_priority(session, tenant, request_body.priority, ["priority"])
-    if db_sweeps.count_active_trials(session, tenant) >= MAX_ACTIVE_TRIALS:
-        raise ApiError(429, f"you have {MAX_ACTIVE_TRIALS} sweep trials queued or running, the most allowed "
+    if db_sweeps.count_active_trials(session, tenant) >= limit:
+        raise ApiError(429, f"you have {limit} sweep trials queued or running, the most allowed "
                             "at once (NETFIT_MAX_ACTIVE_TRIALS); wait for a sweep to end or cancel one "
                             "(POST /v1/sweeps/{id}/cancel)", headers={"Retry-After": "30"})
     stored = validate_sweep(session, settings, tenant, request_body)
@@ -169,7 +170,7 @@ def create_sweep(
                                    metric=stored["objective"]["metric"], mode=stored["objective"]["mode"],
                                    max_trials=stored["max_trials"], max_concurrent=request_body.max_concurrent)
     try:
-        fill(request.app.state.session_factory, sweep.id, request.app.state.enqueue)
+        fill(request.app.state.session_factory, sweep.id, request.app.state.enqueue, settings)
     except Exception as exc:  # noqa: BLE001 - the sweep is stored; the reconciler asks again
         log.warning("sweep %s: first trials not asked (%s); the reconciler will", sweep.id, exc)
     session.expire_all()
