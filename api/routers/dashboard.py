@@ -16,11 +16,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Body, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from api.errors import not_found
+from api.errors import invalid, not_found
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 VENDOR = STATIC / "vendor"
@@ -92,6 +92,20 @@ def metric_names() -> JSONResponse:
     from netfit.spec import ALL_METRICS
 
     return JSONResponse(list(ALL_METRICS))
+
+
+@router.post("/dashboard/spec-diff")
+def spec_diff(body: dict[str, Any] = Body(...)) -> JSONResponse:
+    """The compare page's spec differences: {"specs": [2-10 job specs]} -> {"rows": [{"field",
+    "values"}]}, one row per field whose values differ. A stored spec holds every default; the
+    diff is of what the users wrote (defaults left out), and layers are aligned (a dropout layer
+    one job has is one row, not a shift of every later layer)."""
+    specs = body.get("specs")
+    if not isinstance(specs, list) or not 2 <= len(specs) <= 10 or not all(isinstance(x, dict) for x in specs):
+        raise invalid({"loc": ["specs"], "msg": "send {\"specs\": [...]} with 2 to 10 job specs"})
+    from api.spec_diff import differences
+
+    return JSONResponse({"rows": [{"field": f, "values": v} for f, v in differences(specs)]})
 
 
 @router.get("/dashboard/examples/{name}")

@@ -81,3 +81,24 @@ def test_vendored_files_are_kept_and_the_apps_own_files_revalidate(client):
         assert again.headers["cache-control"] == "no-cache"
     # the tenants' data keeps its own rule: never stored
     assert client.get("/v1/jobs").headers["cache-control"] == "no-store"
+
+
+def test_the_compare_pages_spec_diff_is_what_users_wrote_with_layers_aligned(client):
+    import json
+
+    from api.routers.dashboard import EXAMPLES
+    from netfit.spec import JobSpec
+
+    # as stored: every default filled in (negative_slope, nine early_stopping fields, ...)
+    names = ("overfitting_large_no_es", "overfitting_large_dropout", "overfitting_large_es")
+    stored = [JobSpec.model_validate(json.loads((EXAMPLES / f"{n}.json").read_text())).model_dump(mode="json") for n in names]
+    response = client.post("/dashboard/spec-diff", json={"specs": stored})
+    assert response.status_code == 200, response.text
+    rows = {r["field"]: r["values"] for r in response.json()["rows"]}
+    # the two dropout layers are two rows (not every later layer), and only the fields someone set
+    assert set(rows) == {"name", "training.early_stopping.patience", "training.early_stopping.start_from_epoch",
+                         "model.layers.2", "model.layers.5"}, sorted(rows)
+    assert rows["model.layers.2"] == [None, {"index": 2, "type": "dropout", "p": 0.3}, None]
+    assert rows["training.early_stopping.patience"] == [None, None, 100]
+    bad = client.post("/dashboard/spec-diff", json={"specs": [stored[0]]})
+    assert bad.status_code == 422 and "2 to 10" in bad.json()["message"]

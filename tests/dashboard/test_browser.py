@@ -1,11 +1,14 @@
 """The dashboard in a real browser (Debian's Chromium driven by Playwright) against a live
 embedded service (`launch.server.serve`: SQLite, the file broker, a real Celery worker). One
 browser and one service for the module; the test that creates an API key (which locks the
-service) runs last. Screenshots of every page go to tests/dashboard/artifacts/."""
+service) runs last. Screenshots of every page go to $NETFIT_ARTIFACTS/dashboard if that is set,
+else to dashboard-screens/ under pytest's base temporary folder (printed at the end)."""
 
 from __future__ import annotations
 
 import copy
+import os
+import re
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -18,7 +21,10 @@ import pytest
 from tests.conftest import Proc, free_port, iris_spec, served, wait_healthy, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ROOT = Path(__file__).resolve().parents[2]
+SERVER = "launch.server" if (ROOT / "launch" / "server.py").exists() else "api.server"  # the embedded service's module
+AXE = Path(__file__).resolve().parent / "vendor" / "axe-core-4.14.1" / "axe.min.js"
+ARTIFACTS: Path = Path(os.environ["NETFIT_ARTIFACTS"]) / "dashboard" if os.environ.get("NETFIT_ARTIFACTS") else Path()
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [pytest.mark.slow,  # ~60 s for the module: one browser, one service
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/test-tools.sh installs it)")]
@@ -50,7 +56,7 @@ class Service:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     workdir = tmp_path_factory.mktemp("dashboard")
     port = free_port()
-    proc = Proc([sys.executable, "-c", f"from launch.server import serve; serve('127.0.0.1', {port})"], {},
+    proc = Proc([sys.executable, "-c", f"from {SERVER} import serve; serve('127.0.0.1', {port})"], {},
                 workdir / "serve.log", cwd=workdir)
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -62,8 +68,12 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    ARTIFACTS.mkdir(exist_ok=True)
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    global ARTIFACTS
+    if not os.environ.get("NETFIT_ARTIFACTS"):
+        ARTIFACTS = tmp_path_factory.getbasetemp() / "dashboard-screens"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    print(f"\ndashboard screenshots: {ARTIFACTS}")
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
@@ -152,7 +162,9 @@ def test_a_finished_jobs_page_predicts_pasted_rows_on_whole_epoch_ticks(page, se
     # the axes of the PNG plot: losses on a log scale, accuracy linear
     assert (page.get_attribute("#chart-loss", "data-y-scale"), page.get_attribute("#chart-metric", "data-y-scale")) == ("log", "linear")
     results = page.inner_text("#results")
-    assert "3 of 3 max" in results and "best val_loss" in results and "best lr" not in results, results
+    assert "3 of 3 max" in results and "val loss at the best epoch" in results and "lr at" not in results, results
+    # which weights the test metrics are of, said beside them
+    assert "result weights" in results and "test loss (best epoch's weights)" in results, results
     # the page reads the job again once its stream ends: the browser revalidates its copy (a 304)
     wait_until(lambda: served(service.base_url, "/v1/jobs/{job_id}", 304) > revalidated, timeout=10,
                what="the browser's If-None-Match on the job")
@@ -223,6 +235,9 @@ def test_the_editor_shows_a_422_at_its_field_and_submits_a_good_spec(page, servi
     # the message names the line of the layer's "units": 5 and a click selects it in the editor
     line = int(error.get_attribute("data-line"))
     assert '"units": 5' in bad.split("\n")[line - 1], (line, error.inner_text())
+    # the editor numbers its lines and marks the one the error names
+    page.wait_for_selector(f"#gutter .bad[data-line='{line}']")
+    assert page.locator("#gutter .bad").count() == 1
     error.click()
     selected = page.evaluate("() => { const t = document.getElementById('spec'); return t.value.slice(t.selectionStart, t.selectionEnd); }")
     assert '"units": 5' in selected
@@ -249,9 +264,11 @@ def test_datasets_upload_and_sweeps_pages_render(page, service, tmp_path):
     page.click("#upload-form button[type=submit]")
     page.wait_for_selector("#datasets tr[data-dataset-id]")
     assert "points" in page.inner_text("#datasets")
+    # the reply names the column taken as the label and its classes
+    assert "target column 'label'" in page.inner_text("#upload-result") and "no, yes" in page.inner_text("#upload-result")
     shot(page, "datasets")
     page.goto("/#/sweeps")
-    page.wait_for_selector("#sweeps-table, #sweeps-unavailable, #sweeps-empty")
+    page.wait_for_selector("#sweeps-table, #sweeps-empty")  # every service has sweeps: a 404 is a failure
     shot(page, "sweeps")
 
 
@@ -260,9 +277,7 @@ def test_a_sweeps_page_shows_its_leaderboard_and_parallel_coordinates(page, serv
             "parameters": {"training.optimizer.lr": {"values": [0.01, 0.05]}},
             "objective": {"metric": "val_loss", "mode": "min"}}
     response = httpx.post(f"{service.base_url}/v1/sweeps", json=body, timeout=30)
-    if response.status_code == 404:
-        pytest.skip("this service has no sweeps")
-    assert response.status_code == 201, response.text
+    assert response.status_code == 201, response.text  # the sweeps router is part of every service
     sweep = response.json()
     page.goto(f"/#/sweeps/{sweep['id']}")
     # the page follows the sweep live until its two trials have values
@@ -273,6 +288,148 @@ def test_a_sweeps_page_shows_its_leaderboard_and_parallel_coordinates(page, serv
     assert len(values) == 2 and values == sorted(values), values  # ranked: the lowest val_loss first
     page.locator("#leaderboard a[href^='#/jobs/']").first.wait_for()
     shot(page, "sweep")
+
+
+# ---- every page at a desktop and a phone width, read by a script, not by eye
+
+WIDTHS = (1280, 420)
+# a measured value as dom.js num() writes it: 4 significant digits (1.000, 0.006364, 12.35), or 1.234e-5
+ONE_FORMAT = re.compile(r"^-?(?:0\.0*[1-9]\d{3}|[1-9]\.\d{3}|[1-9]\d\.\d{2}|[1-9]\d{2}\.\d|[1-9]\d{3,}|0\.000|[1-9]\.\d{3}e[-+]\d+)$")
+
+PAGE_CHECKS = """() => {
+  const out = {bad: [], overlaps: [], scroll: [document.documentElement.scrollWidth, innerWidth], numbers: []};
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    if (/\\b(null|undefined|NaN)\\b/.test(n.textContent) && n.parentElement.closest("textarea, script") == null) out.bad.push(n.textContent.slice(0, 80));
+  }
+  const hit = (a, b) => a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+  // the charts' canvas labels (charts.js keeps their boxes) and the SVG's texts: no two overlap
+  for (const el of document.querySelectorAll("[data-labels]")) {
+    const boxes = JSON.parse(el.dataset.labels).map(([x, y, w, h]) => ({x, y, w, h}));
+    boxes.forEach((a, i) => boxes.slice(i + 1).forEach((b) => { if (hit(a, b)) out.overlaps.push([el.id, a, b]); }));
+  }
+  for (const svg of document.querySelectorAll("svg#parallel")) {
+    const texts = [...svg.querySelectorAll("text")].map((t) => { const r = t.getBBox(); return {x: r.x, y: r.y, w: r.width, h: r.height, t: t.textContent}; });
+    texts.forEach((a, i) => texts.slice(i + 1).forEach((b) => { if (hit(a, b)) out.overlaps.push(["parallel", a.t, b.t]); }));
+  }
+  for (const td of document.querySelectorAll(".metric")) if (td.textContent) out.numbers.push(td.textContent);
+  return out;
+}"""
+
+
+def check_page(page: Any, name: str, width: int) -> list[str]:
+    """What is wrong with the page as shown: the problems, in words."""
+    found = page.evaluate(PAGE_CHECKS)
+    problems = [f"{name}@{width}: text reads {t!r}" for t in found["bad"]]
+    problems += [f"{name}@{width}: labels overlap {o}" for o in found["overlaps"]]
+    scroll, inner = found["scroll"]
+    if width <= 420 and scroll > inner:
+        problems.append(f"{name}@{width}: the page scrolls sideways ({scroll} > {inner} px)")
+    problems += [f"{name}@{width}: number {n!r} not in the one format" for n in found["numbers"] if not ONE_FORMAT.match(n)]
+    violations = page.evaluate("""async () => (await axe.run(document, {resultTypes: ["violations"]})).violations
+        .filter((v) => v.impact === "serious" || v.impact === "critical")
+        .map((v) => `${v.id}: ${v.help} (${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join("; ")})`)""")
+    problems += [f"{name}@{width}: axe {v}" for v in violations]
+    return problems
+
+
+def test_every_page_at_1280_and_420_px_has_no_null_no_overlap_no_sideways_scroll_one_number_format_and_passes_axe(browser, service):
+    # the data the pages show: an over-fitting run stopped early (Keras Dense + relu), two runs to
+    # compare (one with an extra dropout layer), a sweep over a log-uniform learning rate, a data
+    # set, and a job that keeps running while its page is looked at
+    big = {**iris_spec(epochs=40, batch_size=32, optimizer={"type": "adam", "lr": 0.05}, early_stopping={"patience": 5}),
+           "name": "pages-overfit"}
+    big["model"] = {"layers": [{"type": "Dense", "units": 64, "activation": "relu"}, {"type": "Dense", "units": 3}]}
+    drop = copy.deepcopy(big) | {"name": "pages-dropout"}
+    drop["model"]["layers"].insert(1, {"type": "dropout", "p": 0.2})
+    # one trial at a time, so that ASHA judges the later trials against the first ones and prunes some
+    sweep_body = {"name": "pages-sweep", "spec": iris_spec(epochs=4), "method": "random", "max_trials": 4, "max_concurrent": 1,
+                  "seed": 0, "parameters": {"training.optimizer.lr": {"min": 1e-4, "max": 0.3, "distribution": "log_uniform"}},
+                  "objective": {"metric": "val_loss", "mode": "min"},
+                  "pruning": {"type": "asha", "min_epochs": 1, "reduction_factor": 2}}
+    overfit, dropout = service.submit(big), service.submit(drop)
+    sweep = httpx.post(f"{service.base_url}/v1/sweeps", json=sweep_body, timeout=30).json()
+    csv = b"a,b,label\n" + b"".join(b"%d,%d,%s\n" % (i, i % 7, b"yes" if i % 2 else b"no") for i in range(40))
+    assert httpx.post(f"{service.base_url}/v1/datasets", files={"file": ("pages.csv", csv)}, timeout=30).status_code == 201
+    for job in (overfit, dropout):
+        service.wait_done(job["id"], timeout=120)
+    wait_until(lambda: httpx.get(f"{service.base_url}/v1/sweeps/{sweep['id']}", timeout=10).json()["status"] != "running",
+               timeout=120, what="the sweep to end")
+    running = service.submit(slow_spec("pages-running"))
+    done = service.job(overfit["id"])
+    assert done["best_epoch"] < done["epochs_completed"], done  # it went on past its best: a band to draw
+
+    pages = [  # (name, route, a selector that says the page has drawn)
+        ("jobs", "/#/jobs", "#jobs-body tr"),
+        ("job", f"/#/jobs/{overfit['id']}", "#chart-loss[data-labels]"),
+        ("job-running", f"/#/jobs/{running['id']}", "#progress:has-text('epochs/s')"),
+        ("compare", f"/#/compare?ids={overfit['id']},{dropout['id']}", "#spec-diff"),
+        ("sweeps", "/#/sweeps", "#sweeps-table"),
+        ("sweep", f"/#/sweeps/{sweep['id']}", "#importance-basis, #importance p"),
+        ("datasets", "/#/datasets", "#datasets tr[data-dataset-id]"),
+        ("editor", "/#/new", "#example option[value='iris_two_layers_small']"),
+    ]
+    problems: list[str] = []
+    try:
+        for width in WIDTHS:
+            context = browser.new_context(base_url=service.base_url, viewport={"width": width, "height": 900})
+            context.add_init_script(path=str(AXE))  # before the page's scripts; the CSP does not apply to it
+            tab = context.new_page()
+            errors: list[str] = []
+            tab.on("pageerror", lambda e: errors.append(str(e)))
+            for name, route, ready in pages:
+                tab.goto(route)
+                tab.wait_for_selector(ready, timeout=60_000, state="attached")
+                if name == "editor":
+                    tab.select_option("#example", "iris_two_layers_small")
+                    tab.wait_for_selector("#summary-table")
+                    tab.fill("#spec", tab.input_value("#spec").replace('"units": 3', '"units": 5'))
+                    tab.wait_for_selector("#gutter .bad")
+                if name in ("job", "compare"):
+                    tab.wait_for_selector("#chart-metric[data-labels], #compare-metric[data-labels]")
+                tab.wait_for_timeout(300)  # a redraw scheduled by the last event
+                problems += check_page(tab, name, width)
+                shot(tab, f"page-{name}-{width}")
+            problems += [f"@{width}: {e}" for e in errors]
+            context.close()
+    finally:
+        httpx.post(f"{service.base_url}/v1/jobs/{running['id']}/cancel", timeout=10)
+    assert not problems, "\n".join(problems)
+    # what the pages say, beyond how they look: checked once, on the service's data
+    context = browser.new_context(base_url=service.base_url, viewport={"width": 1280, "height": 900})
+    try:
+        tab = context.new_page()
+        # the list folds the sweep's trials into one row; "show sweep trials" lists them
+        tab.goto("/#/jobs")
+        tab.wait_for_selector(f"#jobs-body tr[data-sweep-id='{sweep['id']}']")
+        trial_ids = [t["job_id"] for t in httpx.get(f"{service.base_url}/v1/sweeps/{sweep['id']}/trials", timeout=10).json()["items"]]
+        assert not any(tab.locator(f"tr[data-job-id='{t}']").count() for t in trial_ids)
+        tab.check("#show-trials")
+        tab.wait_for_selector(f"tr[data-job-id='{trial_ids[0]}']")
+        tab.goto(f"/#/jobs/{overfit['id']}")
+        tab.wait_for_selector("#layer-table")
+        assert "linear + relu" in tab.inner_text("#layer-table")  # the Dense's activation
+        tab.wait_for_selector("#layer-stats-table tbody tr")
+        stats = [r.split("\t")[:2] for r in tab.locator("#layer-stats-table tbody tr").all_inner_texts()]
+        assert stats == [["0", "linear + relu"], ["1", "linear"]], stats  # numbered as the Layers table
+        assert "after the best epoch" in tab.inner_text("#chart-key")  # the band's legend
+        tab.goto(f"/#/compare?ids={overfit['id']},{dropout['id']}")
+        tab.wait_for_selector("#spec-diff tr[data-field]")
+        fields = tab.locator("#spec-diff tr[data-field]").evaluate_all("rows => rows.map(r => r.dataset.field)")
+        assert fields == ["name", "model.layers.1"], fields  # the dropout layer one row; no defaults
+        assert "test loss" in tab.inner_text("#compare-summary")
+        tab.goto(f"/#/sweeps/{sweep['id']}")
+        tab.wait_for_selector("#parallel")
+        assert tab.get_attribute("#parallel", "data-log-axes") == "training.optimizer.lr"
+        # a pruned trial is badged pruned (it ends "succeeded" with stop reason "pruned"), and counted once
+        pruned = [t for t in httpx.get(f"{service.base_url}/v1/sweeps/{sweep['id']}/trials", timeout=10).json()["items"]
+                  if t["stop_reason"] == "pruned"]
+        assert pruned, "ASHA pruned no trial: the badge is untested"
+        assert tab.locator("#leaderboard [data-status='pruned']").count() == len(pruned)
+        assert f"{len(pruned)} pruned" in tab.inner_text("#sweep-line") and "succeeded" not in tab.inner_text("#sweep-line")
+        assert re.search(r"from \d+ finished trials?", tab.inner_text("#importance-basis"))
+    finally:
+        context.close()
 
 
 def test_the_api_docs_render_from_this_service_alone(browser, service):
@@ -331,13 +488,14 @@ def test_ten_thousand_jobs_the_list_renders_its_first_page_and_pages_on(page, se
     page.goto("/#/jobs")
     page.wait_for_selector("#jobs-body tr:nth-child(50)")
     print(f"first page of the list at 10,000 jobs: {time.monotonic() - started:.2f} s (goal measured in make bench)")
-    assert page.locator("#jobs-body tr").count() == 50
+    # 50 jobs; the earlier tests' sweep trials fold into a row per sweep
+    assert page.locator("#jobs-body tr[data-job-id]").count() == 50
     # a list item names the metric its best epoch was chosen by: the best column shows it
     assert "val_accuracy" in page.locator("#jobs-body tr").first.inner_text()
     assert not page.locator("#next-page").is_disabled()
     page.click("#next-page")
     page.wait_for_selector("#page-info:has-text('page 2')")
-    assert page.locator("#jobs-body tr").count() == 50
+    assert page.locator("#jobs-body tr[data-job-id]").count() == 50
     shot(page, "jobs-10000")
 
 

@@ -4,9 +4,9 @@ import { h, when, table } from "./dom.js";
 
 export function datasetsPage(ctx) {
   const ac = new AbortController();
-  const file = h("input", { type: "file", id: "upload-file", accept: ".csv,.npz", required: true });
-  const name = h("input", { id: "upload-name", placeholder: "name (optional)" });
-  const target = h("input", { id: "upload-target", placeholder: "target column (CSV)" });
+  const file = h("input", { type: "file", id: "upload-file", accept: ".csv,.npz", required: true, "aria-label": "file (.csv or .npz)" });
+  const name = h("input", { id: "upload-name", placeholder: "name (optional)", "aria-label": "name" });
+  const target = h("input", { id: "upload-target", placeholder: "target column (CSV; default: the last)", "aria-label": "target column" });
   const out = h("span", { id: "upload-result" });
   const list = h("div", { id: "datasets" });
   const form = h("form", { class: "toolbar", id: "upload-form" }, file, name, target, h("button", { type: "submit" }, "Upload"), out);
@@ -15,7 +15,7 @@ export function datasetsPage(ctx) {
     const { items } = await api("/v1/datasets?limit=200", { signal: ac.signal });
     list.replaceChildren(items.length ? table(["name", "id", "format", "samples", "input shape", "task", "classes", "size", "uploaded"],
       items.map((d) => h("tr", { dataset: { datasetId: d.id } }, h("td", {}, d.name || ""), h("td", {}, h("code", {}, d.id)), h("td", {}, d.format),
-        h("td", { class: "num" }, d.n_samples), h("td", {}, JSON.stringify(d.input_shape)), h("td", {}, d.task), h("td", {}, d.n_classes ?? ""),
+        h("td", { class: "num" }, d.n_samples), h("td", {}, JSON.stringify(d.input_shape)), h("td", {}, d.task), h("td", { class: "num" }, d.n_classes ?? ""),
         h("td", { class: "num" }, `${(d.size_bytes / 1024).toFixed(1)} KiB`), h("td", {}, when(d.created_at))))) : h("p", { class: "muted" }, "No data sets uploaded yet."));
   };
   form.addEventListener("submit", async (e) => {
@@ -27,7 +27,10 @@ export function datasetsPage(ctx) {
     out.textContent = "uploading…";
     try {
       const d = await api("/v1/datasets", { method: "POST", body });
-      out.textContent = `uploaded ${d.id}: use {"dataset": {"id": "${d.id}"}} in a spec`;
+      // which column became the label, and its classes: a forgotten target would take the last column
+      const label = d.target ? ` · target column '${d.target}'${target.value.trim() ? "" : " (the last; name another in “target column”)"}` +
+        (d.classes ? ` · ${d.classes.length} classes: ${d.classes.slice(0, 10).join(", ")}${d.classes.length > 10 ? ", …" : ""}` : " · numbers: regression") : "";
+      out.textContent = `uploaded ${d.id}${label} · use {"dataset": {"id": "${d.id}"}} in a spec`;
       await load();
     } catch (err) { out.textContent = ""; ctx.showError(err); }
   });

@@ -32,24 +32,39 @@ export function lineOf(text, loc) {
 export function newJobPage(ctx) {
   const ac = new AbortController();
   const pick = h("select", { id: "example", "aria-label": "start from an example" }, h("option", { value: "" }, "start from an example…"));
-  const textarea = h("textarea", { id: "spec", spellcheck: false, "aria-label": "job spec (JSON)" });
+  const textarea = h("textarea", { id: "spec", spellcheck: false, wrap: "off", "aria-label": "job spec (JSON)" });
+  // line numbers beside the text, the lines an error names marked (the messages say "line 17")
+  const gutter = h("pre", { class: "gutter", id: "gutter", "aria-hidden": "true" });
+  const code = h("div", { class: "code" }, gutter, textarea);
+  let bad = new Set();
+  const numberLines = () => {
+    const n = textarea.value.split("\n").length;
+    gutter.replaceChildren(...Array.from({ length: n }, (_, i) => (bad.has(i + 1) ? h("span", { class: "bad", dataset: { line: String(i + 1) } }, `${i + 1}\n`) : `${i + 1}\n`)));
+    gutter.scrollTop = textarea.scrollTop;
+  };
+  const mark = (lines) => { bad = new Set(lines); code.classList.toggle("invalid", bad.size > 0); numberLines(); };
+  textarea.addEventListener("scroll", () => { gutter.scrollTop = textarea.scrollTop; });
   const state = h("div", { id: "check-state", class: "muted" }, "type or pick an example");
   const errors = h("ul", { class: "errors", id: "errors" });
   const summary = h("div", { id: "summary" });
   const submit = h("button", { id: "submit", disabled: true }, "Submit job");
   const result = h("div", { id: "submit-result" });
   ctx.view.append(h("h1", {}, "New job"), h("div", { class: "toolbar" }, pick, submit, result),
-    h("div", { class: "editor-wrap" }, textarea, h("div", {}, state, errors, summary)));
+    h("div", { class: "editor-wrap" }, code, h("div", {}, state, errors, summary)));
+  numberLines();
 
   let seq = 0;
   const check = async () => {
     const mine = ++seq;
-    errors.replaceChildren(); submit.disabled = true; textarea.classList.remove("invalid");
+    errors.replaceChildren(); submit.disabled = true; mark([]);
     let spec;
     try { spec = JSON.parse(textarea.value); } catch (e) {
       state.textContent = "not valid JSON yet";
       errors.append(h("li", { dataset: { loc: "" } }, e.message));
-      textarea.classList.add("invalid");
+      // V8 says "... at position 123" (or "line 4 column 2"): mark that line
+      const at = /line (\d+)/.exec(e.message)?.[1] ?? (/position (\d+)/.exec(e.message) ? textarea.value.slice(0, +/position (\d+)/.exec(e.message)[1]).split("\n").length : null);
+      mark(at ? [+at] : []);
+      code.classList.add("invalid");
       return;
     }
     state.textContent = "checking…";
@@ -61,7 +76,8 @@ export function newJobPage(ctx) {
       const s = dry.summary;
       summary.replaceChildren(h("p", {}, `input ${JSON.stringify(s.input_shape)} · ${s.task} · loss ${s.loss} · ${s.n_outputs} outputs`),
         table(["#", "layer", "output shape", "params"], s.layers.map((l) => h("tr", {}, h("td", {}, l.index), h("td", {}, layerLabel(l)),
-          h("td", {}, JSON.stringify(l.output_shape)), h("td", { class: "num" }, l.params.toLocaleString()))), { id: "summary-table" }));
+          h("td", {}, JSON.stringify(l.output_shape)), h("td", { class: "num" }, l.params.toLocaleString()))), { id: "summary-table" }),
+        (s.notes || []).length ? h("ul", { id: "summary-notes", class: "muted" }, s.notes.map((n) => h("li", {}, n))) : null);
       submit.disabled = false;
     } catch (err) {
       if (mine !== seq || ac.signal.aborted) return;
@@ -69,10 +85,11 @@ export function newJobPage(ctx) {
       summary.replaceChildren();
       if (!(err instanceof ApiError) || err.status !== 422) { state.textContent = err.message; if (err.status === 401) ctx.showError(err); return; }
       state.textContent = "the spec has problems:";
-      textarea.classList.add("invalid");
+      const lines = [];
       for (const d of err.body.details || []) {
         const loc = (d.loc || []).join(".");
         const line = lineOf(textarea.value, d.loc || []);
+        lines.push(line);
         // a click selects the named field's line in the editor
         const jump = () => {
           const lines = textarea.value.split("\n");
@@ -83,13 +100,15 @@ export function newJobPage(ctx) {
         errors.append(h("li", { dataset: { loc, line: String(line) }, onclick: jump, title: "show this field in the editor" },
           h("code", { class: "loc" }, loc || "(spec)"), ` line ${line}: ${d.msg}`));
       }
+      mark(lines);
     }
   };
   const later = debounce(check, 400);
-  textarea.addEventListener("input", later);
+  textarea.addEventListener("input", () => { numberLines(); later(); });
   pick.addEventListener("change", async () => {
     if (!pick.value) return;
     textarea.value = JSON.stringify(await api(`/dashboard/examples/${pick.value}`), null, 2);
+    numberLines();
     check();
   });
   submit.addEventListener("click", async () => {

@@ -1,7 +1,7 @@
 // Jobs: the list (filters, search, cursor pages, live refresh), a job's page (live curves over
 // SSE, the early-stopping countdown, results, downloads, cancel) and the comparison of 2-10 jobs.
 import { api, download, streamEvents } from "./api.js";
-import { h, fmt, when, statusBadge, table, debounce, layerLabel } from "./dom.js";
+import { h, fmt, num, when, duration, statusBadge, jobBadge, table, debounce, layerLabel, layerType } from "./dom.js";
 import { layerStatsPanel } from "./layers.js";
 
 const STATUSES = ["", "queued", "running", "succeeded", "failed", "cancelled"];
@@ -25,7 +25,25 @@ export function bestMetric(job) {
   const monitor = job.monitor || job.spec?.training?.early_stopping?.monitor || "val_loss";
   const m = job.best_metrics || {};
   const key = monitor in m ? monitor : Object.keys(m)[0];
-  return key ? `${key} ${fmt(m[key])}` : "";
+  return key ? `${key} ${num(m[key])}` : "";
+}
+
+// A page of the list: at least `limit` rows that are not sweep trials (a sweep's trials fold into
+// one row per sweep), reading on through the API's pages, a few at most.
+async function listPage(query, cursor, showTrials, limit, signal) {
+  const items = [];
+  let next = cursor, reads = 0;
+  do {
+    const q = new URLSearchParams(query);
+    // each further read asks only for the rows still missing: never more than `limit` jobs shown
+    q.set("limit", String(limit - items.filter((j) => !j.sweep_id).length));
+    if (next) q.set("cursor", next);
+    const data = await api(`/v1/jobs?${q}`, { signal });
+    items.push(...data.items);
+    next = data.next_cursor;
+    reads++;
+  } while (!showTrials && next && reads < 5 && items.filter((j) => !j.sweep_id).length < limit);
+  return { items, next };
 }
 
 export function jobsPage(ctx) {
@@ -35,8 +53,10 @@ export function jobsPage(ctx) {
     const selected = new Set();
     const status = h("select", { id: "filter-status", "aria-label": "status" }, STATUSES.map((s) => h("option", { value: s }, s || "any status")));
     status.value = state.status;
-    const sweep = h("input", { id: "filter-sweep", placeholder: "sweep id", value: state.sweep, size: 14 });
-    const name = h("input", { id: "filter-name", type: "search", placeholder: "search by name", value: state.name });
+    const sweep = h("input", { id: "filter-sweep", placeholder: "sweep id", "aria-label": "sweep id", value: state.sweep, size: 14 });
+    const name = h("input", { id: "filter-name", type: "search", placeholder: "search by name", "aria-label": "search by name", value: state.name });
+    // a sweep's trials are many: folded into one row per sweep unless asked for (or a sweep is picked)
+    const trials = h("input", { type: "checkbox", id: "show-trials", checked: Boolean(state.sweep) });
     const compare = h("button", { id: "compare", disabled: true }, "Compare selected");
     const prev = h("button", { id: "prev-page", class: "secondary", disabled: true }, "← Newer");
     const next = h("button", { id: "next-page", class: "secondary", disabled: true }, "Older →");
@@ -44,8 +64,8 @@ export function jobsPage(ctx) {
     const tbody = h("tbody", { id: "jobs-body" });
     ctx.view.append(
       h("h1", {}, "Jobs"),
-      h("div", { class: "toolbar" }, status, sweep, name, compare, prev, next, count),
-      h("table", { id: "jobs-table" }, h("thead", {}, h("tr", {}, ["", "name", "status", "stop reason", "best", "epochs", "created"].map((c) => h("th", {}, c)))), tbody),
+      h("div", { class: "toolbar" }, status, sweep, name, h("label", {}, trials, " show sweep trials"), compare, prev, next, count),
+      h("div", { class: "table-box", tabindex: "0" }, h("table", { id: "jobs-table" }, h("thead", {}, h("tr", {}, ["", "name", "status", "stop reason", "best", "epochs", "created"].map((c) => h("th", {}, c)))), tbody)),
     );
     const updateCompare = () => {
       compare.disabled = selected.size < 2 || selected.size > 10;
@@ -53,31 +73,47 @@ export function jobsPage(ctx) {
     };
     compare.addEventListener("click", () => { location.hash = `#/compare?ids=${[...selected].join(",")}`; });
 
+    const jobRow = (job) => {
+      const box = h("input", { type: "checkbox", checked: selected.has(job.id), "aria-label": `select ${job.name || job.id}`,
+        onchange: (e) => { e.target.checked ? selected.add(job.id) : selected.delete(job.id); updateCompare(); } });
+      return h("tr", { dataset: { jobId: job.id, status: job.status } },
+        h("td", {}, box),
+        h("td", {}, h("a", { href: `#/jobs/${job.id}` }, job.name || job.id), job.sweep_id ? h("span", { class: "muted" }, ` · trial ${job.trial_number ?? ""}`) : null),
+        h("td", {}, jobBadge(job)),
+        h("td", {}, job.stop_reason || ""),
+        h("td", { class: "num" }, bestMetric(job)),
+        h("td", { class: "num" }, `${job.epochs_completed}/${job.epochs}`),
+        h("td", {}, when(job.created_at)));
+    };
+    // a sweep's trials on this page as one row: how many, how they stand, links to the sweep and to them
+    const sweepRow = (id, group) => {
+      const by = {};
+      for (const j of group) { const s = j.stop_reason === "pruned" ? "pruned" : j.status; by[s] = (by[s] || 0) + 1; }
+      return h("tr", { class: "sweep-row", dataset: { sweepId: id } }, h("td", {}),
+        h("td", { colspan: 6 }, h("a", { href: `#/sweeps/${id}` }, `sweep ${id.slice(0, 8)}`), ` · ${group.length} trial${group.length === 1 ? "" : "s"} (`,
+          Object.entries(by).map(([k, v]) => `${v} ${k}`).join(", "), ") · ", h("a", { href: `#/jobs?sweep=${id}` }, "show its trials")));
+    };
+
     let timer = null;
     const load = async () => {
       clearTimeout(timer);
-      const q = new URLSearchParams({ limit: "50" });
-      for (const k of ["status", "sweep", "name"]) if (state[k]) q.set(k, state[k]);
-      const cursor = state.cursors[state.cursors.length - 1];
-      if (cursor) q.set("cursor", cursor);
-      const data = await api(`/v1/jobs?${q}`, { signal });
-      tbody.replaceChildren(...data.items.map((job) => {
-        const box = h("input", { type: "checkbox", checked: selected.has(job.id), "aria-label": `select ${job.name || job.id}`,
-          onchange: (e) => { e.target.checked ? selected.add(job.id) : selected.delete(job.id); updateCompare(); } });
-        return h("tr", { dataset: { jobId: job.id, status: job.status } },
-          h("td", {}, box),
-          h("td", {}, h("a", { href: `#/jobs/${job.id}` }, job.name || job.id)),
-          h("td", {}, statusBadge(job.status)),
-          h("td", {}, job.stop_reason || ""),
-          h("td", { class: "num" }, bestMetric(job)),
-          h("td", { class: "num" }, `${job.epochs_completed}/${job.epochs}`),
-          h("td", {}, when(job.created_at)));
-      }));
-      if (!data.items.length) tbody.append(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No jobs match. Submit one from “New job”.")));
-      state.next = data.next_cursor;
-      next.disabled = !data.next_cursor;
+      const q = {};
+      for (const k of ["status", "sweep", "name"]) if (state[k]) q[k] = state[k];
+      const showTrials = trials.checked || Boolean(state.sweep);
+      const { items, next: nextCursor } = await listPage(q, state.cursors[state.cursors.length - 1], showTrials, 50, signal);
+      const rows = [], groups = new Map();
+      for (const job of items) {
+        if (showTrials || !job.sweep_id) { rows.push(jobRow(job)); continue; }
+        if (!groups.has(job.sweep_id)) { groups.set(job.sweep_id, []); rows.push(job.sweep_id); }
+        groups.get(job.sweep_id).push(job);
+      }
+      tbody.replaceChildren(...rows.map((r) => (typeof r === "string" ? sweepRow(r, groups.get(r)) : r)));
+      if (!items.length) tbody.append(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No jobs match. Submit one from “New job”.")));
+      state.next = nextCursor;
+      next.disabled = !nextCursor;
       prev.disabled = state.cursors.length < 2;
-      count.textContent = `page ${state.cursors.length}, ${data.items.length} jobs`;
+      const folded = [...groups.values()].reduce((n, g) => n + g.length, 0);
+      count.textContent = `page ${state.cursors.length}, ${items.length - folded} jobs${folded ? ` and ${folded} sweep trials (folded)` : ""}`;
       // keep the page current while something on it (or a newer job) may still change
       if (!signal.aborted) timer = setTimeout(() => load().catch((e) => !signal.aborted && ctx.showError(e)), REFRESH_MS);
     };
@@ -86,6 +122,7 @@ export function jobsPage(ctx) {
     status.addEventListener("change", () => { state.status = status.value; restart(); });
     sweep.addEventListener("input", debounce(() => { state.sweep = sweep.value.trim(); restart(); }, 300));
     name.addEventListener("input", debounce(() => { state.name = name.value.trim(); restart(); }, 300));
+    trials.addEventListener("change", restart);
     next.addEventListener("click", () => { if (state.next) { state.cursors.push(state.next); load().catch(ctx.showError); } });
     prev.addEventListener("click", () => { state.cursors.pop(); load().catch(ctx.showError); });
     await load();
@@ -101,9 +138,9 @@ export function metricKeys(rows) {
 
 function countdownText(es) {
   if (!es) return null;
-  const parts = [`monitor ${es.monitor}`, `best ${fmt(es.best)}${es.best_epoch != null ? ` at epoch ${es.best_epoch}` : ""}`];
+  const parts = [`monitor ${es.monitor}`, `best ${num(es.best)}${es.best_epoch != null ? ` at epoch ${es.best_epoch}` : ""}`];
   if (es.patience != null) parts.push(`${es.patience - es.wait} of ${es.patience} epochs of patience left (no improvement for ${es.wait})`);
-  else parts.push("no early stopping: the run goes to its last epoch; the best weights are kept");
+  else parts.push("no early stopping: the run goes to its last epoch (its last weights may be over-fitted); the job's result is the best epoch's weights");
   return parts.join(" · ");
 }
 
@@ -186,23 +223,45 @@ function predictPanel(id, inputShape) {
   return h("div", { id: "predict" }, input, h("div", { class: "toolbar" }, which, run), out);
 }
 
+// a metric's name as a row label: "val_loss" -> "val loss"; "test_accuracy" -> "accuracy"
+const words = (k, drop = "") => k.replace(drop, "").replace(/_/g, " ");
+
+// A running job's pace: time since it started, epochs per second, and what is left at most
+// (early stopping may end it sooner); a finished one: how long it took.
+export function pace(job, done, now = Date.now()) {
+  if (!job.started_at) return "";
+  const start = Date.parse(job.started_at);
+  if (TERMINAL.has(job.status)) return job.finished_at ? `took ${duration((Date.parse(job.finished_at) - start) / 1000)}` : "";
+  const elapsed = Math.max(0.001, (now - start) / 1000);
+  if (!done) return `running for ${duration(elapsed)}`;
+  const rate = done / elapsed, left = (job.epochs - done) / rate;
+  return `running for ${duration(elapsed)} · ${rate >= 10 ? rate.toFixed(0) : rate.toPrecision(2)} epochs/s · at most ${duration(left)} left` +
+    (job.spec?.training?.early_stopping ? " (early stopping may end it sooner)" : "");
+}
+
 export function jobPage(ctx, id) {
   return page(ctx, async (signal) => {
     // uPlot is loaded by the pages that draw (the list, the first page most people open, does not)
-    const [{ lineChart, axisFor }, first, names] = await Promise.all([import("./charts.js"), api(`/v1/jobs/${id}`, { signal }), metricNames()]);
+    const [{ lineChart, axisFor, afterBest, marksKey }, first, names] = await Promise.all([import("./charts.js"), api(`/v1/jobs/${id}`, { signal }), metricNames()]);
     let job = first;
-    const title = h("h1", {}, job.name || job.id, " ", h("span", { id: "job-status" }, statusBadge(job.status)));
+    const title = h("h1", {}, job.name || job.id, " ", h("span", { id: "job-status" }, jobBadge(job)));
     const cancel = h("button", { id: "cancel", class: "secondary" }, "Cancel");
-    const countdown = h("div", { class: "countdown card", id: "countdown" }, "waiting for the first epoch…");
-    const lossEl = h("div", { id: "chart-loss", class: "card" });
-    const metricEl = h("div", { id: "chart-metric", class: "card" });
+    const countdownText_ = h("div", { id: "countdown-text" }, "waiting for the first epoch…");
+    const progress = h("div", { id: "progress", class: "muted progress" });
+    const countdown = h("div", { class: "countdown card", id: "countdown" }, countdownText_, progress);
+    const lossEl = h("div", { id: "chart-loss" });
+    const metricEl = h("div", { id: "chart-metric" });
     const info = h("div", { id: "job-info" });
     const layers = h("div", { id: "layers" });
     const downloads = h("div", { id: "downloads" });
-    const layerStats = layerStatsPanel(lineChart);
+    const layerStats = layerStatsPanel(lineChart, (index) => {
+      const l = job.summary?.layers?.find((x) => x.index === index);
+      return l ? layerType(l) : null;
+    });
     signal.addEventListener("abort", () => layerStats.stop());
     ctx.view.append(title, h("div", { class: "toolbar" }, cancel, h("a", { href: `#/jobs` }, "← all jobs")),
-      countdown, h("div", { class: "grid2" }, lossEl, metricEl),
+      countdown, h("div", { class: "grid2" }, h("div", { class: "card" }, lossEl, h("ul", { class: "key", id: "chart-key" }, marksKey())),
+        h("div", { class: "card" }, metricEl, h("ul", { class: "key" }, marksKey()))),
       h("div", { class: "grid2" }, h("div", {}, h("h2", {}, "Results"), info, h("h2", {}, "Downloads"), downloads),
         h("div", {}, h("h2", {}, "Layers"), layers)), layerStats.el);
     downloads.append(...downloadButtons(id, ctx.showError));
@@ -212,12 +271,16 @@ export function jobPage(ctx, id) {
     });
 
     const rows = new Map();  // epoch -> row
-    let infoTimer = null;
-    signal.addEventListener("abort", () => clearTimeout(infoTimer));
+    let infoTimer = null, paceTimer = null;
+    signal.addEventListener("abort", () => { clearTimeout(infoTimer); clearInterval(paceTimer); });
     let es = null;
     const stopEpoch = () => stopEpochOf(job, epochsDone(job, rows));
-    const marks = () => ({ best: es?.best_epoch ?? job.best_epoch, stop: stopEpoch() });
-    const lossChart = lineChart(lossEl, { title: "loss", labels: ["train_loss", "val_loss"], marks, width: lossEl.clientWidth - 20, ...axisFor("loss") });
+    const lastEpoch = () => { let last = null; for (const e of rows.keys()) if (last == null || e > last) last = e; return last; };
+    const bestEpoch = () => es?.best_epoch ?? job.best_epoch;
+    // the band: the PNG's rule (after the best epoch, to the last epoch drawn)
+    const marks = () => ({ best: bestEpoch(), stop: stopEpoch(), band: afterBest(bestEpoch(), lastEpoch()) });
+    const chartWidth = (el) => Math.max(260, el.parentElement.clientWidth - 26);
+    const lossChart = lineChart(lossEl, { title: "loss", labels: ["train_loss", "val_loss"], marks, width: chartWidth(lossEl), ...axisFor("loss") });
     let metricChart = null;
     const redraw = () => {
       const sorted = [...rows.values()].sort((a, b) => a.epoch - b.epoch);
@@ -225,41 +288,49 @@ export function jobPage(ctx, id) {
       lossChart.set(xs, ["train_loss", "val_loss"].map((k) => sorted.map((r) => r[k] ?? null)));
       const { metric } = metricKeys(sorted);
       if (metric && !metricChart) {
-        metricChart = lineChart(metricEl, { title: metric, labels: [`train_${metric}`, `val_${metric}`], marks, width: metricEl.clientWidth - 20, ...axisFor(metric) });
+        metricChart = lineChart(metricEl, { title: metric, labels: [`train_${metric}`, `val_${metric}`], marks, width: chartWidth(metricEl), ...axisFor(metric) });
       }
       if (metricChart) metricChart.set(xs, [`train_${metric}`, `val_${metric}`].map((k) => sorted.map((r) => r[k] ?? null)));
       lossEl.dataset.points = String(xs.length);
     };
     const liveBest = () => !TERMINAL.has(job.status) && es?.best_epoch != null && rows.has(es.best_epoch);
+    const showPace = () => { progress.textContent = pace(job, epochsDone(job, rows)); };
     const renderInfo = () => {
-      title.querySelector("#job-status").replaceChildren(statusBadge(job.status));
+      title.querySelector("#job-status").replaceChildren(jobBadge(job));
       cancel.disabled = TERMINAL.has(job.status);
+      const best = liveBest() ? es.best_epoch : job.best_epoch;
       const kv = [["id", job.id], ["status", job.status], ["stop reason", job.stop_reason], ["epochs completed", `${epochsDone(job, rows)} of ${job.epochs} max`], ["stop epoch", stopEpoch()],
-        ["best epoch", liveBest() ? es.best_epoch : job.best_epoch], ["device", job.device], ["attempts", job.attempts], ["created", when(job.created_at)],
-        ["finished", when(job.finished_at)], ["error", job.error]];
+        ["best epoch", best]];
+      // which weights are the result: the test metrics, /predict and the export all use them
+      if (best != null) kv.push(["result weights", `the best epoch's (${best}): the test metrics, Predict and the ONNX export use them`]);
+      kv.push(["device", job.device], ["attempts", job.attempts], ["created", when(job.created_at)], ["finished", when(job.finished_at)], ["error", job.error]);
       // while it runs, the best so far comes from the events (the job fetched at the start is older)
-      const best = onlyMetrics(liveBest() ? rows.get(es.best_epoch) : job.best_metrics, names);
-      for (const [k, v] of Object.entries(best)) kv.push([`best ${k}`, fmt(v)]);
-      for (const [k, v] of Object.entries(job.test_metrics || {})) kv.push([`test ${k}`, fmt(v)]);
-      info.replaceChildren(h("table", { class: "kv", id: "results" }, h("tbody", {}, kv.filter(([, v]) => v != null && v !== "")
-        .map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", { class: k === "error" ? "error" : "" }, String(v)))))));
+      const bestRow = onlyMetrics(liveBest() ? rows.get(es.best_epoch) : job.best_metrics, names);
+      const numeric = new Set();
+      for (const [k, v] of Object.entries(bestRow)) { kv.push([`${words(k)} at the best epoch`, num(v)]); numeric.add(kv.length - 1); }
+      for (const [k, v] of Object.entries(job.test_metrics || {})) { kv.push([`test ${words(k, "test_")} (best epoch's weights)`, num(v)]); numeric.add(kv.length - 1); }
+      info.replaceChildren(h("table", { class: "kv", id: "results" }, h("tbody", {}, kv.map((r, i) => [...r, numeric.has(i)]).filter(([, v]) => v != null && v !== "")
+        .map(([k, v, isNum]) => h("tr", {}, h("td", {}, k), h("td", { class: k === "error" ? "error" : isNum ? "num metric" : "" }, String(v)))))));
       const s = job.summary;
       if (s) {
         layers.replaceChildren(h("p", { class: "muted" }, `input ${JSON.stringify(s.input_shape)} · ${s.task} · loss ${s.loss} · ${s.total_params.toLocaleString()} parameters`),
           table(["#", "layer", "output shape", "params"], s.layers.map((l) => h("tr", {}, h("td", {}, l.index), h("td", {}, layerLabel(l)),
-            h("td", {}, JSON.stringify(l.output_shape)), h("td", { class: "num" }, l.params.toLocaleString()))), { id: "layer-table" }));
+            h("td", {}, JSON.stringify(l.output_shape)), h("td", { class: "num" }, l.params.toLocaleString()))), { id: "layer-table" }),
+          (s.notes || []).length ? h("ul", { id: "notes", class: "muted" }, s.notes.map((n) => h("li", {}, n))) : null);
       }
-      if (es) countdown.textContent = countdownText(es);
-      if (TERMINAL.has(job.status)) countdown.prepend(h("b", {}, `${job.status}${job.stop_reason && job.stop_reason !== job.status ? ` (${job.stop_reason})` : ""} · `));
+      if (es) countdownText_.textContent = countdownText(es);
+      if (TERMINAL.has(job.status)) countdownText_.prepend(h("b", {}, `${job.status}${job.stop_reason && job.stop_reason !== job.status ? ` (${job.stop_reason})` : ""} · `));
+      showPace();
     };
     renderInfo();
+    paceTimer = setInterval(() => { if (!TERMINAL.has(job.status)) showPace(); }, 1000);
     await streamEvents(`/v1/jobs/${id}/events`, async (kind, data) => {
       if (kind === "epoch") {
         rows.set(data.epoch, data);
         layerStats.add(data.epoch, data.layers);
         // the countdown: nested as the lead writes it, or flat fields on the event
-        const progress = data.early_stopping || (data.wait != null ? { monitor: data.monitor, best: data.best, best_epoch: data.best_epoch, wait: data.wait, patience: data.patience } : null);
-        if (progress) { es = progress; countdown.textContent = countdownText(es); }
+        const progress_ = data.early_stopping || (data.wait != null ? { monitor: data.monitor, best: data.best, best_epoch: data.best_epoch, wait: data.wait, patience: data.patience } : null);
+        if (progress_) { es = progress_; countdownText_.textContent = countdownText(es); }
         redraw();
         // the results table follows the epochs too, at most twice a second (fast epochs would rebuild it hundreds of times)
         if (!infoTimer) infoTimer = setTimeout(() => { infoTimer = null; renderInfo(); }, 500);
@@ -275,20 +346,6 @@ export function jobPage(ctx, id) {
   });
 }
 
-function flatten(value, prefix = "", out = {}) {
-  if (value && typeof value === "object") {
-    for (const [k, v] of Object.entries(value)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
-    if (!Object.keys(value).length) out[prefix] = JSON.stringify(value);
-  } else out[prefix] = value;
-  return out;
-}
-
-export function specDifferences(specs) {
-  const flat = specs.map((s) => flatten(s));
-  const keys = [...new Set(flat.flatMap(Object.keys))].sort();
-  return keys.filter((k) => new Set(flat.map((f) => JSON.stringify(f[k]))).size > 1).map((k) => [k, flat.map((f) => f[k])]);
-}
-
 export function comparePage(ctx) {
   return page(ctx, async (signal) => {
     const ids = (ctx.params.get("ids") || "").split(",").filter(Boolean);
@@ -297,7 +354,7 @@ export function comparePage(ctx) {
       ctx.view.append(h("p", {}, "Pick 2 to 10 jobs in the ", h("a", { href: "#/jobs" }, "list"), " and press “Compare selected”."));
       return;
     }
-    const { lineChart, axisFor } = await import("./charts.js");
+    const { lineChart, axisFor, marksKey } = await import("./charts.js");
     const jobs = await Promise.all(ids.map((id) => api(`/v1/jobs/${id}`, { signal })));
     const metrics = await Promise.all(ids.map(async (id) => (await api(`/v1/jobs/${id}/metrics`, { signal })).items));
     const names = jobs.map((j) => j.name || j.id);
@@ -306,25 +363,35 @@ export function comparePage(ctx) {
     const maxEpoch = Math.max(0, ...metrics.map((rows) => rows.length ? rows[rows.length - 1].epoch : 0));
     const xs = Array.from({ length: maxEpoch }, (_, i) => i + 1);
     const col = (rows, key) => { const by = new Map(rows.map((r) => [r.epoch, r[key]])); return xs.map((x) => by.get(x) ?? null); };
-    const lossEl = h("div", { id: "compare-loss", class: "card" });
-    const accEl = h("div", { id: "compare-metric", class: "card" });
-    ctx.view.append(h("div", { class: "grid2" }, lossEl, accEl));
-    const loss = lineChart(lossEl, { title: "validation loss", labels: unique, width: lossEl.clientWidth - 20, ...axisFor("loss") });
+    const lossEl = h("div", { id: "compare-loss" });
+    const accEl = h("div", { id: "compare-metric" });
+    ctx.view.append(h("div", { class: "grid2" }, h("div", { class: "card" }, lossEl), h("div", { class: "card" }, accEl)),
+      h("ul", { class: "key" }, marksKey({ band: false, best: false, stop: false, dots: true })));
+    // each job's best epoch: a dot on its own curve
+    const points = () => jobs.map((j, i) => ({ sidx: i + 1, epoch: j.best_epoch })).filter((p) => p.epoch != null);
+    const width = (el) => Math.max(260, el.parentElement.clientWidth - 26);
+    const loss = lineChart(lossEl, { title: "validation loss", labels: unique, width: width(lossEl), points, ...axisFor("loss") });
     loss.set(xs, metrics.map((rows) => col(rows, "val_loss")));
     lossEl.dataset.series = String(ids.length);
     const metric = hasAcc ? "val_accuracy" : "val_rmse";
-    const acc = lineChart(accEl, { title: metric.replace("_", " "), labels: unique, width: accEl.clientWidth - 20, ...axisFor(metric.slice(4)) });
+    const acc = lineChart(accEl, { title: hasAcc ? "validation accuracy" : "validation RMSE", labels: unique, width: width(accEl), points, ...axisFor(metric.slice(4)) });
     acc.set(xs, metrics.map((rows) => col(rows, metric)));
+    const testKeys = [...new Set(jobs.flatMap((j) => Object.keys(j.test_metrics || {})))];
+    const valKeys = ["val_loss", metric].filter((k) => jobs.some((j) => j.best_metrics?.[k] != null));
     const summary = table(["", ...unique], [
-      ["status", jobs.map((j) => j.status)], ["stop reason", jobs.map((j) => j.stop_reason || "")],
+      ["status", jobs.map((j) => jobBadge(j))], ["stop reason", jobs.map((j) => j.stop_reason || "")],
       ["epochs", jobs.map((j) => j.epochs_completed)], ["best epoch", jobs.map((j) => j.best_epoch ?? "")],
-      ["best", jobs.map(bestMetric)], ["parameters", jobs.map((j) => j.summary?.total_params?.toLocaleString() ?? "")],
-    ].map(([k, vs]) => h("tr", {}, h("th", {}, k), vs.map((v) => h("td", {}, String(v))))), { id: "compare-summary" });
-    const diffs = specDifferences(jobs.map((j) => j.spec));
+      ...valKeys.map((k) => [`${words(k)} at the best epoch`, jobs.map((j) => num(j.best_metrics?.[k])), true]),
+      ...testKeys.map((k) => [`test ${words(k, "test_")} (best epoch's weights)`, jobs.map((j) => num(j.test_metrics?.[k])), true]),
+      ["parameters", jobs.map((j) => j.summary?.total_params?.toLocaleString() ?? "")],
+    ].map(([k, vs, isNum]) => h("tr", {}, h("th", { scope: "row" }, k), vs.map((v) => h("td", { class: isNum ? "num metric" : "" }, v instanceof Node ? v : String(v))))), { id: "compare-summary" });
+    const { rows: diffs } = await api("/dashboard/spec-diff", { method: "POST", json: { specs: jobs.map((j) => j.spec) }, signal });
+    const shown = (v) => (v == null ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v));
     const diffTable = diffs.length
-      ? table(["spec field", ...unique], diffs.map(([k, vs]) => h("tr", { dataset: { field: k } }, h("td", {}, h("code", {}, k)),
-        vs.map((v) => h("td", {}, v === undefined ? "—" : JSON.stringify(v))))), { id: "spec-diff" })
+      ? table(["spec field", ...unique], diffs.map(({ field, values }) => h("tr", { dataset: { field } }, h("td", {}, h("code", {}, field)),
+        values.map((v) => h("td", {}, shown(v))))), { id: "spec-diff" })
       : h("p", { id: "spec-diff" }, "The specs are identical.");
-    ctx.view.append(h("h2", {}, "Results"), summary, h("h2", {}, "Spec differences (only the fields that differ)"), diffTable);
+    ctx.view.append(h("h2", {}, "Results"), summary,
+      h("h2", {}, "Spec differences"), h("p", { class: "muted" }, "what the specs set, defaults left out; layers aligned (a layer one job lacks shows —)"), diffTable);
   });
 }
