@@ -14,11 +14,12 @@ from db.pages import newest_first
 
 def create_dataset(session: Session, *, tenant: str, name: str | None, format: str, data: bytes,
                    n_samples: int, input_shape: list[int], task: str, n_classes: int | None,
-                   has_test_split: bool) -> Dataset:
+                   has_test_split: bool, sha256: str | None = None) -> Dataset:
+    """`sha256`: the digest of the content (its arrays), default the stored bytes'."""
     dataset = Dataset(
         id=new_id(), tenant=tenant, name=name, format=format, data=data, n_samples=n_samples,
         input_shape=list(input_shape), task=task, n_classes=n_classes, has_test_split=has_test_split,
-        size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data), sha256=sha256 or hashlib.sha256(data).hexdigest(),
     )
     session.add(dataset)
     session.commit()
@@ -50,7 +51,10 @@ def dataset_sha256(session: Session, tenant: str, dataset_id: str) -> str | None
     return session.scalar(select(Dataset.sha256).where(Dataset.id == dataset_id, Dataset.tenant == tenant))
 
 
-def list_datasets(session: Session, tenant: str, *, limit: int = 50,
-                  cursor: str | None = None) -> tuple[list[Dataset], str | None]:
-    """Newest first, with the jobs list's cursor. ValueError for a bad cursor."""
-    return newest_first(select(Dataset).where(Dataset.tenant == tenant), Dataset, cursor, limit, session.scalars)
+def list_datasets(session: Session, tenant: str, *, limit: int = 50, cursor: str | None = None,
+                  sha256: str | None = None) -> tuple[list[Dataset], str | None]:
+    """Newest first, with the jobs list's cursor (`sha256`: only that content). ValueError for a bad cursor."""
+    query = select(Dataset).where(Dataset.tenant == tenant)
+    if sha256 is not None:
+        query = query.where(Dataset.sha256 == sha256)
+    return newest_first(query, Dataset, cursor, limit, session.scalars)

@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -31,6 +31,9 @@ from netfit.models import (
 )
 from netfit.spec import JobSpec
 from netfit.sse import EpochEvent, JobEvent, StatusEvent, job_event, parse_sse
+
+if TYPE_CHECKING:
+    from netfit.fit import Run
 
 T = TypeVar("T")
 
@@ -354,9 +357,40 @@ class Client:
                 raise TimeoutError(f"sweep {sweep_id} still {sweep.status} after {timeout} s")
             time.sleep(poll)
 
-    def datasets(self) -> list[Dataset]:
-        """Every uploaded data set, newest first."""
-        return list(self._items(Dataset, "/v1/datasets", limit=200))
+    def datasets(self, sha256: str | None = None) -> list[Dataset]:
+        """Every uploaded data set, newest first; `sha256`: only those with that content digest."""
+        return list(self._items(Dataset, "/v1/datasets", limit=200, **({"sha256": sha256} if sha256 else {})))
+
+    # ------------------------------------------------------------------ fit (netfit.fit)
+
+    def fit(self, model: Any, x: Any = None, y: Any = None, **options: Any) -> Run:
+        """Train `model` on (x, y) on the service, as Keras' model.fit reads; returns a Run.
+
+        model: a list of layer dicts (PyTorch or Keras words), a model dict {"layers": ...}, a
+        whole job spec (dict or JobSpec: its other sections are the defaults), a keras.Model
+        (Sequential or Functional), a Keras config dict or a .keras/.json file, or a
+        torch.nn.Sequential. Only the architecture is carried, never weights.
+        x, y: numpy arrays, torch tensors, lists, or a pandas DataFrame with y a Series or the
+        target column's name (or target=); integer or text labels are classes, floats a
+        regression; Keras' one-hot labels and (N, H, W, C) images are converted. Or x alone: a
+        data set id, a Dataset, or a built-in name ("iris", "digits", "mnist", ...).
+        Keywords (Keras' names where the concept is the same): validation_split (0.2),
+        test_data=(x_test, y_test), test_split, epochs, batch_size, optimizer ("adam", a dict or
+        a Keras optimizer), learning_rate, weight_decay, loss (Keras or netfit names), task,
+        early_stopping (True, a patience or a dict), callbacks ([keras EarlyStopping]),
+        preprocess ("standardize", "minmax", "scale" or a dict), target, lr_schedule, grad_clip,
+        label_smoothing, seed, device, name, verbose (0, 1, 2), wait (True: show the progress
+        until the job ends; False: return at once). An unknown keyword is a TypeError.
+        """
+        from netfit.fit import fit
+
+        return fit(self, model, x, y, **options)
+
+    def run(self, job_id: str) -> Run:
+        """A Run for a job started earlier (to wait on it again, read its history or predict)."""
+        from netfit.fit import Run
+
+        return Run(self, self.job(job_id))
 
     # the shared cluster: deletes (a 409 NetfitError names what to cancel first), workers, usage
 

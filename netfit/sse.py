@@ -62,6 +62,11 @@ class EpochEvent:
     def epoch(self) -> int:
         return self.metrics.epoch
 
+    def __str__(self) -> str:  # the CLI's line, without the bar (an event does not know the epoch count)
+        from netfit.progress import progress_line
+
+        return progress_line(self.metrics, None, self.early_stopping)
+
 
 @dataclass(frozen=True)
 class StatusEvent:
@@ -76,6 +81,11 @@ class StatusEvent:
     @property
     def done(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    def __str__(self) -> str:
+        from netfit.progress import status_line
+
+        return status_line(self.status, self.stop_reason, self.error)
 
 
 JobEvent = EpochEvent | StatusEvent

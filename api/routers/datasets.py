@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Path, Response, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
 
 from api.deps import CursorDep, LimitQuery, OneThreadRoute, PrincipalDep, SessionDep, SettingsDep
 from api.errors import ApiError, invalid, not_found
@@ -48,6 +48,7 @@ def upload_dataset(
     name: Annotated[str | None, Form(max_length=200)] = None,
     target: Annotated[str | None, Form(max_length=200, description="CSV: the label column (default: the last; the reply names the one used and its classes)")] = None,
 ) -> Dataset:
+    from netfit.engine.arrays import content_sha256
     from netfit.engine.data import describe as describe_data
     from netfit.engine.data import read_upload, to_npz_bytes
     from netfit.engine.errors import DataError, UnsupportedFile
@@ -73,7 +74,7 @@ def upload_dataset(
     row = db_datasets.create_dataset(
         session, tenant=tenant, name=name or PurePath(filename).stem, format=fmt, data=canonical,
         n_samples=signature.n_samples, input_shape=list(signature.input_shape), task=signature.task,
-        n_classes=signature.n_classes, has_test_split=signature.has_test_split,
+        n_classes=signature.n_classes, has_test_split=signature.has_test_split, sha256=content_sha256(raw),
     )
     reply = Dataset.model_validate(row, from_attributes=True)
     if fmt == "csv":  # say which column became the label: a forgotten `target` silently took the last
@@ -90,8 +91,11 @@ def _last_column(content: bytes) -> str:
 
 
 @router.get("", response_model=Page[Dataset], summary="Uploaded data sets, newest first")
-def list_datasets(session: SessionDep, tenant: PrincipalDep, cursor: CursorDep, limit: LimitQuery = 50) -> Page[Dataset]:
-    rows, next_cursor = db_datasets.list_datasets(session, tenant, limit=limit, cursor=cursor)
+def list_datasets(session: SessionDep, tenant: PrincipalDep, cursor: CursorDep, limit: LimitQuery = 50,
+                  sha256: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$", description=(
+                      "only the uploads with this content digest (the `sha256` an upload returns): "
+                      "a client asks before uploading the same arrays again"))] = None) -> Page[Dataset]:
+    rows, next_cursor = db_datasets.list_datasets(session, tenant, limit=limit, cursor=cursor, sha256=sha256)
     return Page[Dataset](items=[Dataset.model_validate(d, from_attributes=True) for d in rows], next_cursor=next_cursor)
 
 
@@ -101,6 +105,7 @@ def get_dataset(dataset_id: DatasetId, session: SessionDep, tenant: PrincipalDep
     if row is None:
         raise not_found("data set", dataset_id)
     return Dataset.model_validate(row, from_attributes=True)
+
 
 @router.delete("/{dataset_id}", status_code=204, summary="Delete an uploaded data set", responses=errors(409))
 def delete_dataset(dataset_id: DatasetId, session: SessionDep, tenant: PrincipalDep) -> Response:

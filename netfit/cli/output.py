@@ -6,8 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 
-def num(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}g}" if abs(value) >= 1e4 else f"{value:.{digits}f}"
+from netfit.progress import num  # noqa: F401  (one home for how a number is shown)
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

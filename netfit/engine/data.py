@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from sklearn.model_selection import train_test_split
 
 from netfit.spec import JobSpec
 
-from .arrays import DataSignature, RawArrays, describe
+from .arrays import DataSignature, RawArrays, checked, describe
 from .downloads import Downloads
 from .errors import DataError
 from .formats import from_npz_bytes, read_upload, to_npz_bytes
 from .preprocessing import apply_preprocessing, fit_preprocessing
 from .sources import load_raw, signature_of
+from .splits import train_test_split
 
 __all__ = ["DataSignature", "Downloads", "PreparedData", "RawArrays", "Split", "apply_preprocessing", "describe",
            "fit_preprocessing", "from_npz_bytes", "load_data", "load_raw", "read_upload", "signature_of",
@@ -60,6 +60,10 @@ def load_data(spec: JobSpec, uploaded: bytes | None = None, raw: RawArrays | Non
     """`raw`: the spec's data set already read (it is not changed), else it is read here;
     `downloads`: where downloaded built-ins are cached and fetched from (default: ~/.cache/netfit)."""
     raw = raw if raw is not None else load_raw(spec.dataset, uploaded, downloads)
+    if raw.classes is None and raw.y.dtype.kind in "biuUS":
+        # labels not yet encoded (arrays built by hand): the one rule every upload follows, so
+        # integer labels are classes here too
+        raw = checked(raw.x, raw.y, raw.x_test, raw.y_test)
     signature = describe(raw)
     sp = spec.split
     stratify = sp.stratify and raw.classes is not None

@@ -1,0 +1,246 @@
+"""`client.fit` against a live embedded service: arrays, DataFrames, Keras and torch models in,
+a Keras-shaped history, a loadable model and predictions out; the same arrays upload once."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+from netfit import Client  # noqa: E402
+from netfit.convert import ConversionError  # noqa: E402
+from netfit.models import EpochMetrics  # noqa: E402
+from tests.conftest import ROOT, wait_until  # noqa: E402
+
+IRIS_NET = [{"type": "dense", "units": 16, "activation": "relu"}, {"type": "dense", "units": 3}]
+
+
+@pytest.fixture(scope="module")
+def client(embedded_service: str):
+    with Client(embedded_service) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def iris():
+    from sklearn.datasets import load_iris
+
+    data = load_iris()
+    return data.data.astype(np.float32), data.target
+
+
+def test_fit_on_arrays_gives_a_keras_history_a_model_and_predictions(client: Client, iris, capsys):
+    x, y = iris
+    run = client.fit(IRIS_NET, x, y, epochs=4, batch_size=16, learning_rate=0.02, preprocess="standardize",
+                     early_stopping={"patience": 10}, seed=0)
+    assert run.job.status == "succeeded" and run.job.epochs_completed == 4
+    assert set(run.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(values) == 4 for values in run.history.values())
+    assert run.job.spec["split"]["test"] == 0.0  # as in Keras: no test split unless test_data is given
+    lines = capsys.readouterr().out.splitlines()
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/4", "2/4", "3/4", "4/4"]
+    assert "patience" in epochs[0] and "val loss" in epochs[0] and "ETA" in epochs[0]
+    assert lines[-1].startswith("succeeded")
+
+    probabilities = run.predict(x[:5])
+    assert probabilities.shape == (5, 3) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+    module = run.model()
+    import torch
+
+    with torch.inference_mode():
+        assert module(torch.as_tensor(x[:5])).shape == (5, 3)
+    again = client.run(run.id)
+    assert again.history == run.history and "succeeded" in again._repr_html_() and "<img" in again._repr_html_()
+
+
+def test_the_same_arrays_twice_are_one_upload_and_k_over_255_images_travel_as_uint8(client: Client):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    order = np.random.default_rng().permutation(len(digits.target))  # content this session has not uploaded
+    x = (digits.images[order] * 15 / 255).astype(np.float32)  # float images in [0, 1], exactly k/255
+    y = digits.target[order]  # sklearn's int64 labels: classes
+    net = [{"type": "flatten"}, {"type": "dense", "units": 10}]
+    before = len(client.datasets())
+    first = client.fit(net, x, y, epochs=3, learning_rate=0.05, verbose=0)
+    assert first.uploaded_bytes > 0 and len(client.datasets()) == before + 1
+    uploaded = client.dataset(first.dataset_id)
+    assert uploaded.n_classes == 10 and uploaded.input_shape == [1, 8, 8]
+    assert first.job.spec["preprocess"] == {"features": "scale"}
+    assert first.uploaded_bytes < x.nbytes / 2  # uint8 and compressed
+    second = client.fit(net, x.copy(), y.copy(), epochs=1, verbose=0)
+    assert second.uploaded_bytes == 0 and second.dataset_id == first.dataset_id
+    assert len(client.datasets()) == before + 1  # the service holds one copy
+    assert first.job.test_metrics is None and second.job.status == "succeeded"
+    # predictions take the floats the model was fitted on (uint8 inside)
+    assert (first.predict(x[:100]).argmax(1) == y[:100]).mean() > 0.5
+
+
+def test_a_dataframe_with_a_target_column_and_a_test_set(client: Client, iris):
+    pandas = pytest.importorskip("pandas")
+    x, y = iris
+    names = np.array(["setosa", "versicolor", "virginica"])
+    frame = pandas.DataFrame(x, columns=["a", "b", "c", "d"]).assign(species=names[y])
+    train, test = frame.iloc[::2], frame.iloc[1::2]
+    run = client.fit(IRIS_NET, train, "species", test_data=(test.drop(columns="species"), test["species"]),
+                     epochs=2, verbose=0)
+    assert run.job.status == "succeeded" and set(run.job.test_metrics) >= {"test_accuracy"}
+    assert client.dataset(run.dataset_id).n_samples == 150 and client.dataset(run.dataset_id).has_test_split
+    with pytest.raises(ValueError, match="did you mean 'species'"):
+        client.fit(IRIS_NET, frame, target="Specis", verbose=0)
+
+
+def test_wrong_keywords_and_networks_fail_before_anything_is_uploaded(client: Client, iris):
+    keras = pytest.importorskip("keras")
+    x, y = iris
+    before = len(client.datasets())
+    with pytest.raises(TypeError, match="did you mean 'validation_split'"):
+        client.fit(IRIS_NET, x, y, validaton_split=0.1)
+    with pytest.raises(TypeError, match="class_weight"):
+        client.fit(IRIS_NET, x, y, class_weight={0: 1})
+    with pytest.raises(ValueError, match="validation_split"):
+        client.fit(IRIS_NET, x, y, validation_data=(x, y))
+    lstm = keras.Sequential([keras.Input((4, 1)), keras.layers.LSTM(3), keras.layers.Dense(3)])
+    with pytest.raises(ConversionError, match="LSTM"):
+        client.fit(lstm, x, y)
+    with pytest.raises(ValueError, match="units"):
+        client.fit([{"type": "dense", "units": 0}], x, y)
+    assert len(client.datasets()) == before
+
+
+@pytest.mark.slow
+def test_a_keras_model_trains_as_well_as_keras_trains_it(client: Client):
+    """A seeded tabular task: the same network fitted by Keras here and by netfit from its Keras
+    model, scored on the same test set."""
+    keras = pytest.importorskip("keras")
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    data = load_breast_cancer()
+    x_train, x_test, y_train, y_test = train_test_split(data.data.astype(np.float32), data.target, test_size=0.3,
+                                                        random_state=0, stratify=data.target)
+    scaler = StandardScaler().fit(x_train)
+    x_train, x_test = scaler.transform(x_train).astype(np.float32), scaler.transform(x_test).astype(np.float32)
+
+    def network():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((30,)), keras.layers.Dense(16, activation="relu"),
+                                 keras.layers.Dropout(0.1), keras.layers.Dense(2, activation="softmax")])
+
+    reference = network()
+    reference.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+    reference.fit(x_train, y_train, epochs=20, batch_size=32, validation_split=0.2, verbose=0)
+    keras_accuracy = reference.evaluate(x_test, y_test, verbose=0)[1]
+
+    model = network()
+    run = client.fit(model, x_train, y_train, test_data=(x_test, y_test), epochs=20, batch_size=32,
+                     optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", verbose=0)
+    netfit_accuracy = run.job.test_metrics["test_accuracy"]
+    print(f"\nbreast cancer, Dense(16)-Dropout-Dense(2), 20 epochs: Keras {keras_accuracy:.4f}, netfit "
+          f"{netfit_accuracy:.4f}")
+    assert netfit_accuracy == pytest.approx(keras_accuracy, abs=0.04)
+    assert run.job.summary.total_params == model.count_params()
+    optimizer = run.job.spec["training"]["optimizer"]
+    assert (optimizer["type"], optimizer["lr"]) == ("adam", 0.01)  # read from the Keras optimizer
+
+
+def test_a_torch_sequential_and_a_keras_cnn_round_trip(client: Client):
+    keras = pytest.importorskip("keras")
+    import torch
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images[..., None].astype(np.float32) / 16  # Keras' layout: (N, H, W, C)
+    cnn = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+                            keras.layers.MaxPooling2D(), keras.layers.Flatten(), keras.layers.Dense(10)])
+    run = client.fit(cnn, images, digits.target, epochs=2, verbose=0)
+    assert run.job.summary.input_shape == [1, 8, 8] and run.job.summary.total_params == cnn.count_params()
+    assert [layer.output_shape for layer in run.job.summary.layers] == \
+        [[s[-1], *s[1:-1]] if len(s) == 4 else list(s[1:]) for s in (layer.output.shape for layer in cnn.layers)]
+    assert run.predict(images[:4]).shape == (4, 10)
+
+    net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(),
+                              torch.nn.Sequential(torch.nn.Dropout(0.1), torch.nn.Linear(32, 10)))
+    run = client.fit(net, torch.as_tensor(digits.data, dtype=torch.float32), torch.as_tensor(digits.target),
+                     epochs=2, preprocess="standardize", verbose=0)
+    assert run.job.summary.total_params == sum(p.numel() for p in net.parameters())
+    loaded = run.model(raw_inputs=False)
+    assert [p.shape for p in loaded.parameters()] == [p.shape for p in net.parameters()]
+
+
+def test_events_read_as_one_line_each(client: Client, iris):
+    x, y = iris
+    run = client.fit(IRIS_NET, x, y, epochs=2, verbose=0, early_stopping=True)
+    lines = [str(event) for event in run.follow()]
+    assert lines[-1] == "succeeded · stopped by max_epochs"
+    epoch_lines = [line for line in lines if line.startswith("epoch")]
+    assert len(epoch_lines) == 2 and all("\n" not in line and len(line) < 160 for line in lines)
+    assert "patience 0/10" in epoch_lines[0] or "patience 1/10" in epoch_lines[1]
+
+
+FIT_FOREVER = """
+import sys
+import numpy as np
+from sklearn.datasets import load_iris
+import netfit
+data = load_iris()
+netfit.Client(sys.argv[1]).fit([{"type": "dense", "units": 3}], data.data, data.target, epochs=5000, batch_size=2)
+print("fit returned")
+"""
+
+
+def test_ctrl_c_without_a_terminal_leaves_the_job_training_and_says_how_to_reattach(client: Client, tmp_path):
+    script = tmp_path / "fit_forever.py"
+    script.write_text(FIT_FOREVER)
+    log = tmp_path / "out.txt"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, str(script), client.base_url], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            wait_until(lambda: re.search(r"epoch +2/5000", log.read_text()), timeout=120, what="two epochs printed")
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert proc.returncode == 0 and "fit returned" in text
+    job_id = text.split("client.run('")[1].split("')")[0]
+    assert "left it training" in text
+    assert client.job(job_id).status in ("queued", "running")  # still training
+    client.cancel(job_id)
+    assert client.wait(job_id, timeout=60).status == "cancelled"
+
+
+def test_progress_lines_estimate_what_is_left_from_the_engine_times():
+    from netfit.progress import Progress
+
+    lines: list[str] = []
+    progress = Progress(10, verbose=2, out=lines.append, notebook=False)
+    for epoch in (1, 2):
+        progress.epoch(EpochMetrics(epoch=epoch, train_loss=1.0 / epoch, seconds=3.0), None)
+    assert lines[1].startswith("epoch  2/10  train loss 0.5000") and lines[1].endswith("6s (ETA 24s)")
+
+
+def test_the_engine_reads_arrays_given_by_hand_with_the_uploads_label_rule():
+    """sklearn's int64 digit labels are classes for load_data(raw=...) as for an uploaded NPZ."""
+    from sklearn.datasets import load_digits
+
+    from netfit.engine.data import RawArrays, load_data
+    from netfit.spec import JobSpec
+
+    digits = load_digits()
+    spec = JobSpec.model_validate({"dataset": {"builtin": "digits"}, "model": {"layers": IRIS_NET}})
+    prepared = load_data(spec, raw=RawArrays(digits.data, digits.target))
+    assert prepared.signature.task == "classification" and prepared.signature.n_classes == 10
+    assert prepared.classes == [str(i) for i in range(10)]
