@@ -104,7 +104,7 @@ class Job(Base):
 
 
 class Sweep(Base):
-    """A search over a base spec (DESIGN §9). The whole sweep request is kept in `spec`;
+    """A search over a base spec (netfit.sweep_spec). The whole sweep request is kept in `spec`;
     `trials_asked` is the next trial number, advanced by a conditional UPDATE at each ask."""
 
     __tablename__ = "sweeps"

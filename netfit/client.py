@@ -326,7 +326,7 @@ class Client:
     # ------------------------------------------------------------------ sweeps
 
     def sweep(self, request: dict | str | Path) -> Sweep:
-        """Start a sweep (DESIGN §9): a dict, a path to a JSON file or a JSON string."""
+        """Start a sweep (examples/README.md, "Sweeps"): a dict, a path to a JSON file or a JSON string."""
         return Sweep.model_validate(self._json("POST", "/v1/sweeps", json=_spec_document(request)))
 
     def get_sweep(self, sweep_id: str) -> Sweep:

@@ -1,4 +1,4 @@
-"""The sweep request (DESIGN §9): a base job spec, the parameters to vary, how to search.
+"""The sweep request (examples/README.md, "Sweeps"): a base job spec, the parameters to vary, how to search.
 
 Strict like netfit.spec (unknown fields and wrong JSON types refused, finite numbers only).
 What needs the base spec (does a path exist, does each value give a valid job) is checked by

@@ -50,7 +50,7 @@ class Settings:
     # serve` always runs one: its warm-up and its worker's readiness are watched in that process
     api_processes: int = 1
     default_queue: str = "cpu"  # where "device": "auto" jobs go (the stack sets gpu with GPU workers)
-    # workers and the reconciler (DESIGN §5)
+    # workers and the reconciler (docs/production.md: what happens when things break)
     lease_seconds: float = 30.0  # a silent worker loses its job after this
     heartbeat_seconds: float = 10.0  # lease renewal period
     max_attempts: int = 3  # lost attempts before a job fails as "worker_lost"
@@ -60,7 +60,7 @@ class Settings:
     # a running job's epochs reach the database at least this often (the live curves), many
     # fast epochs in one transaction; the state to resume from and the best weights at most
     # every checkpoint_seconds (and at the end): a lost worker costs at most max(one epoch,
-    # checkpoint_seconds) of training, done again (DESIGN §5)
+    # checkpoint_seconds) of training, done again (docs/production.md)
     flush_seconds: float = 0.25
     checkpoint_seconds: float = 5.0
     log_level: str = "info"

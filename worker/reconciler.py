@@ -7,7 +7,7 @@
   attempts, fail it with "worker_lost";
 - a running sweep whose next trial was not asked for (the asking process died) is filled.
 
-Where it runs: in every worker process, as a daemon thread beside the training loop (DESIGN §5).
+Where it runs: in every worker process, as a daemon thread beside the training loop (docs/production.md).
 Jobs can only run where a worker runs, so wherever netfit can train — `netfit serve`, `netfit
 api` + any number of `netfit worker`s on SQLite/the file broker or on PostgreSQL/Redis, the
 compose stack — the reconciler runs too, with nothing else to start or forget. Every pass is

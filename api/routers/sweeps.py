@@ -1,4 +1,4 @@
-"""/v1/sweeps: a search over a base spec (DESIGN §9). Trials are jobs (GET /v1/jobs?sweep=ID).
+"""/v1/sweeps: a search over a base spec (examples/README.md, "Sweeps"). Trials are jobs (GET /v1/jobs?sweep=ID).
 
 POST validates everything before anything is stored: the request's shape, the base spec (a
 job's full dry run), every parameter's path, and the spec each categorical value / each end

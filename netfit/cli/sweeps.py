@@ -119,7 +119,7 @@ def cmd_trials(client: Client, args: argparse.Namespace) -> int:
 
 
 def register(command, formatter) -> None:  # see netfit.cli.build_parser
-    sub = command("sweep", "start a sweep (a JSON file, DESIGN §9), or `sweep cancel ID`", cmd_sweep)
+    sub = command("sweep", "start a sweep (a JSON file: examples/README.md, \"Sweeps\"), or `sweep cancel ID`", cmd_sweep)
     sub.add_argument("target", nargs="+", metavar="FILE | cancel ID")
     sub.add_argument("--follow", "-f", action="store_true",
                      help="redraw the leaderboard until the sweep ends (exit 2 unless it succeeds)")

@@ -1,4 +1,4 @@
-"""Early stopping and best-epoch tracking (DESIGN §3): one ordered decision chain per epoch.
+"""Early stopping and best-epoch tracking (the job spec's training.early_stopping): one ordered decision chain per epoch.
 
 The chain runs in a fixed order so that the recorded reason is the most specific one:
 non-finite loss → stopping_threshold reached → divergence_threshold crossed → patience used up.

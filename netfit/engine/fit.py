@@ -1,6 +1,6 @@
 """The training loop: a spec and prepared data in, a trained network and its history out.
 
-Built for speed the way DESIGN §7 asks, and meant to read top to bottom: the data set is
+Built for speed (README.md, "Benchmarks"), and meant to read top to bottom: the data set is
 moved to the device once; an epoch is one randperm and index slicing (a DataLoader would
 collate sample by sample); metrics are summed on the device and read once per epoch (an
 .item() per batch would stall a GPU); evaluation runs under inference_mode in big batches.

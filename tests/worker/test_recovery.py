@@ -1,4 +1,4 @@
-"""A dead worker's job is taken back in every topology the README documents (DESIGN §5):
+"""A dead worker's job is taken back in every topology the README documents (docs/production.md):
 `netfit serve`; `netfit api` + workers on SQLite and the file broker; `netfit api` + workers
 on PostgreSQL and Redis — with no reconciler process anywhere: every worker reconciles.
 (The compose stack's containers: tests/test_containers.py.)
