@@ -62,7 +62,7 @@ def test_concurrent_askers_create_exactly_one_next_trial(db_url, session_factory
     rows = _trials(session_factory, sweep_id)
     assert [r.trial_number for r in rows] == [0] and sent == [rows[0].id]
     with session_factory() as session:
-        assert db_sweeps.get_sweep(session, None, sweep_id).trials_asked == 1
+        assert db_sweeps.sweep_for_worker(session, sweep_id).trials_asked == 1
 
 
 def test_create_trial_refuses_a_taken_number(db_url, session_factory):
@@ -70,7 +70,7 @@ def test_create_trial_refuses_a_taken_number(db_url, session_factory):
     sweep_id = _sweep(session_factory)
     spec = iris_spec(epochs=3)
     with session_factory() as session:
-        sweep = db_sweeps.get_sweep(session, None, sweep_id)
+        sweep = db_sweeps.sweep_for_worker(session, sweep_id)
         assert db_sweeps.create_trial(session, sweep, 0, params={}, spec=spec, queue="cpu") is not None
         # a second asker that read trials_asked == 0 before the first committed
         assert db_sweeps.create_trial(session, sweep, 0, params={}, spec=spec, queue="cpu") is None
@@ -119,7 +119,7 @@ def test_a_lost_worker_is_not_the_specs_failure(db_url, session_factory):
     _end_trials(session_factory, sweep_id, "failed", error="worker_lost: the worker stopped responding")
     assert sweeps.fill(session_factory, sweep_id, send) == 2
     with session_factory() as session:
-        assert db_sweeps.get_sweep(session, None, sweep_id).status == "running"
+        assert db_sweeps.sweep_for_worker(session, sweep_id).status == "running"
 
 
 def test_cancel_is_idempotent_and_tenant_scoped(db_url, session_factory):
