@@ -62,6 +62,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     try:
         wait_healthy(base_url, proc)
         wait_until(lambda: "ready." in proc.output(), timeout=120, what="the embedded worker to be ready")
+        # the file broker gives kombu a host name: no "No hostname was supplied" warning at each worker start
+        assert "No hostname was supplied" not in proc.output()
         yield Service(base_url, workdir)
     finally:
         proc.stop(grace=20)
