@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from sklearn.model_selection import train_test_split
 
 from netfit.spec import JobSpec
 
@@ -22,6 +21,7 @@ from .errors import DataError
 from .formats import from_npz_bytes, read_upload, to_npz_bytes
 from .preprocessing import apply_preprocessing, fit_preprocessing
 from .sources import load_raw, signature_of
+from .splits import train_test_split
 
 __all__ = ["DataSignature", "Downloads", "PreparedData", "RawArrays", "Split", "apply_preprocessing", "describe",
            "fit_preprocessing", "from_npz_bytes", "load_data", "load_raw", "read_upload", "signature_of",

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn import datasets as skd
 
 from ..arrays import DataSignature, RawArrays, checked
 from ..errors import SpecError
@@ -16,6 +15,8 @@ MAX_SYNTHETIC_VALUES = 50_000_000
 
 
 def synthetic(s: Any) -> RawArrays:
+    from sklearn import datasets as skd  # here: importing sklearn is a second of a process's start
+
     n, seed, signature = s.n_samples, s.seed, synthetic_signature(s)
     rng = np.random.default_rng(seed)
     if s.kind == "classification":
