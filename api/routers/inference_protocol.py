@@ -115,7 +115,7 @@ def _resolve(request: Request, session: Any, tenant: str, name: str, version: st
 
 def _outputs(model: Any) -> list[dict[str, Any]]:
     if model.task == "regression":
-        return [{"name": "predictions", "datatype": "FP32", "shape": [-1, model.signature.n_outputs]}]
+        return [{"name": "predictions", "datatype": "FP32", "shape": [-1, model.signature.n_targets]}]
     return [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(model.classes)]},
             {"name": "predictions", "datatype": "BYTES", "shape": [-1]}]
 

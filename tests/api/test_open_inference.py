@@ -37,6 +37,7 @@ class Service:
     keys: dict[str, str]  # tenant -> API key
     iris: str  # team-a's jobs
     cnn: str
+    regression: str
     queued: str  # waits on the gpu queue, which no worker serves: no weights
 
     @property
@@ -79,12 +80,15 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
             images = httpx.post(f"{url}/v1/datasets", files={"file": ("digits.npz", upload.getvalue())}, headers=a,
                                 timeout=60).json()["id"]
             iris, cnn = submit(iris_spec(epochs=15)), submit({**CNN, "dataset": {"id": images}})
+            regression = submit({"dataset": {"synthetic": {"kind": "linear", "n_samples": 100}},
+                                 "model": {"layers": [{"type": "linear", "units": 1}]},
+                                 "training": {"epochs": 3, "device": "cpu"}})
             queued = submit(iris_spec(device="cuda"))
-            for job_id in (iris, cnn):
+            for job_id in (iris, cnn, regression):
                 job = wait_until(lambda: (j := httpx.get(f"{url}/v1/jobs/{job_id}", headers=a, timeout=30).json())[
                     "status"] in TERMINAL_STATUSES and j, timeout=180, interval=0.2, what="the job to end")
                 assert job["status"] == "succeeded", job
-            yield Service(url, keys, iris, cnn, queued)
+            yield Service(url, keys, iris, cnn, regression, queued)
         finally:
             api.stop()
             worker.stop()
@@ -136,6 +140,16 @@ def test_the_digits_cnn_takes_integer_or_float_pixels_as_predict_does(service: S
         result = client.infer(service.cnn, [_input(x, datatype)], headers=service.a)
         np.testing.assert_allclose(result.as_numpy("probabilities"), expected["probabilities"], rtol=0, atol=1e-6)
         assert [p.decode() for p in result.as_numpy("predictions")] == expected["predictions"]
+
+
+def test_a_regression_model_gives_its_values(service: Service) -> None:
+    client = service.triton()
+    meta = client.get_model_metadata(service.regression, headers=service.a)
+    assert meta["outputs"] == [{"name": "predictions", "datatype": "FP32", "shape": [-1, 1]}]
+    x = np.array([[0.0], [0.5], [1.0]], dtype=np.float32)
+    result = client.infer(service.regression, [_input(x, "FP32")], headers=service.a)
+    expected = service.predict(service.regression, x.tolist())["predictions"]
+    np.testing.assert_allclose(result.as_numpy("predictions")[:, 0], expected, rtol=0, atol=1e-6)
 
 
 def _refused(call, status: str) -> str:
