@@ -22,6 +22,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
+
 from netfit.convert import Converted, convert
 from netfit.models import Dataset, Job
 from netfit.progress import Progress, in_notebook, num
@@ -30,6 +32,8 @@ from netfit.sse import EpochEvent, JobEvent, StatusEvent
 
 Client = Any  # netfit.client.Client, which imports this module (not the other way round)
 
+# the service reads, checks and stores an upload before it answers: tens of seconds for MNIST-sized arrays
+UPLOAD_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 # fit's keywords and their defaults (None: the spec's own default, or the given spec's value)
 OPTIONS: dict[str, Any] = {
     "validation_split": None, "validation_data": None, "test_data": None, "test_split": None,
@@ -350,8 +354,16 @@ def _upload(client: Client, x, y, x_test, y_test, name: str | None, features: st
         arrays["classes"] = np.array(raw.classes, dtype=str)
     buffer = io.BytesIO()  # in memory: no file for the caller to find or clean up
     np.savez_compressed(buffer, **arrays)
-    response = client._request("POST", "/v1/datasets", data={"name": name or "fit arrays"},
-                               files={"file": ("arrays.npz", buffer.getvalue(), "application/octet-stream")})
+    try:
+        response = client._request("POST", "/v1/datasets", data={"name": name or "fit arrays"},
+                                   files={"file": ("arrays.npz", buffer.getvalue(), "application/octet-stream")},
+                                   timeout=UPLOAD_TIMEOUT)
+    except Exception as exc:  # a NetfitError; 413: past the service's upload cap
+        if getattr(exc, "status_code", None) == 413:
+            exc.message = (f"{exc.message}; fit packed {raw.x.nbytes / 1e6:.0f} MB of {raw.x.dtype} features into "
+                           f"{len(buffer.getvalue()) / 1e6:.0f} MB (float images that are exactly k/255 go as uint8; "
+                           "these are not): send uint8 pixels with preprocess='scale', float16, or fewer samples")
+        raise
     dataset = Dataset.model_validate(response.json())
     out.ref = {"id": dataset.id}
     out.uploaded_bytes = int(response.request.headers.get("content-length") or len(buffer.getvalue()))

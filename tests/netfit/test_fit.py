@@ -244,3 +244,25 @@ def test_the_engine_reads_arrays_given_by_hand_with_the_uploads_label_rule():
     prepared = load_data(spec, raw=RawArrays(digits.data, digits.target))
     assert prepared.signature.task == "classification" and prepared.signature.n_classes == 10
     assert prepared.classes == [str(i) for i in range(10)]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_an_mnist_sized_float_pair_uploads_once_as_uint8(client: Client):
+    """60,000 + 10,000 images of 28x28 float32 in [0, 1] (219.5 MB, past the 200 MiB upload cap)
+    travel as uint8 once; the second fit on the same arrays sends nothing."""
+    rng = np.random.default_rng()
+    pixels = np.where(rng.random((70_000, 28, 28)) < 0.2, rng.integers(0, 256, (70_000, 28, 28)), 0)
+    x, y = pixels.astype(np.float32) / 255, rng.integers(0, 10, 70_000)
+    assert x.nbytes > 200 * 2**20
+    net = [{"type": "flatten"}, {"type": "dense", "units": 10}]
+    before = len(client.datasets())
+    runs = []
+    for _ in range(2):
+        runs.append(client.fit(net, x[:60_000], y[:60_000], test_data=(x[60_000:], y[60_000:]), epochs=1,
+                               wait=False, verbose=0))
+        client.cancel(runs[-1].id)
+    assert 0 < runs[0].uploaded_bytes < x.nbytes / 4 and runs[1].uploaded_bytes == 0
+    assert runs[0].dataset_id == runs[1].dataset_id and len(client.datasets()) == before + 1
+    stored = client.dataset(runs[0].dataset_id)
+    assert (stored.n_samples, stored.input_shape, stored.has_test_split) == (70_000, [1, 28, 28], True)
