@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Lightning and Keras: the contenders of `make bench`; the suite runs its smoke test, so
-# `make test` installs them too (`make run` does not need them)
+# `make test` installs them too, with MLflow (its export's test starts a tracking server);
+# `make run` needs none of them
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m pip install -q -e '.[bench,mlflow,mlflow-server]'
 	touch $(BENCH_STAMP)
 
 run: install

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -94,6 +95,18 @@ def cmd_export(client: Client, args) -> int:
     return 0
 
 
+def cmd_mlflow_export(client: Client, args) -> int:
+    if not args.tracking_uri:
+        raise ValueError("say where MLflow is: --tracking-uri URI (or set MLFLOW_TRACKING_URI)")
+    try:
+        run_ids = client.to_mlflow(args.ids, tracking_uri=args.tracking_uri, experiment=args.experiment)
+    except ImportError as exc:  # the optional extra is missing: one line saying what to install
+        raise ValueError(str(exc)) from None
+    for job_id, run_id in zip(args.ids, run_ids):
+        print(f"job {job_id}: MLflow run {run_id} in experiment '{args.experiment}'")
+    return 0
+
+
 def register(command, formatter) -> None:  # see netfit.cli.build_parser
     sub = command("predict", "predict with a trained job's model: CSV rows (out: the same rows + prediction + "
                              "per-class probabilities) or NPZ images (array 'x')", cmd_predict)
@@ -112,3 +125,10 @@ def register(command, formatter) -> None:  # see netfit.cli.build_parser
                                             "the log folder, the run goes in its <job name or id>/ (default runs)")
     sub.add_argument("--checkpoint", choices=["best", "last"], default="best")
 
+    sub = command("mlflow-export", "log jobs as MLflow runs: the spec as params, every epoch's metrics, tags, "
+                                   "the ONNX model (needs pip install 'netfit[mlflow]')", cmd_mlflow_export)
+    sub.add_argument("ids", nargs="+", metavar="ID")
+    sub.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+                     help="the MLflow tracking server, e.g. http://127.0.0.1:5000 (default: $MLFLOW_TRACKING_URI)")
+    sub.add_argument("--experiment", default="netfit", help="the experiment the runs go in (made if missing; "
+                                                            "default: netfit)")
