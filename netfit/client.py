@@ -291,6 +291,13 @@ class Client:
 
         return write_run(logdir, self.job(job_id), self._request("GET", f"/v1/jobs/{job_id}/tensorboard").content)
 
+    def to_mlflow(self, job_ids: str | list[str], tracking_uri: str, experiment: str = "netfit") -> list[str]:
+        """Log each job as an MLflow run (its flattened spec as params, every epoch's metrics,
+        tags, the model as ONNX); returns the run ids. Needs `pip install 'netfit[mlflow]'`."""
+        from netfit.mlflow_export import to_mlflow
+
+        return to_mlflow(self, [job_ids] if isinstance(job_ids, str) else list(job_ids), tracking_uri, experiment)
+
     def curves(self, job_id: str, path: str | Path | None = None, fmt: str | None = None) -> bytes:
         """The learning curves as PNG or SVG bytes (format from `fmt`, else from `path`'s suffix,
         else SVG); also written to `path` when given."""
