@@ -19,10 +19,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Lightning and Keras: the contenders of `make bench`; the suite runs its smoke test, so
-# `make test` installs them too, with MLflow (its export's test starts a tracking server);
+# `make test` installs them too, with the interop extra (Triton's client, TensorBoard, MLflow:
+# the suite checks /v2, the TensorBoard and MLflow exports with them);
 # `make run` needs none of them
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[bench,mlflow,mlflow-server]'
+	$(PY) -m pip install -q -e '.[bench,mlflow,interop]'
 	touch $(BENCH_STAMP)
 
 run: install
