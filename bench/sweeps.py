@@ -7,7 +7,7 @@ scheduler overhead  a 40-trial random sweep of ~1-second Iris trials, max_concur
                     Goal <= 1.15 (Ray Tune publishes 14% for 1-s trials). The trial length is
                     calibrated first: one Iris job's seconds per epoch on this machine, now.
 TPE ask cost        one ask as a worker makes it when its trial has ended, inside its whole step
-                    (service.sweeps._step): every trial's state read, the process's study brought
+                    (service.sweeps.controller._step): every trial's state read, the process's study brought
                     up to date, TPE's ask (goal <= 50 ms at 16 parameters; also at 3), on a sweep
                     holding 1,000 completed trials of 10 epochs, 2 at a time. Printed apart: the
                     whole step (with the sweep's read and the trial's job row written), and the
@@ -183,9 +183,10 @@ def ask_cost(report: Report, db_url: str, quick: bool) -> None:
     from db.models import Sweep
     from db.session import make_session_factory
     from netfit.sweep_spec import SweepSpec
-    from service.sweeps import _step, distributions, next_params, study_of, trial_states
-
-    import service.sweeps
+    from service.sweeps import controller
+    from service.sweeps.adapter import OptunaStudy
+    from service.sweeps.controller import _step, next_params
+    from service.sweeps.studies import study_of, trial_states
 
     n_trials, epochs, rounds = (100, 10, 3) if quick else (1000, 10, 9)
     factory = make_session_factory(db_url)
@@ -206,7 +207,7 @@ def ask_cost(report: Report, db_url: str, quick: bool) -> None:
         with factory() as session:
             session.execute(update(Sweep).where(Sweep.id == sweep_id).values(max_trials=n_trials + rounds + 2))
             session.commit()
-            sweep = db_sweeps.get_sweep(session, None, sweep_id)
+            sweep = db_sweeps.sweep_for_worker(session, sweep_id)
             request = SweepSpec.model_validate(sweep.spec)
             began = time.perf_counter()
             active = [_step(session, sweep_id)]  # this process's first ask on the sweep: every trial read
@@ -217,19 +218,19 @@ def ask_cost(report: Report, db_url: str, quick: bool) -> None:
                 done = active.pop(0)
                 _end_trial(session, done.id, epochs, done.params["training.optimizer.lr"])
                 asking["seconds"] = 0.0
-                service.sweeps.trial_states, service.sweeps.next_params = timed(trial_states), timed(next_params)
+                controller.trial_states, controller.next_params = timed(trial_states), timed(next_params)
                 try:
                     began = time.perf_counter()
                     active.append(_step(session, sweep_id))
                     steps.append(time.perf_counter() - began)
                 finally:
-                    service.sweeps.trial_states, service.sweeps.next_params = trial_states, next_params
+                    controller.trial_states, controller.next_params = trial_states, next_params
                 ours.append(asking["seconds"])
                 # Optuna alone, side by side: the same trials in its in-memory study, one ask
                 study = study_of(session, sweep, request, trial_states(session, sweep_id), number=n_trials)
                 session.rollback()
                 began = time.perf_counter()
-                study.ask(distributions(request))
+                study.study.ask(OptunaStudy.distributions(request))
                 native.append(time.perf_counter() - began)
         ours_ms, native_ms = statistics.median(ours) * ms, statistics.median(native) * ms
         label = f"TPE ask at {n_trials} trials, {n_params} parameters"

@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import select, update
 
 from db import sweeps as db_sweeps
-from db.migrate import upgrade
 from db.models import Job
 from netfit.sweep_spec import SweepSpec
 from tests.conftest import iris_spec
 from service import sweeps
+from service.sweeps.studies import forget_kept
 
 
 def _sweep(session_factory: Any, tenant: str = "team-a", **overrides: Any) -> str:
@@ -45,7 +45,6 @@ def _end_trials(session_factory: Any, sweep_id: str, status: str, error: str | N
 
 
 def test_concurrent_askers_create_exactly_one_next_trial(db_url, session_factory):
-    upgrade(db_url)
     sweep_id = _sweep(session_factory, max_concurrent=1)
     sent: list[str] = []
     barrier = threading.Barrier(4)
@@ -66,7 +65,6 @@ def test_concurrent_askers_create_exactly_one_next_trial(db_url, session_factory
 
 
 def test_create_trial_refuses_a_taken_number(db_url, session_factory):
-    upgrade(db_url)
     sweep_id = _sweep(session_factory)
     spec = iris_spec(epochs=3)
     with session_factory() as session:
@@ -78,7 +76,6 @@ def test_create_trial_refuses_a_taken_number(db_url, session_factory):
 
 
 def test_fill_holds_max_concurrent_and_the_sweep_ends_after_max_trials(db_url, session_factory):
-    upgrade(db_url)
     sweep_id = _sweep(session_factory)
     send = lambda job_id, queue: None  # noqa: E731 - no broker here
     assert sweeps.fill(session_factory, sweep_id, send) == 2
@@ -98,7 +95,6 @@ def test_fill_holds_max_concurrent_and_the_sweep_ends_after_max_trials(db_url, s
 
 
 def test_trials_failing_because_of_the_spec_end_the_sweep_failed_after_max_concurrent(db_url, session_factory):
-    upgrade(db_url)
     sweep_id = _sweep(session_factory, max_concurrent=2, max_trials=10)
     send = lambda job_id, queue: None  # noqa: E731
     sweeps.fill(session_factory, sweep_id, send)
@@ -112,7 +108,6 @@ def test_trials_failing_because_of_the_spec_end_the_sweep_failed_after_max_concu
 
 
 def test_a_lost_worker_is_not_the_specs_failure(db_url, session_factory):
-    upgrade(db_url)
     sweep_id = _sweep(session_factory, max_concurrent=2, max_trials=10)
     send = lambda job_id, queue: None  # noqa: E731
     sweeps.fill(session_factory, sweep_id, send)
@@ -123,7 +118,6 @@ def test_a_lost_worker_is_not_the_specs_failure(db_url, session_factory):
 
 
 def test_cancel_is_idempotent_and_tenant_scoped(db_url, session_factory):
-    upgrade(db_url)
     sweep_id = _sweep(session_factory)
     sweeps.fill(session_factory, sweep_id, lambda job_id, queue: None)
     with session_factory() as session:
@@ -164,14 +158,13 @@ def _end_with_curves(session_factory: Any, sweep_id: str) -> None:
 def test_a_process_that_keeps_its_study_asks_what_a_fresh_one_would(db_url, session_factory):
     """Each process keeps its sweeps' studies between asks and brings them up to date from the
     rows: the trials it asks must be the ones a study rebuilt from the database gives."""
-    upgrade(db_url)
     asked: dict[str, list[Any]] = {}
     for keep in (True, False):
         sweep_id = _sweep(session_factory, max_trials=16, seed=7)
         while True:
             if not keep:  # a new process at every ask
                 sweeps.forget(sweep_id)
-                sweeps._kept.clear()
+                forget_kept()
             sweeps.fill(session_factory, sweep_id, lambda job_id, queue: None)
             if all(r.status not in ("queued", "running") for r in _trials(session_factory, sweep_id)):
                 break
