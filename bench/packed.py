@@ -13,6 +13,12 @@ random sweep of K such trials (wine), POST -> the sweep's finished_at, `"packing
 (max_concurrent K: one pack) against `"packing": false` (max_concurrent min(K, 64): the worker
 takes them one after another from the queue, no ask between two), side by side in one run.
 
+Then conv nets (issue 28 §1): a random sweep's draws (lr, weight decay, dropout, seed) over a
+digits_two_branch_conv-like graph (digits 8x8, two conv branches joined, max pooling) and a
+2-conv MNIST-shaped CNN with batchnorm (synthetic 28x28, 2,000 training images), packed vs one at
+a time, engine level; and the two ways to batch a conv net's members side by side, per
+training step: grouped convolutions (the pack's way) vs torch.func.vmap over stacked parameters.
+
 python -m bench packed [--quick] [--rounds N]
 """
 
@@ -92,6 +98,7 @@ def packed(specs: list[JobSpec], data) -> float:
 
 def run(report: Report, *, quick: bool = False, rounds: int | None = None) -> None:
     run_engine(report, quick=quick, rounds=rounds)
+    run_conv(report, quick=quick, rounds=rounds)
     run_service(report, quick=quick)
 
 
@@ -160,3 +167,145 @@ def run_service(report: Report, *, quick: bool = False) -> None:
             report.record(f"k{k}_seconds", {"alone": seconds[False], "packed": seconds[True]})
             report.figure(f"k{k}_alone/packed", seconds[False] / seconds[True], "x",
                           goal=GOAL if k == GOAL_AT else None, label=f"{k}-trial sweep: packing off / on")
+
+
+# --------------------------------------------------------------------------- conv nets
+
+CONV_GOAL = (">=", 4.0)  # issue 28 §1: a 32-trial conv sweep >= 4x packed vs one at a time
+TWO_BRANCH = {"blocks": {"two_branch": {"layers": [
+    {"type": "conv2d", "filters": 8, "kernel_size": 3, "padding": 1, "activation": "relu", "name": "small"},
+    {"type": "conv2d", "filters": 8, "kernel_size": 5, "padding": 2, "activation": "relu", "name": "wide", "inputs": ["input"]},
+    {"type": "concat", "inputs": ["small", "wide"]}]}},
+    "layers": [{"type": "reshape", "shape": [1, 8, 8]}, {"type": "block", "block": "two_branch", "name": "branches"},
+               {"type": "maxpool2d", "pool_size": 2}, {"type": "flatten"}, {"type": "dropout", "p": 0.0},
+               {"type": "linear", "units": 10}]}
+MNIST_CNN = {"layers": [{"type": "reshape", "shape": [1, 28, 28]},
+                        {"type": "conv2d", "filters": 8, "kernel_size": 3, "padding": 1}, {"type": "batchnorm"},
+                        {"type": "relu"}, {"type": "maxpool2d", "pool_size": 2},
+                        {"type": "conv2d", "filters": 16, "kernel_size": 3, "padding": 1, "activation": "relu"},
+                        {"type": "maxpool2d", "pool_size": 2}, {"type": "flatten"}, {"type": "dropout", "p": 0.0},
+                        {"type": "linear", "units": 10}]}
+MNIST_TRAIN, MNIST_VAL = 2_000, 500
+
+
+def conv_trials(count: int, net: str, *, epochs: int, seed: int = 0) -> list[JobSpec]:
+    """`count` trials of one conv net with a random sweep's draws (lr, weight decay, dropout, seed)."""
+    rng = random.Random(seed)
+    model = TWO_BRANCH if net == "two_branch" else MNIST_CNN
+    if net == "two_branch":
+        data = {"dataset": {"builtin": "digits"}, "split": {"validation": 0.2, "test": 0.2, "stratify": True, "seed": 0},
+                "preprocess": {"features": "scale"}}
+    else:  # the data come from mnist_data(); the dataset entry only describes their shape
+        data = {"dataset": {"synthetic": {"kind": "classification", "n_samples": MNIST_TRAIN + MNIST_VAL,
+                                          "n_features": 784, "n_informative": 8, "n_classes": 10}}}
+    specs = []
+    for i in range(count):
+        p = rng.choice([0.0, 0.1, 0.2, 0.3])
+        layers = [dict(layer, p=p) if layer["type"] == "dropout" else layer for layer in model["layers"]]
+        specs.append(JobSpec.model_validate({
+            "name": f"conv-trial-{i}", **data, "model": {**model, "layers": layers},
+            "training": {"epochs": epochs, "batch_size": 32, "device": "cpu", "seed": rng.randrange(1000),
+                         "optimizer": {"type": "adam", "lr": 10 ** rng.uniform(-3.3, -2),
+                                       "weight_decay": 10 ** rng.uniform(-5, -3)},
+                         "early_stopping": {"monitor": "val_loss", "patience": 5, "restore_best_weights": True}},
+        }))
+    return specs
+
+
+def mnist_data():
+    from bench.engine import make_data
+    from netfit.engine.data import DataSignature, PreparedData, Split
+
+    d = make_data(MNIST_TRAIN, MNIST_VAL)
+    signature = DataSignature(input_shape=(784,), task="classification", n_classes=10, n_targets=1,
+                              n_samples=MNIST_TRAIN + MNIST_VAL, has_test_split=False)
+    return PreparedData(train=Split(d.x, d.y), val=Split(d.x_val, d.y_val), test=None, signature=signature,
+                        preprocessing={})
+
+
+def conv_approaches(report: Report, members: int, steps: int) -> None:
+    """Seconds per training step (forward + backward, K two-branch members at batch 32): grouped
+    convolutions (PackedNet) vs torch.func.vmap(grad(functional_call)) over stacked parameters."""
+    import torch
+    from torch.func import functional_call, grad, vmap
+    from torch.nn import functional as F
+
+    from netfit.engine.layers import build_model
+    from netfit.engine.packed import PackedNet
+
+    specs = conv_trials(members, "two_branch", epochs=1)
+    data = load_data(specs[0])
+    models = []
+    for spec in specs:  # dropout off in all three (vmap would draw its own masks): the same arithmetic
+        torch.manual_seed(spec.training.seed)
+        models.append(build_model(spec, data.signature).eval())
+    g = torch.Generator().manual_seed(0)
+    xb = data.train.x[torch.randint(len(data.train.x), (members, 32), generator=g)].float()
+    yb = data.train.y[torch.randint(len(data.train.y), (members, 32), generator=g)].long()
+
+    net = PackedNet(models)
+    flat = torch.stack([net.layout.flatten(dict(m.named_parameters())).detach() for m in models])
+    net.bind(flat, list(range(members)))
+
+    def grouped() -> None:
+        loss = F.cross_entropy(net(xb, False, None).reshape(-1, 10), yb.reshape(-1), reduction="none").view(members, -1)
+        for p in net.params:
+            p.grad = None
+        loss.mean(1).sum().backward()
+
+    stacked = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]) for name, _ in models[0].named_parameters()}
+    template = models[0]
+
+    def member_loss(params, x, y):
+        return F.cross_entropy(functional_call(template, params, (x,)), y)
+
+    batched_grad = vmap(grad(member_loss))
+
+    def vmapped() -> None:
+        batched_grad(stacked, xb, yb)
+
+    def alone() -> None:  # context: the members' steps one after another, as one-at-a-time trials take them
+        for k, m in enumerate(models):
+            m.zero_grad(set_to_none=True)
+            F.cross_entropy(m(xb[k]), yb[k]).backward()
+
+    seconds: dict[str, list[float]] = {"grouped": [], "vmap": [], "alone": []}
+    for r in range(steps + 1):
+        for name, step in (("grouped", grouped), ("vmap", vmapped), ("alone", alone))[:: 1 if r % 2 else -1]:
+            began = time.perf_counter()
+            step()
+            if r:
+                seconds[name].append(time.perf_counter() - began)
+    medians = {k: statistics.median(v) * 1000 for k, v in seconds.items()}
+    report.note(f"\n  conv approaches, {members} two-branch members, batch 32, forward + backward per step "
+                f"(median of {steps}): grouped conv {medians['grouped']:.2f} ms, vmap {medians['vmap']:.2f} ms, "
+                f"one member after another {medians['alone']:.2f} ms")
+    report.record(f"conv_step_ms_k{members}", medians)
+    report.figure(f"conv_k{members}_vmap/grouped", median_ratio(seconds["vmap"], seconds["grouped"]), "x",
+                  label=f"{members} members: vmap step / grouped-conv step")
+
+
+def run_conv(report: Report, *, quick: bool = False, rounds: int | None = None) -> None:
+    rounds = rounds or (1 if quick else 3)
+    epochs = 4 if quick else 20
+    sizes = SIZES[:2] if quick else SIZES
+    report.begin("packed_conv", f"packed conv trials: a digits_two_branch_conv-like graph (digits) and a 2-conv "
+                                f"MNIST-shaped CNN with batchnorm ({MNIST_TRAIN} images), batch 32, Adam, <= {epochs} "
+                                "epochs with early stopping, per-trial lr / weight decay / dropout / seed; engine level, one process")
+    conv_approaches(report, 8 if quick else 32, 5 if quick else 20)
+    for net in ("two_branch", "mnist_cnn"):
+        sets = {k: conv_trials(k, net, epochs=epochs) for k in sizes}
+        data = load_data(sets[sizes[0]][0]) if net == "two_branch" else mnist_data()
+        fit_packed(sets[sizes[0]][:2], data)  # warm-up
+        fit(sets[sizes[0]][0], data)
+        for k in sizes:
+            alone, pack = [], []
+            for r in range(1 if k > GOAL_AT else rounds):  # 128 one at a time is long: one round
+                for name in (("alone", "packed") if r % 2 == 0 else ("packed", "alone")):
+                    (alone if name == "alone" else pack).append(
+                        one_at_a_time(sets[k], data) if name == "alone" else packed(sets[k], data))
+            report.note(f"\n  {net}, {k} trials: one at a time {statistics.median(alone):7.2f} s, packed "
+                        f"{statistics.median(pack):6.2f} s (median of {len(alone)})")
+            report.record(f"{net}_k{k}_seconds", {"alone": alone, "packed": pack})
+            report.figure(f"{net}_k{k}_alone/packed", median_ratio(alone, pack), "x",
+                          goal=CONV_GOAL if k == GOAL_AT else None, label=f"{net}, {k} trials: one at a time / packed")

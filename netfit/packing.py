@@ -1,14 +1,14 @@
-"""Which trials can train together as one pack (issue 16 §3): the rules, apart from the batched
-training itself (netfit.engine.packed), so that the API can judge a packing sweep at POST
-without loading the training loop. Pure functions of a JobSpec; nothing heavy imported.
+"""Which trials can train together as one pack: the rules, apart from the batched training itself
+(netfit.engine.packed), so that the API can judge a packing sweep at POST without loading the
+training loop. Pure functions of a JobSpec; nothing heavy imported.
 """
 
 from __future__ import annotations
 
 import json
 
-from netfit.sweep_spec import MAX_PACK
 from netfit.spec import JobSpec
+from netfit.spec_graph import expand
 
 # the numbers a member may have of its own: none of them changes a tensor's shape
 MEMBER_TRAINING = ("epochs", "lr_schedule", "grad_clip", "label_smoothing", "early_stopping", "seed")
@@ -16,6 +16,12 @@ MEMBER_OPTIMIZER = ("lr", "weight_decay", "momentum", "nesterov", "betas")
 # the same, as sweep parameter paths (what a 422 tells a user may vary in a packing sweep)
 MEMBER_PATHS = (*(f"training.{n}" for n in MEMBER_TRAINING), *(f"training.optimizer.{n}" for n in MEMBER_OPTIMIZER),
                 "model.layers.N.p (a dropout layer's rate)")
+# the layer types a pack's batched network runs (netfit.engine.packed.PackedNet), in sequences and graphs
+PACKED_LAYERS = frozenset({
+    "linear", "conv2d", "maxpool2d", "avgpool2d", "flatten", "reshape", "dropout", "batchnorm", "layernorm",
+    "relu", "leaky_relu", "elu", "gelu", "silu", "sigmoid", "tanh", "softmax", "log_softmax", "softplus", "identity",
+    "add", "concat",
+})
 
 
 def pack_key(spec: JobSpec) -> str:
@@ -26,9 +32,10 @@ def pack_key(spec: JobSpec) -> str:
         d["training"].pop(name, None)
     for name in MEMBER_OPTIMIZER:
         d["training"]["optimizer"].pop(name, None)
-    for layer in d["model"]["layers"]:
-        if layer.get("type") == "dropout":
-            layer.pop("p", None)
+    for layers in [d["model"]["layers"], *(block["layers"] for block in (d["model"].get("blocks") or {}).values())]:
+        for layer in layers:
+            if layer.get("type") == "dropout":
+                layer.pop("p", None)
     return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
@@ -37,27 +44,9 @@ def packable(spec: JobSpec) -> str | None:
     t = spec.training
     if t.compile or t.precision != "fp32":
         return "compile and bf16 precision are not packed; train such trials alone"
-    if spec.model.is_graph:  # the batched network is a chain; a graph's joins would be skipped
-        return "functional graphs (names, inputs, joins, blocks) are not packed; train such trials alone"
-    for i, layer in enumerate(spec.model.layers):
-        if layer.type in ("conv2d", "maxpool2d", "avgpool2d", "batchnorm", "softmax", "log_softmax"):
-            last = i == len(spec.model.layers) - 1 and layer.type in ("softmax", "log_softmax")
-            if not last:  # a trailing softmax is folded into the loss
-                return f"layer {i} ({layer.type}) is not packed; packs hold linear, activation, dropout, flatten, reshape and layernorm layers"
+    layers = [node.layer for node in expand(spec.model.layers, spec.model.blocks)] if spec.model.is_graph else spec.model.layers
+    for i, layer in enumerate(layers):
+        if layer.type not in PACKED_LAYERS:
+            return (f"layer {i} ({layer.type}) is not packed; packs hold {', '.join(sorted(PACKED_LAYERS))} layers: "
+                    "train such trials alone")
     return None
-
-
-def group_packs(specs: list[JobSpec], most: int = MAX_PACK) -> list[list[int]]:
-    """The indexes of `specs` grouped into packs (same pack_key, each packable, at most `most`
-    members), in first-seen order; a spec that cannot pack is a group of its own."""
-    groups: dict[str, list[list[int]]] = {}
-    alone: list[list[int]] = []
-    for i, spec in enumerate(specs):
-        if packable(spec) is not None:
-            alone.append([i])
-            continue
-        packs = groups.setdefault(pack_key(spec), [[]])
-        if len(packs[-1]) == most:
-            packs.append([])
-        packs[-1].append(i)
-    return sorted([p for packs in groups.values() for p in packs] + alone, key=lambda group: group[0])

@@ -13,5 +13,8 @@ Needs the `engine` extra (torch, numpy, scikit-learn, safetensors). Modules: `er
 (SpecError, DataError), `data` (load_data: a data set read, split and preprocessed; its parts in
 `arrays`, `labels`, `formats`, `sources`, `preprocessing`, and `downloads` for MNIST-like sets
 fetched once per machine), `layers` (spec → nn.Module, shape inference, summary), `fit`
-(the loop), `early_stopping`, `schedules`, `checkpoints` (safetensors weights, resume state). Importing this package imports nothing heavy.
+(the loop), `packed` (K trials of one shape trained as one batched model), `run` (one run's
+bookkeeping between epochs, shared by both loops), `losses` (losses and metrics), `optimizers`
+(torch's, and the same rules batched over a pack), `early_stopping`, `schedules`, `checkpoints`
+(safetensors weights, resume state). Importing this package imports nothing heavy.
 """

@@ -330,7 +330,8 @@ def build_model(spec: JobSpec, signature: DataSignature, device: str | torch.dev
     folded trailing activation. `plan`: check()'s result for this spec and signature."""
     traced, head = plan or _check(spec, signature)
     if spec.model.is_graph:
-        return _build_graph(traced, head).to(device)
+        # the layers of this spec (a pack builds its members from one plan; their dropout rates differ)
+        return _build_graph(traced, head, [n.layer for n in expand(spec.model.layers, spec.model.blocks)]).to(device)
     mods = [_tag(m, t.index) for layer, t in zip(spec.model.layers, traced) for m in _modules(layer, t.in_shape, t.index)]
     if head.folded:
         mods.pop()
@@ -344,10 +345,9 @@ def _tag(module: nn.Module, index: int) -> nn.Module:
     return module
 
 
-def _build_graph(traced: list[_Traced], head: Head) -> GraphNet:
+def _build_graph(traced: list[_Traced], head: Head, layers: list[Any]) -> GraphNet:
     nodes = []
-    for t in traced:
-        layer = t.node.layer
+    for t, layer in zip(traced, layers):
         if t.type in JOINS:
             nodes.append(([Add() if t.type == "add" else Concat()], t.node.inputs))
         else:

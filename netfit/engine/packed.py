@@ -1,146 +1,251 @@
-"""Packed trials: K networks of one shape trained together as one batched model (issue 16 §3).
+"""Packed trials: K networks of one shape trained together as one batched model.
 
 A sweep's trials often differ only in numbers that do not change a network's shape: learning
 rate, weight decay, momentum, betas, dropout rate, seed, label smoothing, epochs, early stopping,
 lr schedule, gradient clipping. `fit_packed` trains such specs side by side: every weight is
 stacked along a leading member axis (K, ...), a linear layer is one batched matmul (baddbmm)
-for all members, and the optimizer updates one flat (K, P) tensor with per-member
-hyper-parameters as (K, 1) columns. A step costs about the kernels of one trial's step, so on a
-CPU, where small nets are bound by per-op dispatch, K trials cost little more than one.
-(Measured here for 32 Iris-size MLPs: stacked weights + autograd ~25 µs per member-step,
-torch.func vmap(grad(functional_call)) ~130 µs, one trial alone ~700 µs per step: stacked wins.)
+for all members, a convolution one grouped convolution (groups=K, members side by side on
+the channel axis, as HFTA does), pooling and batchnorm one call over the K*C channels, and the
+optimizer (netfit.engine.optimizers.BatchedOptimizer) updates one flat (K, P) tensor with
+per-member hyper-parameters as (K, 1) columns. A step costs about the kernels of one trial's
+step, so on a CPU, where small nets are bound by per-op dispatch, K trials cost little more
+than one. Measured (bench packed, "conv approaches"): grouped convolutions against
+torch.func.vmap(grad(functional_call)) over stacked parameters, the latter slower per step.
 
 Each member keeps what fit() gives a job, computed the way fit() computes it: its own initial
 weights (built under its seed), data order (its own shuffle generator), dropout masks (its own
-generator, drawn as CPU dropout draws them), optimizer state, lr schedule, early stopping and
-best epoch, metrics, callbacks (on_epoch_end with a TrainingState that plain fit() can resume,
-should_stop), and FitResult. A member that stops (early stopping, a pruner's verdict, its own
-epochs, cancel) leaves the pack at that epoch's end; the others train on in a smaller pack.
+generator, drawn as CPU dropout draws them), batchnorm statistics, optimizer state, lr schedule,
+early stopping and best epoch, metrics, callbacks (on_epoch_end with a TrainingState that plain
+fit() can resume, should_stop), and FitResult; its epoch's bookkeeping is netfit.engine.run's,
+as fit()'s is. A member that stops (early stopping, a pruner's verdict, its own epochs,
+cancel) leaves the pack at that epoch's end; the others train on in a smaller pack.
 
 What differs from fit(), precisely:
-- float rounding: batched matmuls and an unfused optimizer (fit uses fused Adam/SGD) round
-  differently, so per-epoch metrics agree to float tolerance, not bit for bit;
+- float rounding: batched matmuls and convolutions and an unfused optimizer (fit uses fused
+  Adam/SGD) round differently, so per-epoch metrics agree to float tolerance, not bit for bit;
 - on CUDA, dropout masks come from one pack generator (fit's CUDA dropout kernel draws its
   own way), so members with dropout match fit in distribution only;
 - a member cancelled inside an epoch ends with the weights at that epoch's end as its last
   weights (fit keeps the half-trained ones; neither reports that epoch);
 - EpochReport.seconds is the pack's epoch (what each member waited), not a share of it;
-- compile and bf16 precision are not packed (packable() says so); nor are layers other than
-  linear, activations, dropout, flatten/reshape and layernorm.
+- compile and bf16 precision are not packed (netfit.packing.packable says so).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from netfit.packing import MEMBER_OPTIMIZER, MEMBER_TRAINING, group_packs, pack_key, packable  # noqa: F401 (re-exported)
+from netfit.packing import pack_key, packable
 from netfit.spec import JobSpec
 
-from .checkpoints import TrainingState, capture_rng, cpu_copy, spec_hash
+from .checkpoints import TrainingState, capture_rng, cpu_copy
 from .data import PreparedData
-from .early_stopping import EarlyStopper
-from .fit import (EVAL_BATCH, POLL_SECONDS, EpochReport, FitCallbacks, FitResult, _finite, _means, _to_device,
-                  evaluate, make_loss, make_optimizer, metric_names, resolve_device)
+from .fit import POLL_SECONDS, FitCallbacks, FitResult, resolve_device
+from .graph import Add, Concat, GraphNet
 from .layers import Plan, Reshape, build_model, check
-from .schedules import make_schedule
+from .losses import EVAL_BATCH, means, member_hits, member_losses, metric_names, split_metrics, to_device
+from .optimizers import BatchedOptimizer, FlatLayout, make_optimizer
+from .run import MemberRun, Snapshot
 
-ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Identity)
-ADAM_EPS, RMSPROP_ALPHA, RMSPROP_EPS = 1e-8, 0.99, 1e-8  # torch's defaults, which fit() uses
+ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Identity)
 
 
 # --------------------------------------------------------------------------- the batched network
+#
+# A value between layers is held in one of two layouts: "stacked" (K, batch, *sample shape), what
+# linear layers, layer norm and dropout want, or "folded" (batch, K*C, H, W) for images, the
+# members side by side on the channel axis, what grouped convolutions, pooling and batchnorm
+# want. Each op converts its input only when it is in the other layout.
 
 
-class _Layout:
-    """Where each parameter of a member's network lies in its row of the flat (K, P) tensor."""
-
-    def __init__(self, model: nn.Module):
-        self.names, self.shapes, self.offsets = [], [], []
-        offset = 0
-        for name, p in model.named_parameters():
-            self.names.append(name)
-            self.shapes.append(tuple(p.shape))
-            self.offsets.append(offset)
-            offset += p.numel()
-        self.size = offset
-
-    def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        return [flat[:, o : o + math.prod(s)].view(len(flat), *s) for o, s in zip(self.offsets, self.shapes)]
-
-    def row(self, flat_row: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One member's parameters (a row of a flat tensor) as a state dict (views of the row)."""
-        return {n: flat_row[o : o + math.prod(s)].view(s) for n, o, s in zip(self.names, self.offsets, self.shapes)}
-
-    def flatten(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.cat([state[n].reshape(-1) for n in self.names])
+def _stacked(x: torch.Tensor, folded: bool, k: int) -> torch.Tensor:
+    if not folded:
+        return x
+    b, kc, h, w = x.shape
+    return x.view(b, k, kc // k, h, w).transpose(0, 1)
 
 
-class _Net:
-    """A member's nn.Sequential, re-expressed on (K, batch, ...) inputs with stacked weights."""
+def _folded(x: torch.Tensor, folded: bool) -> torch.Tensor:
+    if folded:
+        return x
+    k, b, c, h, w = x.shape
+    return x.transpose(0, 1).reshape(b, k * c, h, w)
 
-    def __init__(self, models: list[nn.Sequential], layout: _Layout):
-        self.layout = layout
-        self.ops: list[tuple[str, Any]] = []
-        index = 0  # position in the layout's parameter list
-        for pos, m in enumerate(models[0]):
-            if isinstance(m, nn.Linear):
-                self.ops.append(("linear", (index, m.bias is not None)))
-                index += 1 + (m.bias is not None)
-            elif isinstance(m, nn.LayerNorm):
-                self.ops.append(("layernorm", (index, m.eps, m.normalized_shape)))
-                index += 2
-            elif isinstance(m, nn.Dropout):
-                self.ops.append(("dropout", [float(model[pos].p) for model in models]))
-            elif isinstance(m, nn.Flatten):
-                self.ops.append(("reshape", (-1,)))
-            elif isinstance(m, Reshape):
-                self.ops.append(("reshape", m.shape))
-            elif isinstance(m, ACTIVATIONS):
-                self.ops.append(("act", m))
-            else:
-                raise ValueError(f"layer {pos} ({type(m).__name__}) cannot be packed")
+
+class PackedNet:
+    """The members' networks (a sequence or a functional graph, built by build_model) as one
+    network on K stacked inputs, its parameters views of a flat (K, P) tensor."""
+
+    def __init__(self, models: list[nn.Module]):
+        first = models[0]
+        self.layout = FlatLayout.of(first)
+        index = {name: i for i, name in enumerate(self.layout.names)}
+        self.buffer_names = [name for name, _ in first.named_buffers()]
+        self.buffers = [torch.stack([dict(m.named_buffers())[name] for m in models]) for name in self.buffer_names]
+        held = {name: i for i, name in enumerate(self.buffer_names)}
+        owner = {id(m): name for name, m in first.named_children()}
+        if isinstance(first, GraphNet):
+            steps = [(modules, inputs) for modules, inputs in first._steps]
+        else:
+            steps = [(tuple(first.children()), (0,))]
+        self.rates: list[list[float]] = []  # per dropout op: each member's rate
+        self.nodes = []
+        for modules, inputs in steps:
+            ops = []
+            for m in modules:
+                name = owner[id(m)]
+                p = lambda what: index.get(f"{name}.{what}")  # noqa: E731
+                if isinstance(m, nn.Linear):
+                    ops.append(("linear", (p("weight"), p("bias"))))
+                elif isinstance(m, nn.Conv2d):
+                    ops.append(("conv", (p("weight"), p("bias"), m.stride, m.padding, m.dilation)))
+                elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+                    ops.append(("pool", m))
+                elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                    stats = (held[f"{name}.running_mean"], held[f"{name}.running_var"], held[f"{name}.num_batches_tracked"])
+                    ops.append(("batchnorm2d" if isinstance(m, nn.BatchNorm2d) else "batchnorm1d",
+                                (p("weight"), p("bias"), stats, m.momentum, m.eps)))
+                elif isinstance(m, nn.LayerNorm):
+                    ops.append(("layernorm", (p("weight"), p("bias"), m.eps, m.normalized_shape)))
+                elif isinstance(m, nn.Dropout):
+                    ops.append(("dropout", len(self.rates)))
+                    self.rates.append([float(dict(model.named_children())[name].p) for model in models])
+                elif isinstance(m, nn.Flatten):
+                    ops.append(("flatten", None))
+                elif isinstance(m, Reshape):
+                    ops.append(("reshape", m.shape))
+                elif isinstance(m, (nn.Softmax, nn.LogSoftmax)):
+                    ops.append(("softmax", (F.softmax if isinstance(m, nn.Softmax) else F.log_softmax, m.dim + 1)))
+                elif isinstance(m, ELEMENTWISE):
+                    ops.append(("act", m))
+                elif isinstance(m, Add):
+                    ops.append(("add", None))
+                elif isinstance(m, Concat):
+                    ops.append(("concat", None))
+                else:  # netfit.packing.PACKED_LAYERS and this table disagree
+                    raise ValueError(f"{type(m).__name__} cannot be packed")
+            self.nodes.append((tuple(ops), tuple(inputs)))
         self.params: list[torch.Tensor] = []
-        self.keep: list[torch.Tensor | None] = []  # per dropout op: 1 - p as (K, 1, ...), None if p = 0 for all
+        self.keep: list[torch.Tensor | None] = []  # per dropout op: 1 - p as (K,), None if p = 0 for all
+        self.members = list(range(len(models)))
 
-    def bind(self, flat: torch.Tensor, rates: list[list[float]]) -> None:
-        """Point the parameters at `flat` (leaf views: the optimizer updates flat in place) and set
-        the dropout rates of the members now in the pack."""
+    def bind(self, flat: torch.Tensor, members: list[int]) -> None:
+        """Point the parameters at `flat` (leaf views: the optimizer updates flat in place) for the
+        members (original indexes) now in the pack."""
         self.params = [v.requires_grad_() for v in self.layout.views(flat)]
-        self.rates = rates
+        self.members = list(members)
+        rates = [[r[k] for k in members] for r in self.rates]
+        self.current_rates = rates
         self.keep = [None if not any(r) else torch.tensor([1 - p for p in r], device=flat.device) for r in rates]
 
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        self.buffers = [b[rows] for b in self.buffers]
+
     def __call__(self, x: torch.Tensor, training: bool, generators: list[torch.Generator] | None) -> torch.Tensor:
-        k_members, batch = x.shape[0], x.shape[1]
-        drop = 0
-        for kind, arg in self.ops:
-            if kind == "linear":
-                i, bias = arg
-                w = self.params[i]
-                x = torch.baddbmm(self.params[i + 1].unsqueeze(1), x, w.transpose(1, 2)) if bias else torch.bmm(x, w.transpose(1, 2))
-            elif kind == "act":
-                x = arg(x)
-            elif kind == "reshape":
-                x = x.reshape(k_members, batch, *arg)
-            elif kind == "layernorm":
-                i, eps, shape = arg
-                x = F.layer_norm(x, shape, eps=eps)
-                extra = (1,) * (x.dim() - 1 - len(shape))  # (K, U) weights over (K, batch, ..., U)
-                x = x * self.params[i].view(k_members, *extra, *shape) + self.params[i + 1].view(k_members, *extra, *shape)
-            else:
-                keep = self.keep[drop]
-                if training and keep is not None:
-                    x = x * _dropout_noise(x, self.rates[drop], keep, generators)
-                drop += 1
-        return x
+        k = x.shape[0]
+        outs: list[tuple[torch.Tensor, bool]] = [(x, False)]  # (value, folded)
+        for ops, inputs in self.nodes:
+            x, folded = outs[inputs[0]]
+            for kind, arg in ops:
+                if kind == "linear":
+                    w, b = self.params[arg[0]], arg[1]
+                    x = _stacked(x, folded, k)
+                    x = torch.baddbmm(self.params[b].unsqueeze(1), x, w.transpose(1, 2)) if b is not None else torch.bmm(x, w.transpose(1, 2))
+                    folded = False
+                elif kind == "act":
+                    x = arg(x)
+                elif kind == "conv":
+                    wi, bi, stride, padding, dilation = arg
+                    w = self.params[wi]
+                    bias = self.params[bi].reshape(-1) if bi is not None else None
+                    x = F.conv2d(_folded(x, folded), w.reshape(-1, *w.shape[2:]), bias, stride, padding, dilation, k)
+                    folded = True
+                elif kind == "pool":
+                    x, folded = arg(_folded(x, folded)), True
+                elif kind == "flatten":
+                    x = x.reshape(x.shape[0], k, -1).transpose(0, 1) if folded else x.reshape(k, x.shape[1], -1)
+                    folded = False
+                elif kind == "reshape":
+                    x = _stacked(x, folded, k)
+                    x, folded = x.reshape(k, x.shape[1], *arg), False
+                elif kind == "dropout":
+                    keep = self.keep[arg]
+                    if training and keep is not None:
+                        x = _stacked(x, folded, k)
+                        x, folded = x * _dropout_noise(x, self.current_rates[arg], keep, generators), False
+                elif kind in ("batchnorm2d", "batchnorm1d"):
+                    x, folded = self._batchnorm(kind, arg, x, folded, k, training)
+                elif kind == "layernorm":
+                    wi, bi, eps, shape = arg
+                    x, folded = F.layer_norm(_stacked(x, folded, k), shape, eps=eps), False
+                    extra = (1,) * (x.dim() - 1 - len(shape))  # (K, U) weights over (K, batch, ..., U)
+                    x = x * self.params[wi].view(k, *extra, *shape) + self.params[bi].view(k, *extra, *shape)
+                elif kind == "softmax":
+                    fn, dim = arg
+                    x, folded = fn(_stacked(x, folded, k), dim), False
+                elif kind == "add":
+                    values = [outs[i] for i in inputs]
+                    fold = any(f for _, f in values)
+                    parts = [_folded(v, f) if fold else v for v, f in values]
+                    x, folded = parts[0], fold
+                    for part in parts[1:]:
+                        x = x + part
+                else:  # concat on the features (channels) axis
+                    values = [outs[i] for i in inputs]
+                    if values[0][1] or values[0][0].dim() == 5:  # images: folded, members' channels kept together
+                        parts = [_folded(v, f) for v, f in values]
+                        b, h, w = parts[0].shape[0], parts[0].shape[2], parts[0].shape[3]
+                        x = torch.cat([p.view(b, k, -1, h, w) for p in parts], 2).view(b, -1, h, w)
+                        folded = True
+                    else:
+                        x, folded = torch.cat([v for v, _ in values], 2), False
+            outs.append((x, folded))
+        x, folded = outs[-1]
+        return _stacked(x, folded, k)
+
+    def _batchnorm(self, kind: str, arg: Any, x: torch.Tensor, folded: bool, k: int, training: bool) -> tuple[torch.Tensor, bool]:
+        """Per member batchnorm: one call over the members' channels side by side (K*C), each
+        channel's statistics its member's (the running ones updated in place as nn.BatchNorm does)."""
+        wi, bi, (mean, var, count), momentum, eps = arg
+        weight, bias = self.params[wi].reshape(-1), self.params[bi].reshape(-1)
+        running = self.buffers[mean].view(-1), self.buffers[var].view(-1)
+        if training:
+            self.buffers[count].add_(1)
+        if kind == "batchnorm2d":
+            return F.batch_norm(_folded(x, folded), *running, weight, bias, training, momentum, eps), True
+        b = x.shape[1]
+        y = F.batch_norm(x.transpose(0, 1).reshape(b, -1), *running, weight, bias, training, momentum, eps)
+        return y.view(b, k, -1).transpose(0, 1), False
+
+    # ---- a member's weights: parameters (a row of flat) and buffers (batchnorm statistics)
+
+    def capture(self, flat: torch.Tensor, row: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """A copy of member `row`'s weights, on the device (the best epoch's)."""
+        return flat[row].detach().clone(), [b[row].clone() for b in self.buffers]
+
+    def state_dict(self, weights: tuple[torch.Tensor, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Weights (capture() or the live row) as the member's own model state_dict (views)."""
+        row, buffers = weights
+        return {**self.layout.row(row.detach()), **dict(zip(self.buffer_names, buffers))}
+
+    def live(self, flat: torch.Tensor, row: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return flat[row], [b[row] for b in self.buffers]
+
+    def weights_of(self, state: dict[str, torch.Tensor], dev: torch.device) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """A member's state_dict as capture() keeps weights."""
+        return self.layout.flatten(state).to(dev), [state[name].to(dev) for name in self.buffer_names]
+
+    def load(self, flat: torch.Tensor, row: int, state: dict[str, torch.Tensor]) -> None:
+        flat[row] = self.layout.flatten(state).to(flat.device)
+        for name, b in zip(self.buffer_names, self.buffers):
+            b[row] = state[name].to(b.device)
 
 
 def _dropout_noise(x: torch.Tensor, rates: list[float], keep: torch.Tensor, generators: list[torch.Generator] | None) -> torch.Tensor:
@@ -149,128 +254,11 @@ def _dropout_noise(x: torch.Tensor, rates: list[float], keep: torch.Tensor, gene
     view = (-1,) + (1,) * (x.dim() - 1)
     if generators is None:  # one draw for the pack (CUDA)
         return (torch.rand_like(x) < keep.view(view)).to(x.dtype).div_(keep.view(view))
-    noise = torch.ones_like(x)
+    noise = torch.ones(x.shape, dtype=x.dtype, device=x.device)
     for k, p in enumerate(rates):
         if p:
             noise[k].bernoulli_(1 - p, generator=generators[k])
     return noise.div_(keep.view(view))
-
-
-# --------------------------------------------------------------------------- losses and metrics
-
-
-def _losses(head, out: torch.Tensor, y: torch.Tensor, smoothing: list[float]) -> torch.Tensor:
-    """Per member, per sample (and target): the loss fit()'s loss function averages or sums."""
-    k_members = out.shape[0]
-    if head.loss == "cross_entropy":
-        flat_out, flat_y = out.reshape(-1, out.shape[-1]), y.reshape(-1)
-        if len(set(smoothing)) == 1:
-            return F.cross_entropy(flat_out, flat_y, reduction="none", label_smoothing=smoothing[0]).view(k_members, -1)
-        # torch's smoothed cross entropy: (1 - e) * nll + e * mean over classes of -log p
-        logp = F.log_softmax(flat_out, -1).view(*out.shape)
-        nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-        e = torch.tensor(smoothing, device=out.device).unsqueeze(1)
-        return (1 - e) * nll - e * logp.mean(-1)
-    if head.loss == "bce":
-        return F.binary_cross_entropy_with_logits(out, y, reduction="none").view(k_members, -1)
-    fn = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}[head.loss]
-    return fn(out, y, reduction="none").view(k_members, -1)
-
-
-def _hits(head, out: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    """Per member: correct predictions, or squared and absolute errors (fit's batch sums)."""
-    if head.task == "regression":
-        err = (out - y).flatten(1)
-        return [err.square().sum(1), err.abs().sum(1)]
-    if head.task == "binary":
-        return [((out > 0) == (y > 0.5)).flatten(1).sum(1).float()]
-    return [(out.argmax(-1) == y).sum(1).float()]
-
-
-# --------------------------------------------------------------------------- the optimizer
-
-
-class _Optimizer:
-    """SGD, Adam, AdamW or RMSprop on the flat (K, P) parameters, torch's update rules with a
-    column of hyper-parameters per member; state tensors are (K, P) like the parameters."""
-
-    SLOTS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq"),
-             "rmsprop": ("square_avg", "momentum_buffer")}
-
-    def __init__(self, kind: str, flat: torch.Tensor, members: list[Any]):
-        self.kind, self.steps = kind, 0
-        self.state = {slot: torch.zeros_like(flat) for slot in self.SLOTS[kind]}
-        self.set_members(members, flat.device)
-
-    def set_members(self, members: list[Any], dev: torch.device) -> None:
-        col = lambda values: torch.tensor(values, dtype=torch.float32, device=dev).unsqueeze(1)  # noqa: E731
-        opts = [m.spec.training.optimizer for m in members]
-        self.lr = col([m.lr for m in members])
-        self.wd = col([o.weight_decay for o in opts])
-        self.any_wd = any(o.weight_decay for o in opts)
-        self.momentum = col([o.momentum for o in opts])
-        self.nesterov = torch.tensor([o.nesterov for o in opts], device=dev).unsqueeze(1)
-        self.any_nesterov = any(o.nesterov for o in opts)
-        self.beta1, self.beta2 = col([o.betas[0] for o in opts]), col([o.betas[1] for o in opts])
-        clips = [m.spec.training.grad_clip for m in members]
-        self.clip = col([c if c is not None else math.inf for c in clips]) if any(c is not None for c in clips) else None
-
-    def set_lr(self, lrs: list[float]) -> None:
-        self.lr = torch.tensor(lrs, dtype=torch.float32, device=self.lr.device).unsqueeze(1)
-
-    def keep(self, rows: torch.Tensor) -> None:
-        self.state = {k: v[rows] for k, v in self.state.items()}
-
-    @torch.no_grad()
-    def step(self, p: torch.Tensor, g: torch.Tensor) -> None:
-        self.steps += 1
-        if self.clip is not None:  # clip_grad_norm_ per member: its norm over all its parameters
-            g.mul_((self.clip / (g.norm(dim=1, keepdim=True) + 1e-6)).clamp_(max=1.0))
-        if self.kind == "adamw":
-            p.mul_(1 - self.lr * self.wd)
-        elif self.any_wd:
-            g = g + self.wd * p
-        s = self.state
-        if self.kind == "sgd":
-            buf = s["momentum_buffer"].mul_(self.momentum).add_(g)
-            update = torch.where(self.nesterov, g + self.momentum * buf, buf) if self.any_nesterov else buf
-            p.sub_(self.lr * update)
-        elif self.kind in ("adam", "adamw"):
-            s["exp_avg"].lerp_(g, 1 - self.beta1)
-            s["exp_avg_sq"].mul_(self.beta2).add_((1 - self.beta2) * g * g)
-            step_size = self.lr / (1 - self.beta1**self.steps)
-            denom = (s["exp_avg_sq"].sqrt() / (1 - self.beta2**self.steps).sqrt()).add_(ADAM_EPS)
-            p.sub_(step_size * s["exp_avg"] / denom)
-        else:
-            s["square_avg"].mul_(RMSPROP_ALPHA).add_((1 - RMSPROP_ALPHA) * g * g)
-            buf = s["momentum_buffer"].mul_(self.momentum).add_(g / s["square_avg"].sqrt().add_(RMSPROP_EPS))
-            p.sub_(self.lr * buf)
-
-    def member_state(self, row: int, layout: _Layout, template: dict[str, Any], member: Any) -> dict[str, Any]:
-        """Member `row`'s state as its own torch optimizer's state_dict (what fit() resumes from)."""
-        per_param: dict[int, dict[str, torch.Tensor]] = {}
-        has_buffer = member.spec.training.optimizer.momentum != 0
-        for i, (o, shape) in enumerate(zip(layout.offsets, layout.shapes)):
-            piece = lambda slot: self.state[slot][row, o : o + math.prod(shape)].view(shape)  # noqa: E731
-            if self.kind == "sgd":
-                per_param[i] = {"momentum_buffer": piece("momentum_buffer")} if has_buffer else {}
-            elif self.kind in ("adam", "adamw"):
-                per_param[i] = {"step": torch.tensor(float(self.steps)), "exp_avg": piece("exp_avg"), "exp_avg_sq": piece("exp_avg_sq")}
-            else:
-                per_param[i] = {"step": torch.tensor(float(self.steps)), "square_avg": piece("square_avg")}
-                if has_buffer:
-                    per_param[i]["momentum_buffer"] = piece("momentum_buffer")
-        groups = [{**g, "lr": member.lr} for g in template["param_groups"]]
-        return {"state": per_param, "param_groups": groups}
-
-    def load_member(self, row: int, layout: _Layout, state: dict[str, Any]) -> None:
-        by_index = {int(k): v for k, v in state["state"].items()}
-        for slot, tensor in self.state.items():
-            parts = [by_index.get(i, {}).get(slot) for i in range(len(layout.names))]
-            if all(p is not None for p in parts):
-                tensor[row] = torch.cat([p.reshape(-1) for p in parts]).to(tensor.device)
-        steps = [int(v["step"]) for v in by_index.values() if "step" in v]
-        self.steps = steps[0] if steps else self.steps
 
 
 # --------------------------------------------------------------------------- members
@@ -286,44 +274,25 @@ class _LR:
 @dataclass
 class _Member:
     index: int  # position in the caller's list
-    spec: JobSpec
-    plan: Plan
-    callbacks: FitCallbacks
-    stopper: EarlyStopper
-    lr_holder: _LR
-    schedule: Any
+    run: MemberRun
     shuffle: torch.Generator
     dropout: torch.Generator
     optimizer_template: dict[str, Any]
-    fingerprint: str
-    history: list[EpochReport] = field(default_factory=list)
-    past: list[dict[str, Any]] = field(default_factory=list)  # history as a resume state holds it, made once per epoch
-    best_weights: torch.Tensor | None = None  # a flat row
-    best_metrics: dict[str, float | None] = field(default_factory=dict)
-    stop_reason: str | None = None
     cancelled: bool = False
+    spec: JobSpec = field(init=False)
 
-    @property
-    def lr(self) -> float:
-        return self.lr_holder.param_groups[0]["lr"]
-
-    @property
-    def listens(self) -> bool:
-        return type(self.callbacks).on_epoch_end is not FitCallbacks.on_epoch_end
-
-    @property
-    def polls(self) -> bool:
-        return type(self.callbacks).should_stop is not FitCallbacks.should_stop
+    def __post_init__(self) -> None:
+        self.spec = self.run.spec
 
 
 class PackCallbacks:
     """Hooks for whoever runs the whole pack (the worker persists its members together)."""
 
     def wants_states(self, epoch: int, seconds: float) -> bool:
-        """Whether the members' on_epoch_end get this epoch's resume states (None otherwise): each
-        is a copy of a member's weights and optimizer state, which a persister saving them every
-        few seconds would mostly throw away (32 wine members: about 0.25 s of a 2.4-s sweep,
-        measured). Default: always."""
+        """Whether the members' on_epoch_end get this epoch's resume states (None otherwise; a
+        member's own FitCallbacks.wants_states is asked too): each is a copy of a member's
+        weights and optimizer state, which a persister saving them every few seconds would
+        mostly throw away (32 wine members: about 0.25 s of a 2.4-s sweep, measured). Default: always."""
         return True
 
     def on_epoch_end(self, epoch: int, members: list[int]) -> dict[int, str]:
@@ -392,68 +361,69 @@ def fit_packed(
         model = build_model(spec, data.signature, device=dev, plan=plan)
         dropout = torch.Generator()
         dropout.set_state(torch.get_rng_state())  # what fit()'s CPU dropout would draw from
-        monitor = cfg.early_stopping.monitor if cfg.early_stopping else ("val_loss" if data.val is not None else "train_loss")
-        holder = _LR(cfg.optimizer.lr)
-        members.append(_Member(
-            index=k, spec=spec, plan=plan, callbacks=callbacks[k] or FitCallbacks(),
-            stopper=EarlyStopper(cfg.early_stopping, monitor), lr_holder=holder,
-            schedule=make_schedule(cfg.lr_schedule, holder, cfg.epochs),
-            shuffle=torch.Generator(device=dev).manual_seed(cfg.seed), dropout=dropout,
-            optimizer_template=make_optimizer(cfg.optimizer, model.parameters()).state_dict(),
-            fingerprint=spec_hash(spec)))
+        run = MemberRun(spec, data.val is not None, callbacks[k] or FitCallbacks(), _LR(cfg.optimizer.lr))
+        members.append(_Member(k, run, torch.Generator(device=dev).manual_seed(cfg.seed), dropout,
+                               make_optimizer(cfg.optimizer, model.parameters()).state_dict()))
         models.append(model)
-    layout = _Layout(models[0])
-    net = _Net(models, layout)
+    net = PackedNet(models)
+    probe = models[0]  # evaluates a leaving member's test split with its own weights, as fit() does
+    layout = net.layout
     flat = torch.stack([layout.flatten(dict(m.named_parameters())).detach() for m in models])
-    optimizer = _Optimizer(specs[0].training.optimizer.type, flat, members)
+    optimizer = BatchedOptimizer(specs[0].training.optimizer.type, flat, [s.training.optimizer for s in specs],
+                                 [m.run.lr for m in members], [s.training.grad_clip for s in specs])
     start = 1
     for row, (m, state) in enumerate(zip(members, resume)):
         if state is None:
             continue
-        if state.spec_hash and state.spec_hash != m.fingerprint:
-            raise ValueError(f"resume state {row} belongs to a different spec; start the run afresh")
-        flat[row] = layout.flatten(state.model).to(dev)
+        try:
+            start = m.run.restore(state, lambda best: net.weights_of(best, dev))
+        except ValueError:
+            raise ValueError(f"resume state {row} belongs to a different spec; start the run afresh") from None
+        net.load(flat, row, state.model)
         optimizer.load_member(row, layout, state.optimizer)
-        if m.schedule is not None and state.schedule is not None:
-            m.schedule.load_state_dict(state.schedule)
-        else:
-            m.lr_holder.param_groups[0]["lr"] = state.optimizer["param_groups"][0]["lr"]
-        m.stopper.load_state_dict(state.early_stopping)
         m.dropout.set_state(state.rng["torch"])
         if state.rng["shuffle_device"] == dev.type:
             m.shuffle.set_state(state.rng["shuffle"])
-        m.history = [EpochReport(**h) for h in state.history]
-        m.past = list(state.history)
-        m.best_weights = layout.flatten(state.best_weights).to(dev) if state.best_weights else None
-        m.best_metrics = dict(state.best_metrics or {})
-        start = state.epoch + 1
-    optimizer.set_lr([m.lr for m in members])
 
-    train = _to_device(data.train, head, dev)
-    val = _to_device(data.val, head, dev) if data.val is not None else None
+    train = to_device(data.train, head, dev)
+    val = to_device(data.val, head, dev) if data.val is not None else None
+    test = to_device(data.test, head, dev) if data.test is not None else None
     x, y = train
     n, bs = len(x), specs[0].training.batch_size
     exact_dropout = dev.type == "cpu"
     results: dict[int, FitResult] = {}
-
     pack = pack or PackCallbacks()
 
-    def finish(rows: list[int]) -> None:
-        ended = {members[row].index: _result(members[row], flat[row], layout, data, head, names, dev) for row in rows}
-        results.update(ended)
-        pack.on_members_end(ended)
+    def result(m: _Member, row: int) -> FitResult:
+        """A member's FitResult; its test metrics from its own network, evaluated as fit() does."""
+        last = cpu_copy(net.state_dict(net.live(flat, row)))
+        best = cpu_copy(net.state_dict(m.run.best_weights)) if m.run.best_weights is not None else None
+        test_metrics = None
+        if test is not None:
+            probe.load_state_dict(best if best is not None else last)  # the job's result, as fit() measures it
+            test_metrics = split_metrics(probe, head, test, names, "test", m.spec.training.label_smoothing)
+        return m.run.result(test_metrics, best, last, str(dev))
+
+    def snapshot(m: _Member, row: int) -> Snapshot:
+        """Member `row`'s resume state in fit()'s own format: fit(spec, data, resume=state) goes on alone."""
+        rng = capture_rng(m.shuffle)
+        rng["torch"] = m.dropout.get_state()  # the member's dropout generator stands for fit()'s global one
+        best = m.run.best_weights
+        return Snapshot(cpu_copy(net.state_dict(net.live(flat, row))),
+                        cpu_copy(optimizer.member_state(row, layout, m.optimizer_template)), rng,
+                        cpu_copy(net.state_dict(best)) if best is not None else None)
 
     def rows_changed() -> None:
-        net.bind(flat, [[rates[m.index] for m in members] for rates in dropout_rates])
-        optimizer.set_members(members, dev)
+        net.bind(flat, [m.index for m in members])
+        optimizer.configure([m.spec.training.optimizer for m in members], [m.run.lr for m in members],
+                            [m.spec.training.grad_clip for m in members])
 
-    dropout_rates = [dict(enumerate(rates)) for kind, rates in net.ops if kind == "dropout"]
     rows_changed()
     next_poll = time.monotonic() + POLL_SECONDS
     epoch = start
     while members and epoch <= max(m.spec.training.epochs for m in members):
         began = time.perf_counter()
-        lrs = [m.lr for m in members]
+        lrs = [m.run.lr for m in members]
         k_members = len(members)
         generators = [m.dropout for m in members] if exact_dropout else None
 
@@ -465,7 +435,7 @@ def fit_packed(
             idx = perms[:, i : i + bs]
             xb, yb = x[idx], y[idx]
             out = net(xb, True, generators)
-            per_sample = _losses(head, out, yb, smoothing)
+            per_sample = member_losses(head, out, yb, smoothing)
             loss = per_sample.mean(1)
             for p in net.params:
                 p.grad = None
@@ -473,10 +443,10 @@ def fit_packed(
             grads = torch.cat([p.grad.view(k_members, -1) for p in net.params], 1)
             optimizer.step(flat, grads)
             with torch.no_grad():
-                sums += torch.stack([loss.detach() * per_sample.shape[1], *_hits(head, out.detach(), yb)], 1)
+                sums += torch.stack([loss.detach() * per_sample.shape[1], *member_hits(head, out.detach(), yb)], 1)
             if time.monotonic() >= next_poll:
                 for m in members:
-                    if m.polls and not m.cancelled and m.callbacks.should_stop():
+                    if m.run.polls and not m.cancelled and m.run.callbacks.should_stop():
                         m.cancelled = True
                 next_poll = time.monotonic() + POLL_SECONDS
 
@@ -493,66 +463,50 @@ def fit_packed(
         states = pack.wants_states(epoch, seconds)
         for row, m in enumerate(members):
             if m.cancelled:
-                m.stop_reason = "cancelled"
+                m.run.stop_reason = "cancelled"
                 leaving.append(row)
                 continue
-            metrics: dict[str, float | None] = {k: None for k in names.epoch}
-            metrics.update(_means(values[row][: len(names.batch)], names, "train", y))
+            metrics: dict[str, float | None] = {key: None for key in names.epoch}
+            metrics.update(means(values[row][: len(names.batch)], names, "train", y))
             if val is not None:
-                metrics.update(_means(values[row][len(names.batch) :], names, "val", val[1]))
+                metrics.update(means(values[row][len(names.batch) :], names, "val", val[1]))
             metrics["lr"] = lrs[row]
-            stop, reason = m.stopper.decide(epoch, metrics)
-            is_best = m.stopper.best_epoch == epoch
-            if is_best:
-                m.best_weights = flat[row].detach().clone()
-                m.best_metrics = _finite(metrics)
-            if m.schedule is not None:
-                m.schedule.step(metrics)
-            report = EpochReport(epoch, _finite(metrics), seconds, is_best, _finite(m.stopper.progress()))
-            m.history.append(report)
-            if m.listens:
-                m.past.append(asdict(report))
-                state = _state(m, row, epoch, flat, layout, optimizer) if states else None
-                verdict = m.callbacks.on_epoch_end(report, state)
-                if verdict and not stop:
-                    stop, reason = True, verdict
+            stop, reason = m.run.end_epoch(epoch, metrics, seconds, None, lambda row=row: net.capture(flat, row),
+                                           (lambda m=m, row=row: snapshot(m, row)) if states else None)
             decided.append((row, m, stop, reason))
         # the pack's own look at this epoch (all members' rows at once), then each member's end
         verdicts = pack.on_epoch_end(epoch, [m.index for _, m, _, _ in decided]) if decided else {}
         for row, m, stop, reason in decided:
             if verdicts.get(m.index) and not stop:
                 stop, reason = True, verdicts[m.index]
-            if stop:
-                m.stop_reason = reason or "early_stopping"
-            elif epoch >= m.spec.training.epochs:
-                m.stop_reason = "max_epochs"
-            elif epoch < m.spec.training.epochs and m.polls and m.callbacks.should_stop():
-                m.stop_reason = "cancelled"
-            if m.stop_reason:
+            if m.run.settle(epoch, stop, reason):
                 leaving.append(row)
         leaving.sort()
 
         # ---- members that stopped leave; the pack goes on with the rest
         if leaving:
-            finish(leaving)
+            ended = {members[row].index: result(members[row], row) for row in leaving}
+            results.update(ended)
+            pack.on_members_end(ended)
             kept = [row for row in range(len(members)) if row not in leaving]
             rows = torch.tensor(kept, dtype=torch.long, device=dev)
             flat = flat[rows]
             optimizer.keep(rows)
+            net.keep_rows(rows)
             members = [members[row] for row in kept]
             if members:
                 rows_changed()
-        optimizer.set_lr([m.lr for m in members])
+        optimizer.set_lr([m.run.lr for m in members])
         epoch += 1
-    for m in members:  # none left normally; a resume past every member's epochs
-        m.stop_reason = m.stop_reason or "max_epochs"
-    if members:
-        finish(list(range(len(members))))
+    if members:  # none left normally; a resume past every member's epochs
+        ended = {m.index: result(m, row) for row, m in enumerate(members)}
+        results.update(ended)
+        pack.on_members_end(ended)
     return [results[k] for k in range(len(specs))]
 
 
 @torch.inference_mode()
-def _evaluate(net: _Net, head, split: tuple[torch.Tensor, torch.Tensor], smoothing: list[float]) -> torch.Tensor:
+def _evaluate(net: PackedNet, head, split: tuple[torch.Tensor, torch.Tensor], smoothing: list[float]) -> torch.Tensor:
     """(K, sums) over a split for every member: summed loss and hits/errors, dropout off."""
     x, y = split
     k_members = len(net.params[0])
@@ -563,53 +517,6 @@ def _evaluate(net: _Net, head, split: tuple[torch.Tensor, torch.Tensor], smoothi
         xs = xb.unsqueeze(0).expand(k_members, *xb.shape)
         ys = yb.unsqueeze(0).expand(k_members, *yb.shape)
         out = net(xs, False, None)
-        part = torch.stack([_losses(head, out, ys, smoothing).sum(1), *_hits(head, out, ys)], 1)
+        part = torch.stack([member_losses(head, out, ys, smoothing).sum(1), *member_hits(head, out, ys)], 1)
         total = part if total is None else total + part
     return total
-
-
-def _state(m: _Member, row: int, epoch: int, flat: torch.Tensor, layout: _Layout, optimizer: _Optimizer) -> TrainingState:
-    """Member `row`'s resume state in fit()'s own format: fit(spec, data, resume=state) goes on alone."""
-    rng = capture_rng(m.shuffle)
-    rng["torch"] = m.dropout.get_state()  # the member's dropout generator stands for fit()'s global one
-    return TrainingState(
-        epoch=epoch,
-        model=cpu_copy(layout.row(flat[row].detach())),
-        optimizer=cpu_copy(optimizer.member_state(row, layout, m.optimizer_template, m)),
-        schedule=m.schedule.state_dict() if m.schedule is not None else None,
-        early_stopping=m.stopper.state_dict(),
-        rng=rng,
-        best_weights=cpu_copy(layout.row(m.best_weights)) if m.best_weights is not None else None,
-        best_epoch=m.stopper.best_epoch,
-        best_metrics=m.best_metrics or None,
-        history=list(m.past),
-        spec_hash=m.fingerprint,
-    )
-
-
-def _result(m: _Member, flat_row: torch.Tensor, layout: _Layout, data: PreparedData, head, names, dev: torch.device) -> FitResult:
-    """A member's FitResult; its test metrics from its own network, evaluated as fit() does."""
-    last = cpu_copy(layout.row(flat_row.detach()))
-    best = cpu_copy(layout.row(m.best_weights)) if m.best_weights is not None else None
-    test_metrics = None
-    if data.test is not None:
-        model = build_model(m.spec, data.signature, device=dev, plan=m.plan)
-        model.load_state_dict(best if best is not None else last)  # the job's result, as fit() measures it
-        test = _to_device(data.test, head, dev)
-        sums = evaluate(model, make_loss(head, m.spec.training.label_smoothing, reduction="sum"), head, test, names,
-                        contextlib.nullcontext())
-        test_metrics = _finite(_means(torch.stack(sums).tolist(), names, "test", test[1]))
-    return FitResult(
-        stop_reason=m.stop_reason or "max_epochs",
-        epochs_completed=m.history[-1].epoch if m.history else 0,
-        best_epoch=m.stopper.best_epoch,
-        best_metrics=m.best_metrics,
-        test_metrics=test_metrics,
-        history=m.history,
-        best_weights=best if best is not None else last,
-        last_weights=last,
-        head=head,
-        device=str(dev),
-        spec_hash=m.fingerprint,
-    )
-

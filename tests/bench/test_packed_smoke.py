@@ -1,5 +1,5 @@
-"""`python -m bench packed --quick` runs end to end: every pack size timed both ways (the engine, and
-an 8-trial sweep through the service with packing off and on), the goal judged."""
+"""`python -m bench packed --quick` runs end to end: every pack size timed both ways (the engine's MLPs
+and conv nets, and an 8-trial sweep through the service with packing off and on), the goals judged."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ def test_packed_section_times_both_ways_and_judges_the_goal(tmp_path: Path) -> N
     values = figures(packed)
     assert set(values) == {"k8_alone/packed", "k32_alone/packed"}
     assert all(v > 0 and math.isfinite(v) for v in values.values()), values
+    conv = figures(summary["sections"]["packed_conv"])
+    assert set(conv) == {"conv_k8_vmap/grouped", *(f"{net}_k{k}_alone/packed" for net in ("two_branch", "mnist_cnn")
+                                                   for k in (8, 32))}, conv
+    assert all(v > 0 and math.isfinite(v) for v in conv.values()), conv
     service = summary["sections"]["packed_service"]
     assert 0 < service["k8_seconds"]["alone"] < 120 and 0 < service["k8_seconds"]["packed"] < 120, service
     assert set(figures(service)) == {"k8_alone/packed"} and figures(service)["k8_alone/packed"] > 0

@@ -19,7 +19,7 @@ from netfit.engine.checkpoints import TrainingState
 from netfit.engine.data import DataSignature, PreparedData, Split, load_data
 from netfit.engine.errors import SpecError
 from netfit.engine.fit import EpochReport, FitCallbacks, fit
-from netfit.engine.layers import build_model
+from netfit.engine.layers import build_model, resolve_head
 
 MLP = [{"type": "linear", "units": 16}, {"type": "relu"}, {"type": "linear", "units": 3}]
 
@@ -97,7 +97,8 @@ def test_binary_task_with_one_output_and_regularisation_options():
                      dataset={"builtin": "breast_cancer"}, epochs=10, grad_clip=1.0,
                      optimizer={"type": "adamw", "lr": 0.01, "weight_decay": 0.01})
     result = train(spec)
-    assert result.head.task == "binary" and result.head.loss == "bce"
+    head = resolve_head(spec, load_data(spec).signature)
+    assert head.task == "binary" and head.loss == "bce"
     assert result.test_metrics["test_accuracy"] > 0.9
 
 

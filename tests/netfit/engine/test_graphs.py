@@ -134,13 +134,13 @@ def test_a_trained_graph_loads_predicts_and_exports_the_same_outputs_as_torch(tm
     assert np.allclose(session.run(None, {"input": raw})[0], expected, atol=1e-5)
 
 
-def test_a_graph_is_not_packed_with_other_trials():
-    from netfit.engine.packed import packable
+def test_a_graph_packs_with_trials_of_its_shape_only():
+    from netfit.packing import pack_key, packable
 
-    assert "graphs" in packable(spec_of(IRIS_GRAPH))
+    assert packable(spec_of(IRIS_GRAPH)) is None
     doc = copy.deepcopy(IRIS_GRAPH)
     doc["model"] = {"layers": [{"type": "linear", "units": 8}, {"type": "relu"}, {"type": "linear", "units": 3}]}
-    assert packable(spec_of(doc)) is None
+    assert pack_key(spec_of(doc)) != pack_key(spec_of(IRIS_GRAPH))
 
 
 def test_a_softmax_ending_the_last_block_is_folded_into_the_loss():

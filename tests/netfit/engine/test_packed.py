@@ -9,11 +9,13 @@ from __future__ import annotations
 
 
 import pytest
+import torch
 
 from netfit.engine.checkpoints import TrainingState
 from netfit.engine.data import load_data
 from netfit.engine.fit import EpochReport, FitCallbacks, fit
-from netfit.engine.packed import PackCallbacks, fit_packed, group_packs, pack_key, packable
+from netfit.engine.packed import PackCallbacks, fit_packed
+from netfit.packing import pack_key, packable
 from netfit.spec import JobSpec
 from tests.netfit.engine.conftest import make_spec
 
@@ -150,18 +152,55 @@ def test_only_specs_of_one_shape_pack():
     assert pack_key(wider) != pack_key(base)
     with pytest.raises(ValueError, match="group them by pack_key"):
         fit_packed([base, wider], load_data(base))
-    conv = JobSpec.model_validate({**base.model_dump(), "model": {"layers": [
-        {"type": "reshape", "shape": [1, 2, 2]}, {"type": "conv2d", "filters": 2, "kernel_size": 1},
-        {"type": "flatten"}, {"type": "linear", "units": 3}]}})
-    assert "layer 1 (conv2d) is not packed" in packable(conv)
+    assert "bf16" in packable(make_spec(precision="bf16"))
     assert packable(base) is None
 
 
-def test_a_sweeps_trials_group_into_packs_by_shape():
-    narrow, wide = make_spec(seed=1), make_spec(seed=2, p=0.5)
-    wider = JobSpec.model_validate({**narrow.model_dump(), "model": {"layers": [
-        {"type": "linear", "units": 64}, {"type": "relu"}, {"type": "dropout", "p": 0.1}, {"type": "linear", "units": 3}]}})
-    bf16 = make_spec(precision="bf16")
-    specs = [narrow, wider, wide, bf16, narrow, wider, narrow]
-    assert group_packs(specs, most=3) == [[0, 2, 4], [1, 5], [3], [6]]
-    assert group_packs(specs) == [[0, 2, 4, 6], [1, 5], [3]]
+DIGITS = {"dataset": {"builtin": "digits"}, "split": {"validation": 0.2, "test": 0.2, "seed": 0},
+          "preprocess": {"features": "scale"}}
+CONV_BN = [{"type": "reshape", "shape": [1, 8, 8]},
+           {"type": "conv2d", "filters": 4, "kernel_size": 3, "padding": 1}, {"type": "batchnorm"}, {"type": "relu"},
+           {"type": "maxpool2d", "pool_size": 2},
+           {"type": "conv2d", "filters": 4, "kernel_size": 3, "padding": "same", "activation": "relu"},
+           {"type": "avgpool2d", "pool_size": 2}, {"type": "flatten"}, {"type": "dropout", "p": 0.0},
+           {"type": "linear", "units": 16}, {"type": "batchnorm"}, {"type": "relu"}, {"type": "linear", "units": 10}]
+TWO_BRANCH = {"blocks": {"two_branch": {"layers": [
+    {"type": "conv2d", "filters": 3, "kernel_size": 3, "padding": 1, "activation": "relu", "name": "small"},
+    {"type": "conv2d", "filters": 3, "kernel_size": 5, "padding": 2, "activation": "relu", "name": "wide", "inputs": ["input"]},
+    {"type": "concat", "inputs": ["small", "wide"]}]}},
+    "layers": [{"type": "reshape", "shape": [1, 8, 8]}, {"type": "block", "block": "two_branch", "name": "branches"},
+               {"type": "maxpool2d", "pool_size": 2}, {"type": "flatten"}, {"type": "dropout", "p": 0.0},
+               {"type": "linear", "units": 10}]}
+
+
+def conv_spec(model: dict, p: float, **training) -> JobSpec:
+    layers = [dict(layer, p=p) if layer["type"] == "dropout" else layer for layer in model["layers"]]
+    return JobSpec.model_validate({**DIGITS, "model": {**model, "layers": layers}, "training": {
+        "epochs": 3, "batch_size": 64, "device": "cpu",
+        "optimizer": training.pop("optimizer", {"type": "adam", "lr": 0.01}), **training}})
+
+
+def test_conv_members_with_batchnorm_and_pooling_train_as_alone_and_resume_in_fit():
+    specs = [conv_spec({"layers": CONV_BN}, 0.0, seed=1),
+             conv_spec({"layers": CONV_BN}, 0.3, seed=2, label_smoothing=0.1,
+                       optimizer={"type": "adam", "lr": 0.02, "weight_decay": 0.01}),
+             conv_spec({"layers": CONV_BN}, 0.2, seed=3, epochs=2, optimizer={"type": "adam", "lr": 0.003})]
+    assert len({pack_key(s) for s in specs}) == 1 and packable(specs[0]) is None
+    data = load_data(specs[0])
+    callbacks = [Pruner() for _ in specs]
+    packed = fit_packed(specs, data, callbacks=callbacks)
+    for spec, result in zip(specs, packed):
+        assert_same_run(result, fit(spec, data))
+    assert len({r.history[-1].metrics["train_loss"] for r in packed}) == 3
+    # a member's resume state holds its own batchnorm statistics: fit() goes on from it as the pack did
+    state = TrainingState.from_bytes(callbacks[1].states[1])
+    assert not torch.equal(state.model["2.running_mean"], TrainingState.from_bytes(callbacks[0].states[1]).model["2.running_mean"])
+    assert_same_run(fit(specs[1], data, resume=state), packed[1])
+
+
+def test_functional_graph_members_train_as_alone():
+    specs = [conv_spec(TWO_BRANCH, 0.0, seed=0), conv_spec(TWO_BRANCH, 0.25, seed=5, optimizer={"type": "adam", "lr": 0.003})]
+    assert specs[0].model.is_graph and len({pack_key(s) for s in specs}) == 1 and packable(specs[0]) is None
+    data = load_data(specs[0])
+    for spec, result in zip(specs, fit_packed(specs, data)):
+        assert_same_run(result, fit(spec, data))
