@@ -102,3 +102,16 @@ def test_a_list_item_shows_what_a_list_does_and_the_whole_job_stays_at_its_own_u
         assert whole["spec"]["training"]["early_stopping"]["monitor"] == "val_accuracy"
         assert whole["created_at"] == item["created_at"]
     factory.kw["bind"].dispose()
+
+
+def test_every_request_gives_its_database_connection_back_errors_too(pg_url, redis_url):
+    """Sync endpoints run with their session in one thread (api.deps.OneThreadRoute), which
+    closes it there: a leaked session would hold one of the pool's 15 connections for good."""
+    with make_client(pg_url, redis_url) as c:
+        job_id = c.post("/v1/jobs", json=iris_spec()).json()["id"]
+        for _ in range(20):
+            assert c.get(f"/v1/jobs/{job_id}").status_code == 200
+            assert c.get("/v1/jobs").status_code == 200
+            assert_error_body(c.get("/v1/jobs/nosuchjob123"), 404, "not_found")
+            assert_error_body(c.post(f"/v1/jobs/{job_id}/predict", json={"instances": [[1, 2, 3, 4]]}), 409, "conflict")
+        assert c.app.state.session_factory.kw["bind"].pool.checkedout() == 0
