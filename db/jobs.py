@@ -16,13 +16,9 @@ from sqlalchemy.orm import Session, undefer
 
 from db import events
 from db.models import METRIC_COLUMNS, Checkpoint, EpochMetric, Job, JobEvent, utcnow
-from db.pages import newest_first
 from db.sending import new_queued_job
 from db.states import ACTIVE, Status
-from netfit.models import Job as WireJob
 
-# the columns a job has on the wire (netfit.models.Job); list_jobs reads only these
-WIRE_COLUMNS = tuple(name for name in WireJob.model_fields if name in Job.__table__.c)
 METRIC_ROW = ("epoch", *METRIC_COLUMNS)  # metric_rows' columns, in netfit.models.EpochMetrics' order
 
 
@@ -42,21 +38,6 @@ def count_active(session: Session, tenant: str) -> int:
 
 def get_job(session: Session, tenant: str, job_id: str) -> Job | None:
     return session.scalars(select(Job).where(Job.id == job_id, Job.tenant == tenant)).one_or_none()
-
-
-def list_jobs(session: Session, tenant: str, *, status: str | None = None, limit: int = 50,
-              cursor: str | None = None, sweep: str | None = None,
-              name: str | None = None) -> tuple[list[Job], str | None]:
-    """Newest first; returns the page and the cursor of the next page (None at the end). Rows
-    hold the columns of WIRE_COLUMNS only, read as plain rows: ORM objects cost more than the query."""
-    query = select(*(getattr(Job, c) for c in WIRE_COLUMNS)).where(Job.tenant == tenant)
-    if status:
-        query = query.where(Job.status == status)
-    if sweep:  # a sweep's trials
-        query = query.where(Job.sweep_id == sweep)
-    if name:  # a case-insensitive substring of the name (the dashboard's search box)
-        query = query.where(Job.name.icontains(name, autoescape=True))
-    return newest_first(query, Job, cursor, limit, session.execute)
 
 
 def job_status(session: Session, tenant: str, job_id: str) -> str | None:

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from db import attempts as db_attempts
-from db import epochs, expiry, jobs
+from db import epochs, expiry, job_lists, jobs
 from db import sweeps as db_sweeps
 from db.epochs import EpochRecord, Flush
 from db.fencing import Fenced
@@ -138,17 +138,17 @@ def test_list_is_newest_first_paginated_and_tenant_scoped(session_factory):
     with session_factory() as s:
         seen, cursor = [], None
         while True:
-            page, cursor = jobs.list_jobs(s, "default", limit=2, cursor=cursor)
-            seen += [j.id for j in page]
+            page, cursor = job_lists.list_jobs(s, "default", limit=2, cursor=cursor)
+            seen += [j["id"] for j in page]
             if cursor is None:
                 break
         assert seen == ids[::-1]
         assert jobs.get_job(s, "default", other) is None
-        assert [j.id for j in jobs.list_jobs(s, "other")[0]] == [other]
+        assert [j["id"] for j in job_lists.list_jobs(s, "other")[0]] == [other]
         jobs.request_cancel(s, "default", ids[0])
-        assert [j.id for j in jobs.list_jobs(s, "default", status="cancelled")[0]] == [ids[0]]
+        assert [j["id"] for j in job_lists.list_jobs(s, "default", status="cancelled")[0]] == [ids[0]]
         with pytest.raises(ValueError, match="cursor"):
-            jobs.list_jobs(s, "default", cursor="garbage!")
+            job_lists.list_jobs(s, "default", cursor="garbage!")
 
 
 def test_events_replay_in_order(session_factory):
@@ -239,7 +239,7 @@ def test_a_read_by_tenant_never_skips_the_filter_and_the_worker_reads_by_name(se
             assert jobs.get_checkpoint(s, "team-b", job_id, kind) is None
         assert jobs.get_checkpoint(s, "team-a", job_id, "best").data == b"best"
         assert (jobs.get_job(s, None, job_id), jobs.job_status(s, None, job_id), jobs.list_metrics(s, None, job_id),
-                jobs.list_checkpoints(s, None, job_id), jobs.list_jobs(s, None)[0]) == (None, None, [], [], [])
+                jobs.list_checkpoints(s, None, job_id), job_lists.list_jobs(s, None)[0]) == (None, None, [], [], [])
         assert db_sweeps.get_sweep(s, None, sweep.id) is None and db_sweeps.get_sweep(s, "team-b", sweep.id) is None
         # the worker's: the job it claimed, its resume state, the sweep of its trial
         assert db_attempts.job_for_worker(s, job_id).tenant == "team-a"
