@@ -48,6 +48,13 @@ def pick(session: Session, queue: str, claimable: Any) -> str | None:
     return session.scalar(query)
 
 
+def pick_for(session: Session, job_id: str, claimable: Any) -> str | None:
+    """What a message about `job_id` makes a free worker take: nothing if that job is not
+    claimable (a duplicate, ended, taken), else the policy's pick from its queue (often itself)."""
+    queue = session.scalar(select(Job.queue).where(Job.id == job_id, claimable))
+    return None if queue is None else pick(session, queue, claimable)
+
+
 def waiting(session: Session, job: Any, *, stale_after: float) -> dict[str, Any] | None:
     """Why a queued job waits: {reason, position, workers, message}. reason: "no_worker" (no
     live worker serves its queue), "max_running" (its tenant runs its most at once), or "queue"

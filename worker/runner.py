@@ -17,10 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import datasets as db_datasets
 from db import attempts as db_attempts
+from db import schedule
 from db import sweeps as db_sweeps
 from db.epochs import rewind
 from db.fencing import Fenced
 from db.sending import mark_enqueued
+from db.models import utcnow
 from db.states import Status
 from netfit.engine.checkpoints import TrainingState
 from netfit.engine.errors import DataError, SpecError
@@ -67,20 +69,32 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def claim(session: Session, job_id: str) -> int | None:
-    """This worker's claim of one job: its attempt number, or None."""
+def claim(session: Session, job_id: str) -> tuple[str, int] | None:
+    """This worker's claim on a message about `job_id`: (the job it takes, its attempt), or None.
+    The message wakes the worker; the scheduler's policy (db.schedule) picks the job from that
+    job's queue, often the job itself. A pick another worker took first is asked again (SQLite;
+    PostgreSQL's claims skip each other's locked rows)."""
     settings = get_settings()
-    return db_attempts.claim(session, [job_id], owner_name(), lease_seconds=settings.lease_seconds,
-                           max_attempts=settings.max_attempts).get(job_id)
+    for _ in range(3):
+        chosen = schedule.pick_for(session, job_id, db_attempts.claimable(utcnow(), settings.max_attempts))
+        if chosen is None:
+            session.rollback()
+            return None
+        attempt = db_attempts.claim(session, [chosen], owner_name(), lease_seconds=settings.lease_seconds,
+                                    max_attempts=settings.max_attempts).get(chosen)
+        if attempt is not None:
+            return chosen, attempt
+    return None
 
 
 def run(job_id: str, factory: sessionmaker[Session] | None = None) -> dict[str, Outcome]:
     """Claim the job (and, a packing sweep's trial, its pack) and train it: each job's outcome."""
     factory = factory or session_factory()
-    attempt = with_db_retry(lambda s: claim(s, job_id), factory)
-    if attempt is None:
+    claimed = with_db_retry(lambda s: claim(s, job_id), factory)
+    if claimed is None:
         log.info("job %s: nothing to claim (taken, finished or a duplicate message)", job_id)
         return {job_id: Outcome.SKIPPED}
+    job_id, attempt = claimed  # the policy's pick; the message of the job it took wakes another worker
     pack = packs.claim_pack(factory, job_id, attempt, owner_name())
     attempts = pack or {job_id: attempt}
     lease = Lease(factory, attempts)

@@ -34,10 +34,11 @@ def _on_ready(**_: Any) -> None:
 
 @app.task(name=TRAIN_TASK)
 def train_job(job_id: str) -> str:
-    outcomes = runner.run(job_id)
-    if any(o in runner.ENDED for o in outcomes.values()):
+    outcomes = runner.run(job_id)  # the job trained may be another of the queue (db.schedule)
+    ended = [j for j, o in outcomes.items() if o in runner.ENDED]
+    if ended:
         try:  # a trial (or a pack's) ended: its sweep asks for the next (the reconciler repairs a lost ask)
-            sweeps.after_job(session_factory(), job_id, enqueue)
+            sweeps.after_job(session_factory(), ended[0], enqueue)
         except Exception as exc:  # noqa: BLE001 - the job's outcome is saved; the sweep is repaired later
-            log.warning("job %s: the sweep's next trial was not asked (%s)", job_id, exc)
-    return str(outcomes[job_id])
+            log.warning("job %s: the sweep's next trial was not asked (%s)", ended[0], exc)
+    return str(outcomes.get(job_id) or next(iter(outcomes.values())))

@@ -1,5 +1,6 @@
 """The shared cluster with real worker processes (PostgreSQL + Redis, the API in process):
-workers appear, beat and disappear in /v1/workers; a sweep keeps only its best trials' weights."""
+workers appear, beat and disappear in /v1/workers; a sweep keeps only its best trials' weights;
+two tenants of equal weight sharing the workers take turns; a higher priority goes first."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from db import tenants as db_tenants
+from db.session import make_session_factory
 from tests.api.conftest import bearer, make_client, new_key
 from tests.conftest import iris_spec, service_env, wait_ready, wait_until
 
@@ -74,3 +77,28 @@ def test_a_sweep_keeps_only_its_best_trials_weights(pg_url, redis_url, start_wor
         gone = client.get(f"/v1/jobs/{trials[1]['job_id']}/checkpoints/last").json()
         assert "keep_best_trials" in gone["message"]
 
+
+def test_two_tenants_of_equal_weight_sharing_the_workers_take_turns(pg_url, redis_url, start_worker):
+    """team-a queues 6 jobs first, team-b 6 after; two workers: the starts alternate between the
+    tenants instead of team-b waiting for all of team-a's."""
+    env = service_env(pg_url, redis_url)
+    keys = {t: new_key(pg_url, t) for t in ("team-a", "team-b")}
+    factory = make_session_factory(pg_url)
+    with factory() as session:  # equal weights, set as an operator would (the default is 1 too)
+        for tenant in keys:
+            db_tenants.set_tenant(session, tenant, weight=1)
+    workers = [start_worker(env, wait=False) for _ in range(2)]
+    with make_client(pg_url, redis_url) as client:
+        ids = {t: [client.post("/v1/jobs", json=iris_spec(epochs=2), headers=bearer(k)).json()["id"]
+                   for _ in range(6)] for t, k in keys.items()}
+        for worker in workers:
+            wait_ready(worker)
+
+        def started() -> list[tuple[str, str]]:
+            rows = [(client.get(f"/v1/jobs/{j}", headers=bearer(keys[t])).json(), t) for t in keys for j in ids[t]]
+            return sorted((job["started_at"], t) for job, t in rows if job["started_at"])
+
+        wait_until(lambda: len(started()) == 12, timeout=240, interval=0.5, what="every job to start")
+    order = [t for _, t in started()]
+    # fair share: within the first 6 starts each tenant had at least 2 (FIFO would give team-a all 6)
+    assert min(order[:6].count(t) for t in keys) >= 2, order
