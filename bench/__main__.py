@@ -1,4 +1,4 @@
-"""python -m bench [engine|service|api|throughput|dashboard|predict|packed|sweeps|all ...] [--quick] [--out PATH] [--threads N]"""
+"""python -m bench [engine|service|api|throughput|dashboard|predict|packed|sweeps|space|all ...] [--quick] [--out PATH] [--threads N]"""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from bench import engine
 from bench.report import Report
 
-SECTIONS = ("engine", "service", "api", "throughput", "dashboard", "predict", "packed", "sweeps", "http")
+SECTIONS = ("engine", "service", "api", "throughput", "dashboard", "predict", "packed", "sweeps", "http", "space")
 DEFAULT_OUT = Path(__file__).parent / "results" / "latest.json"
 
 
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     began = time.monotonic()
     if "engine" in chosen:
         engine.run(report, quick=args.quick, rounds=args.rounds, names=args.contenders)
-    services = [name for name in chosen if name not in ("engine", "dashboard", "predict", "packed", "sweeps", "http")]
+    services = [name for name in chosen if name not in ("engine", "dashboard", "predict", "packed", "sweeps", "http",
+                                                        "space")]
     if services:
         from bench import services as service_benchmarks
 
@@ -65,6 +66,10 @@ def main(argv: list[str] | None = None) -> None:
         from bench import sweeps
 
         sweeps.run(report, quick=args.quick, threads=args.threads)
+    if "space" in chosen:  # a big model's bytes on disk per byte kept, SQLite and PostgreSQL (bench/space.py)
+        from bench import space
+
+        space.run(report, quick=args.quick)
     report.summary()
     print(f"\n({time.monotonic() - began:.0f} s)")
     report.write(args.out, argv)

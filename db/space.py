@@ -5,7 +5,7 @@ job left 0.8 GB of free pages and a 2.2 GB -wal behind 0.4 GB of weights).
 
 - new databases are made with auto_vacuum=INCREMENTAL (migration 0005 converts older ones once);
 - journal_size_limit truncates the -wal to WAL_LIMIT_BYTES whenever a checkpoint resets it;
-- when a connection goes back to the pool after a large write (the -wal is over WAL_LIMIT_BYTES),
+- when a connection goes back to the pool after a large write (the -wal is over FREE_LIMIT_BYTES),
   the log is checkpointed into the database and truncated, and free pages above FREE_LIMIT_BYTES
   are given back to the file system (`give_back`); deletes call `give_back` themselves.
 
@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import Engine, event
 
 log = logging.getLogger("netfit.db")
-WAL_LIMIT_BYTES = 64 * 1024 * 1024
-FREE_LIMIT_BYTES = 16 * 1024 * 1024
+WAL_LIMIT_BYTES = 64 * 1024 * 1024  # the -wal's size once truncated after a checkpoint
+FREE_LIMIT_BYTES = 16 * 1024 * 1024  # a -wal or free pages above this are given back
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # a writer waits this long for the lock (db.session sets it on each connection)
 
 
@@ -43,7 +43,7 @@ def watch(engine: Engine) -> None:
     @event.listens_for(engine, "checkin")
     def _checkin(dbapi_connection: Any, _record: Any) -> None:
         try:
-            if dbapi_connection is not None and os.path.getsize(wal) > WAL_LIMIT_BYTES:
+            if dbapi_connection is not None and os.path.getsize(wal) > FREE_LIMIT_BYTES:
                 give_back_dbapi(dbapi_connection)
         except OSError:  # no -wal yet
             pass
