@@ -4,6 +4,8 @@ number layers alike, and a Keras Dense's activation shows in the summary."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
@@ -11,7 +13,15 @@ from torch import nn
 from netfit.engine.data import load_data
 from netfit.engine.fit import fit
 from netfit.engine.layers import build_model, summarize
-from tests.netfit.engine.test_fit import make_spec
+from netfit.spec import JobSpec
+
+
+def make_spec(layers: list[dict], dataset: dict | None = None, **training: Any) -> JobSpec:
+    return JobSpec.model_validate({
+        "dataset": dataset or {"builtin": "iris"}, "split": {"validation": 0.2, "test": 0.2, "seed": 0},
+        "preprocess": {"features": "standardize"}, "model": {"layers": layers},
+        "training": {"epochs": 30, "batch_size": 16, "optimizer": {"type": "adam", "lr": 0.01}, "device": "cpu", **training},
+    })
 
 BIG = [{"type": "linear", "units": 64}, {"type": "relu"}, {"type": "linear", "units": 64}, {"type": "relu"},
        {"type": "linear", "units": 2}]
