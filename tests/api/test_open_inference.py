@@ -63,9 +63,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     logs: Path = tmp_path_factory.mktemp("oip")
     with fresh_pg_database() as pg, claimed_redis_db() as broker:
         env = service_env(pg, broker, NETFIT_GPU_JOBS="1")
-        worker = start_worker_process(env, logs / "worker.log")
-        api, url = start_api_process(env, logs / "api.log")
-        try:
+        procs = [start_worker_process(env, logs / "worker.log")]
+        try:  # the worker is stopped even if the API fails to start
+            api, url = start_api_process(env, logs / "api.log")
+            procs.append(api)
             keys = {tenant: new_key(pg, tenant) for tenant in ("team-a", "team-b")}
             a = bearer(keys["team-a"])
 
@@ -90,8 +91,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
                 assert job["status"] == "succeeded", job
             yield Service(url, keys, iris, cnn, regression, queued)
         finally:
-            api.stop()
-            worker.stop()
+            for proc in reversed(procs):
+                proc.stop()
 
 
 def _input(x: np.ndarray, datatype: str, binary: bool = True, name: str = "input") -> httpclient.InferInput:
