@@ -24,7 +24,7 @@ from api.errors import render_json
 from db import jobs as db_jobs
 from db.models import utcnow
 from netfit.models import TERMINAL_STATUSES
-from netfit.objective import best, better
+from netfit import objective
 
 POLL_SECONDS = 0.25  # a new epoch shows up within this
 KEEPALIVE_SECONDS = 15.0  # a comment line keeps proxies from closing an idle stream
@@ -115,7 +115,7 @@ class SweepEvents:
         if status not in TERMINAL_STATUSES:
             return [format_event(row.id, TRIAL_KINDS.get(status, "trial_status"), {**base, **row.data})]
         better = status == "succeeded" and value is not None and (
-            self.best is None or better(value, self.best["value"], self.mode))
+            self.best is None or objective.better(value, self.best["value"], self.mode))
         out = [format_event(row.id, "trial_finished", {**base, **row.data, "value": value, "new_best": better})]
         if better:  # the same id as its trial_finished (no row of its own): new_best says it there too
             self.best = {**base, "value": value}
@@ -142,7 +142,7 @@ async def sweep_event_stream(request: Request, tenant: str, sweep_id: str,
             idle = sweep.status != "running" and db_sweeps.count_active(session, sweep_id) == 0
             settled_before = utcnow() - GRACE
             rows = db_sweeps.trial_events_after(session, sweep_id, after, skip=young)
-            return sweep, [(r, best(db_sweeps.trial_curve(session, r.job_id, sweep.objective_metric).values(),
+            return sweep, [(r, objective.best(db_sweeps.trial_curve(session, r.job_id, sweep.objective_metric).values(),
                                           sweep.objective_mode)
                             if r.kind == "status" and r.data.get("status") in TERMINAL_STATUSES else None)
                            for r in rows], idle, settled_before

@@ -154,16 +154,14 @@ def _beyond_best(session: Session, sweep_id: str, request: dict[str, Any], keep:
     """The sweep's trials outside its best `keep` by its objective (a trial without a value last)."""
     objective = request.get("objective") or {}
     metric = objective.get("metric") or "val_loss"
+    from netfit.objective import rank
     from netfit.spec import metric_mode
 
-    maximize = (objective.get("mode") or metric_mode(metric)) == "max"
+    mode = objective.get("mode") or metric_mode(metric)
     rows = session.execute(select(Job.id, Job.best_metrics, Job.trial_number).where(Job.sweep_id == sweep_id))
 
-    def key(row: Any) -> tuple[int, float, int]:
-        value = (row.best_metrics or {}).get(metric)
-        if value is None:
-            return (1, 0.0, row.trial_number or 0)
-        return (0, -value if maximize else value, row.trial_number or 0)
+    def key(row: Any) -> tuple[tuple[bool, float], int]:
+        return rank((row.best_metrics or {}).get(metric), mode), row.trial_number or 0
 
     ranked = sorted(rows, key=key)
     return [r.id for r in ranked[keep:]]

@@ -9,7 +9,6 @@ indexed row), so a running job's newer "best" replaces the one kept.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Annotated, Any, Literal
 
@@ -23,6 +22,7 @@ from api.errors import ApiError, not_found, render_json
 from api.responses import errors
 from db import jobs as db_jobs
 from db import weights as db_weights
+from netfit.lru import BytesLRU
 from netfit.models import ErrorBody
 from netfit.spec import ID_PATTERN
 
@@ -51,31 +51,18 @@ class PredictResponse(BaseModel):
 
 
 class ModelCache:
-    """LRU of (sha256, value, bytes) bounded by the bytes held; sync routes run in a thread pool."""
+    """The models kept for predict and export: netfit.lru.BytesLRU of (sha256, value), so that a
+    checkpoint rewritten since is read again rather than served stale."""
 
     def __init__(self, max_bytes: int) -> None:
-        self.max_bytes, self._size = max_bytes, 0
-        self._entries: OrderedDict[Hashable, tuple[str, Any, int]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lru = BytesLRU(max_bytes)
 
     def get(self, key: Hashable, sha256: str) -> Any:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or entry[0] != sha256:
-                return None
-            self._entries.move_to_end(key)
-            return entry[1]
+        entry = self._lru.get(key)
+        return entry[1] if entry is not None and entry[0] == sha256 else None
 
     def put(self, key: Hashable, sha256: str, value: Any, nbytes: int) -> None:
-        if nbytes > self.max_bytes:
-            return
-        with self._lock:
-            old = self._entries.pop(key, None)
-            self._size += nbytes - (old[2] if old else 0)
-            self._entries[key] = (sha256, value, nbytes)
-            while self._size > self.max_bytes:
-                _, (_, _, dropped) = self._entries.popitem(last=False)
-                self._size -= dropped
+        self._lru.put(key, (sha256, value), nbytes)
 
 
 def _cache(request: Request) -> ModelCache:

@@ -26,7 +26,7 @@ from service.settings import Settings
 from db import retention
 from db import sweeps as db_sweeps
 from netfit.models import Page, Sweep, SweepImportance, Trial
-from netfit.objective import best, rank
+from netfit import objective
 from netfit.packing import MEMBER_PATHS, pack_key, packable
 from netfit.spec import ID_PATTERN, JobSpec, metric_names
 from netfit.sweep_spec import SweepSpec, apply, resolve
@@ -119,10 +119,10 @@ def trial_rows(session: Session, sweep: Any) -> list[Trial]:
     mode = sweep.objective_mode
     curves = db_sweeps.objective_curves(session, sweep.id, sweep.objective_metric)
     out = [Trial(number=r.trial_number, job_id=r.id, params=r.params or {}, status=r.status,
-                 stop_reason=r.stop_reason, value=best(curves.get(r.id, {}).values(), mode),
+                 stop_reason=r.stop_reason, value=objective.best(curves.get(r.id, {}).values(), mode),
                  epochs_completed=r.epochs_completed, pruned_rung=r.pruned_rung)
            for r in db_sweeps.trials(session, sweep.id)]
-    return sorted(out, key=lambda t: (rank(t.value, mode), t.number))
+    return sorted(out, key=lambda t: (objective.rank(t.value, mode), t.number))
 
 
 def to_wire(session: Session, sweep: Any) -> Sweep:
