@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from db import workers as db_workers
 from db.models import Job, JobEvent, Tenant
+from db.states import EventKind
 
 
 def _running_by_tenant() -> Any:
@@ -83,6 +84,6 @@ def note_waiting(session: Session, job: Any, *, stale_after: float) -> dict[str,
     """waiting(), also stored as the job's `waiting` event."""
     why = waiting(session, job, stale_after=stale_after)
     if why is not None:
-        session.add(JobEvent(job_id=job.id, kind="waiting", data=why))
+        session.add(JobEvent(job_id=job.id, kind=str(EventKind.WAITING), data=why))
         session.commit()
     return why
