@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from netfit.errors import NetfitError  # noqa: F401 - `from netfit.client import NetfitError` stays
 from netfit.lru import BytesLRU
 from netfit.models import (
     Checkpoint, Dataset, EpochLayerStats, EpochMetrics, Job, JobItem, Page, Sweep, SweepImportance, Trial, Usage,
@@ -42,41 +43,6 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 CHECKPOINT_KINDS = ("best", "last")
 ETAG_CACHE_BYTES = 64 * 1024 * 1024  # a Client's memory for bodies it may be answered 304 for
 CURVE_FORMATS = ("png", "svg")
-
-
-class NetfitError(Exception):
-    """An error answer from the API: HTTP status, a short code, a sentence and per-field details."""
-
-    def __init__(self, status_code: int, error: str, message: str, details: list[dict] | None = None,
-                 request_id: str | None = None):
-        super().__init__(message)
-        self.status_code = status_code
-        self.error = error
-        self.message = message
-        self.details = details or []
-        self.request_id = request_id  # quote it to the operator: the server's log lines carry it
-
-    def __str__(self) -> str:
-        where = "; ".join(
-            f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg', '')}".lstrip(": ")
-            for d in self.details
-            if d.get("msg") and d.get("msg") not in self.message
-        )
-        return f"{self.message} ({where})" if where else self.message
-
-    @classmethod
-    def from_response(cls, response: httpx.Response) -> NetfitError:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if isinstance(body, dict) and "message" in body:
-            return cls(response.status_code, str(body.get("error", "error")), str(body["message"]),
-                       [d for d in body.get("details") or [] if isinstance(d, dict)],
-                       body.get("request_id") or response.headers.get("x-request-id"))
-        # not our error body (a proxy, a server too old or too broken to answer properly)
-        text = response.text.strip().splitlines()[0][:200] if response.text.strip() else response.reason_phrase
-        return cls(response.status_code, "http_error", f"HTTP {response.status_code} from {response.request.url}: {text}")
 
 
 class Client:

@@ -94,7 +94,7 @@ def to_mlflow(client: Client, job_ids: list[str], tracking_uri: str, experiment:
 
 def _log_model(client: Client, mlflow: Any, run_id: str, job: Job) -> str | None:
     """The ONNX model as the artifact model/<job id>.onnx; None, or why there is none."""
-    from netfit.client import NetfitError
+    from netfit.errors import NetfitError
 
     with tempfile.TemporaryDirectory(prefix="netfit-mlflow-") as folder:
         try:

@@ -5,8 +5,8 @@ Arrows point down: launch -> api, worker -> service -> db -> netfit, and api, wo
 netfit.engine -> netfit. An import counts wherever it stands (inside a function too), and so
 does a module loaded by name: `import_module("x.y")`, `__import__("x.y")`, or any string that
 is exactly one of our modules' dotted names ("x.y" or "x.y:attr", as uvicorn and Celery take
-them). No two files may import each other, directly or round a loop (an import under TYPE_CHECKING
-counts: it is a loop for a reader and for type checkers).
+them). No two files may import each other, directly or round a loop (imports under `if TYPE_CHECKING:`
+are for type checkers only and never run: they are not counted).
 
 The checker works on a {module: source} map, so its self-check plants bad imports into a copy
 of that map in memory: nothing is written into the tree while other test processes read it.
@@ -94,6 +94,10 @@ def imports_of(module: str, source: str, is_package: bool, modules: set[str]) ->
 
     def walk(node: ast.AST, nested: bool) -> Iterator[tuple[str, bool]]:
         for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and isinstance(child.test, (ast.Name, ast.Attribute)) \
+                    and _call_name(child.test) == "TYPE_CHECKING":
+                yield from walk(ast.Module(body=child.orelse, type_ignores=[]), nested)
+                continue
             inner = nested or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
             if isinstance(child, ast.Import):
                 yield from ((alias.name, nested) for alias in child.names)
