@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from netfit.errors import NetfitError  # noqa: F401 - `from netfit.client import NetfitError` stays
+from netfit.errors import NetfitError
 from netfit.lru import BytesLRU
 from netfit.models import (
     Checkpoint, Dataset, EpochLayerStats, EpochMetrics, Job, JobItem, Page, Sweep, SweepImportance, Trial, Usage,
