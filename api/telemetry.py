@@ -193,6 +193,7 @@ def _route(scope: dict[str, Any]) -> str:
     route = scope.get("route")
     return getattr(route, "path", None) or "unmatched"
 
+
 class ClusterCollector(Collector):
     """The shared cluster, read from the database at scrape time: live workers, the queue's
     wait, workers lost, bytes kept (db.workers, db.retention)."""

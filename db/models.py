@@ -21,8 +21,11 @@ def utcnow() -> datetime:
 
 
 def new_id() -> str:
-    """A short, url-safe, unguessable id (72 random bits)."""
-    return secrets.token_urlsafe(9)
+    """A short, url-safe, unguessable id (72 random bits). Never one that starts with '-':
+    the CLI's argument parser would read `netfit job -Xy...` as an option."""
+    while (id_ := secrets.token_urlsafe(9)).startswith("-"):
+        pass
+    return id_
 
 
 class UTCDateTime(TypeDecorator):

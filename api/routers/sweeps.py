@@ -232,6 +232,7 @@ def cancel_sweep(sweep_id: SweepId, session: SessionDep, tenant: PrincipalDep) -
         raise not_found("sweep", sweep_id)
     return to_wire(session, sweep)
 
+
 @router.delete("/{sweep_id}", status_code=204, summary="Delete an ended sweep with its trials",
                responses=errors(409))
 def delete_sweep(sweep_id: SweepId, session: SessionDep, tenant: PrincipalDep) -> Response:
