@@ -170,9 +170,10 @@ def test_event_stream_replays_and_resumes_after_last_event_id(client, pg_url):
         assert stream.headers["content-type"].startswith("text/event-stream")
         events = _parse_sse("".join(stream.iter_text()))
     assert [(kind, data.get("status", data.get("epoch"))) for _, kind, data in events] == [
-        ("status", "queued"), ("status", "running"), ("epoch", 1), ("epoch", 2), ("status", "succeeded")]
-    assert events[2][2]["train_loss"] is None  # inf became null
-    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": str(events[2][0])}) as stream:
+        ("status", "queued"), ("waiting", None), ("status", "running"), ("epoch", 1), ("epoch", 2),
+        ("status", "succeeded")]
+    assert events[3][2]["train_loss"] is None  # inf became null
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": str(events[3][0])}) as stream:
         resumed = _parse_sse("".join(stream.iter_text()))
-    assert [e[0] for e in resumed] == [events[3][0], events[4][0]]
+    assert [e[0] for e in resumed] == [events[4][0], events[5][0]]
     assert_error_body(client.get("/v1/jobs/nope/events"), 404, "not_found")

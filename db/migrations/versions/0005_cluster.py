@@ -59,9 +59,9 @@ def downgrade() -> None:
     op.drop_index("ix_workers_last_seen", table_name="workers")
     op.drop_table("workers")
     op.drop_table("tenants")
-    with op.batch_alter_table("sweeps") as batch:
-        batch.drop_column("retained_at")
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_index("ix_jobs_claim")
-        batch.drop_column("weights_removed")
-        batch.drop_column("priority")
+    # plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+), not a batch: a batch copies the table
+    # on SQLite, and dropping the old jobs table cascaded to every job's epoch rows
+    op.drop_column("sweeps", "retained_at")
+    op.drop_index("ix_jobs_claim", table_name="jobs")
+    op.drop_column("jobs", "weights_removed")
+    op.drop_column("jobs", "priority")
