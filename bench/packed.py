@@ -287,7 +287,7 @@ def conv_approaches(report: Report, members: int, steps: int) -> None:
 
 def run_conv(report: Report, *, quick: bool = False, rounds: int | None = None) -> None:
     rounds = rounds or (1 if quick else 3)
-    epochs = 4 if quick else 20
+    epochs = 1 if quick else 20  # quick: the suite's smoke test, which must stay short
     sizes = SIZES[:2] if quick else SIZES
     report.begin("packed_conv", f"packed conv trials: a digits_two_branch_conv-like graph (digits) and a 2-conv "
                                 f"MNIST-shaped CNN with batchnorm ({MNIST_TRAIN} images), batch 32, Adam, <= {epochs} "

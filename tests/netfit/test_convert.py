@@ -99,7 +99,7 @@ def test_a_keras_file_converts_from_its_config(tmp_path):
 
 
 @pytest.mark.parametrize("make, named", [
-    (lambda: keras.Sequential([keras.Input((5, 3)), layers.LSTM(4), layers.Dense(2)]), "'lstm' (LSTM)"),
+    (lambda: keras.Sequential([keras.Input((5, 3)), layers.LSTM(4, name="lstm"), layers.Dense(2)]), "'lstm' (LSTM)"),
     (lambda: keras.Sequential([keras.Input((4,)), layers.Lambda(lambda t: t * 2), layers.Dense(2)]), "(Lambda)"),
 ])
 def test_keras_layers_netfit_cannot_express_are_refused_by_name(make, named):

@@ -88,6 +88,6 @@ def test_no_notes_when_the_user_chose_everything():
 def test_unscaled_integer_pixels_are_noted_and_scaling_silences_it():
     images = DataSignature((1, 28, 28), "classification", 10, 1, 70_000, True, integer_max=255.0)
     spec = {"dataset": {"builtin": "iris"}, "model": {"layers": [{"type": "flatten"}, {"type": "linear", "units": 10}]},
-            "training": {"task": "classification", "loss": "cross_entropy"}}
+            "training": {"task": "classification", "loss": "cross_entropy", "early_stopping": {"patience": 5}}}
     assert any("unscaled integers up to 255" in n for n in notes_of(spec, images))
     assert notes_of(spec | {"preprocess": {"features": "scale"}}, images) == []

@@ -363,7 +363,7 @@ print("sent", sent, flush=True)
         assert sorted(int(p.output().split("sent ")[1]) for p in askers) == [0, 1], [p.output() for p in askers]
         with factory() as session:
             assert [t.trial_number for t in db_sweeps.trials(session, sweep_id)] == [0]
-            assert db_sweeps.get_sweep(session, None, sweep_id).trials_asked == 1
+            assert db_sweeps.sweep_for_worker(session, sweep_id).trials_asked == 1
     finally:
         for p in askers:
             p.stop()
