@@ -47,7 +47,9 @@ def replace_best(db_url: str, job_id: str, epoch: int) -> None:
                                .options(undefer(Checkpoint.data))).one()
         state, meta = weights_from_bytes(best.data)
         meta.pop("format", None)  # safetensors' own, written again
-        last = [name for name, t in state.items() if name.endswith(".weight") and t.ndim == 2][-1]
+        # the output layer: the highest-numbered linear layer (the file's tensor order is no guide)
+        last = max((name for name, t in state.items() if name.endswith(".weight") and t.ndim == 2),
+                   key=lambda name: int(name.split(".")[0]))
         for name in (last, last.removesuffix(".weight") + ".bias"):
             state[name] = torch.roll(state[name], 1, dims=0)
         data = weights_to_bytes(state, meta)
