@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from netfit.engine.data import DataSignature, PreparedData, Split
-from worker.uploads import evict
+from worker.uploads import publish
 
 log = logging.getLogger(__name__)
 
@@ -54,25 +54,17 @@ def found(key: str, cache_dir: Path) -> PreparedData | None:
 
 
 def keep(key: str, data: PreparedData, cache_dir: Path, limit_bytes: int) -> None:
-    """Into the cache (written under another name, then renamed), then the least recently used
-    beyond the limit out. A cache that cannot be written costs only its speed."""
+    """Into the machine's cache (worker.uploads.publish), sets of MIN_BYTES and more."""
     if data.train.x.nbytes < MIN_BYTES or (cache_dir / key).is_dir():
         return
-    partial = cache_dir / f".{key}.{os.getpid()}"
-    try:
-        partial.mkdir(parents=True, exist_ok=True)
+    def write(folder: Path) -> None:
         for name in PARTS:
             part = getattr(data, name)
             if part is not None:
-                np.save(partial / f"{name}_x.npy", part.x.numpy(), allow_pickle=False)
-                np.save(partial / f"{name}_y.npy", part.y.numpy(), allow_pickle=False)
+                np.save(folder / f"{name}_x.npy", part.x.numpy(), allow_pickle=False)
+                np.save(folder / f"{name}_y.npy", part.y.numpy(), allow_pickle=False)
         meta = {"signature": dataclasses.asdict(data.signature), "preprocessing": data.preprocessing,
                 "classes": data.classes}
-        (partial / "meta.json").write_text(json.dumps(meta))
-        partial.rename(cache_dir / key)
-    except OSError as exc:  # full, read-only, or another worker renamed the same data first
-        shutil.rmtree(partial, ignore_errors=True)
-        if not (cache_dir / key).is_dir():
-            log.warning("cannot keep the prepared data in %s (%s)", cache_dir, exc)
-        return
-    evict(cache_dir, limit_bytes, keep=key)
+        (folder / "meta.json").write_text(json.dumps(meta))
+
+    publish(cache_dir, key, limit_bytes, write, "prepared data")

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -77,23 +78,31 @@ def _mapped(folder: Path) -> RawArrays | None:
 
 
 def _write(raw: RawArrays, cache_dir: Path, sha256: str, limit_bytes: int) -> None:
-    """Into the cache, then the least recently used beyond the limit out. A cache that cannot be
-    written costs only its speed."""
-    partial = cache_dir / f".{sha256}.{os.getpid()}"
-    try:
-        partial.mkdir(parents=True, exist_ok=True)
+    def write(folder: Path) -> None:
         for name in ARRAYS:
             if getattr(raw, name) is not None:
-                np.save(partial / f"{name}.npy", getattr(raw, name), allow_pickle=False)
+                np.save(folder / f"{name}.npy", getattr(raw, name), allow_pickle=False)
         if raw.classes is not None:
-            np.save(partial / "classes.npy", np.array(raw.classes, dtype=str), allow_pickle=False)
-        partial.rename(cache_dir / sha256)
-    except OSError as exc:  # full, read-only, or another worker renamed the same upload first
+            np.save(folder / "classes.npy", np.array(raw.classes, dtype=str), allow_pickle=False)
+
+    publish(cache_dir, sha256, limit_bytes, write, "decoded upload")
+
+
+def publish(cache_dir: Path, key: str, limit_bytes: int, write: Callable[[Path], None], what: str) -> None:
+    """An entry into a machine's cache: written under a private name, then renamed, so a reader
+    sees a whole entry or none; then the least recently used beyond the limit out. A cache that
+    cannot be written costs only its speed."""
+    partial = cache_dir / f".{key}.{os.getpid()}"
+    try:
+        partial.mkdir(parents=True, exist_ok=True)
+        write(partial)
+        partial.rename(cache_dir / key)
+    except OSError as exc:  # full, read-only, or another worker renamed the same entry first
         shutil.rmtree(partial, ignore_errors=True)
-        if not (cache_dir / sha256).is_dir():
-            log.warning("cannot keep the decoded upload in %s (%s)", cache_dir, exc)
+        if not (cache_dir / key).is_dir():
+            log.warning("cannot keep the %s in %s (%s)", what, cache_dir, exc)
         return
-    evict(cache_dir, limit_bytes, keep=sha256)
+    evict(cache_dir, limit_bytes, keep=key)
 
 
 def evict(cache_dir: Path, limit_bytes: int, keep: str) -> None:
