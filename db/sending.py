@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from db import events
@@ -42,3 +42,8 @@ def mark_unsent(session: Session, job_id: str) -> None:
     """Its creator could not send it: the reconciler's next pass does."""
     session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=None))
     session.commit()
+
+
+def queue_if_queued(session: Session, job_id: str) -> str | None:
+    """The job's queue while it is queued (a message for it would be claimed), else None."""
+    return session.scalar(select(Job.queue).where(Job.id == job_id, Job.status == Status.QUEUED))

@@ -21,7 +21,7 @@ from db import schedule
 from db import sweeps as db_sweeps
 from db.epochs import rewind
 from db.fencing import Fenced
-from db.sending import mark_enqueued
+from db.sending import mark_enqueued, queue_if_queued
 from db.models import utcnow
 from db.states import Status
 from netfit.engine.checkpoints import TrainingState
@@ -94,7 +94,10 @@ def run(job_id: str, factory: sessionmaker[Session] | None = None) -> dict[str, 
     if claimed is None:
         log.info("job %s: nothing to claim (taken, finished or a duplicate message)", job_id)
         return {job_id: Outcome.SKIPPED}
-    job_id, attempt = claimed  # the policy's pick; the message of the job it took wakes another worker
+    taken, attempt = claimed
+    if taken != job_id:  # the policy's pick: this message's job still waits, and the job taken
+        wake(factory, job_id)  # may have had no message of its own (a lost worker's): send one
+    job_id = taken
     pack = packs.claim_pack(factory, job_id, attempt, owner_name())
     attempts = pack or {job_id: attempt}
     lease = Lease(factory, attempts)
@@ -103,6 +106,18 @@ def run(job_id: str, factory: sessionmaker[Session] | None = None) -> dict[str, 
         return train(factory, attempts, lease, packed=pack is not None)
     finally:
         lease.stop()
+
+
+def wake(factory: sessionmaker[Session], job_id: str) -> None:
+    """Send a queued job's message again (a duplicate finds nothing to claim)."""
+    try:
+        with factory() as session:
+            queue = queue_if_queued(session, job_id)
+            if queue is not None:
+                enqueue(job_id, queue)
+                mark_enqueued(session, job_id)
+    except Exception as exc:  # noqa: BLE001 - the reconciler sends it after requeue_seconds
+        log.warning("job %s: its message was not sent again (%s)", job_id, str(exc).splitlines()[0][:200])
 
 
 @dataclass(frozen=True)

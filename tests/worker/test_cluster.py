@@ -102,3 +102,35 @@ def test_two_tenants_of_equal_weight_sharing_the_workers_take_turns(pg_url, redi
     order = [t for _, t in started()]
     # fair share: within the first 6 starts each tenant had at least 2 (FIFO would give team-a all 6)
     assert min(order[:6].count(t) for t in keys) >= 2, order
+
+
+def test_a_message_whose_worker_took_another_job_still_gets_its_job_run(pg_url, redis_url, start_worker):
+    """A message only wakes a worker, which runs the policy's pick: here a job taken back from a
+    lost worker (resumed first), whose own message is long gone. The woken message's job must
+    still run, without waiting for the reconciler's re-send (set far beyond this test)."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from db import jobs as db_jobs
+    from db.models import Job, utcnow
+    from service.queue import create_celery, enqueue
+
+    factory = make_session_factory(pg_url)
+    with factory() as session:
+        lost = db_jobs.create_job(session, tenant="default", spec=iris_spec(epochs=1), summary=None, queue="cpu").id
+        fresh = db_jobs.create_job(session, tenant="default", spec=iris_spec(epochs=1), summary=None, queue="cpu").id
+        # `lost`: running, its lease expired, stamped as sent after that (so the reconciler leaves it)
+        session.execute(update(Job).where(Job.id == lost).values(
+            status="running", attempts=1, lease_owner="gone:1", lease_expires_at=utcnow() - timedelta(seconds=60),
+            enqueued_at=utcnow()))
+        session.commit()
+    enqueue(fresh, "cpu", create_celery(redis_url))  # the only message
+    start_worker(service_env(pg_url, redis_url, NETFIT_REQUEUE_SECONDS="3600"))
+    with make_client(pg_url, redis_url) as client:
+        status = lambda j: client.get(f"/v1/jobs/{j}").json()["status"]  # noqa: E731
+        wait_until(lambda: status(lost) == "succeeded" and status(fresh) == "succeeded", timeout=120,
+                   what="both jobs to run")
+        first = client.get(f"/v1/jobs/{lost}").json()
+        assert first["attempts"] == 2  # the lost job went first (resumed-first), then the message's own
+    factory.kw["bind"].dispose()
