@@ -19,13 +19,22 @@ log = logging.getLogger("netfit.worker")
 FORGET_AFTER_SECONDS = 7 * 24 * 3600  # a gone worker's row is kept this long (the lost-workers count)
 
 
+# Testing only: NETFIT_STANDIN_DEVICES=N makes `netfit worker --devices` (launch.devices) find N
+# CUDA devices on a machine without CUDA; each child then trains on the CPU but registers as the
+# device it was given, so the supervisor can be tested where there is no GPU.
+STANDIN_DEVICES = "NETFIT_STANDIN_DEVICES"
+
+
 def device_name() -> str:
-    """What this process trains on: cuda:N (of its visible devices) or cpu."""
+    """What this process trains on: cuda:N, N the machine's index of its first visible device
+    (a worker of `netfit worker --devices` sees one: torch's cuda:0, nvidia-smi's N), or cpu."""
     import torch
 
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
     if torch.cuda.is_available():
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
         return f"cuda:{visible}" if visible.isdigit() else f"cuda:{torch.cuda.current_device()}"
+    if os.environ.get(STANDIN_DEVICES) and visible.isdigit():
+        return f"cuda:{visible}"
     return "cpu"
 
 

@@ -57,9 +57,20 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    queues = [q for q in (args.queues or "").split(",") if q] or None
+    if args.devices is not None:
+        with server_code():
+            from launch.devices import DeviceError, resolve, supervise
+        try:
+            if args.concurrency != 1:
+                raise DeviceError("--devices runs one worker per device; leave out --concurrency")
+            devices = resolve(args.devices)
+        except DeviceError as exc:
+            print(f"netfit: {exc}", file=sys.stderr)
+            return 2
+        return supervise(devices, queues)
     with server_code():
         from worker.main import run_worker
-    queues = [q for q in (args.queues or "").split(",") if q] or None
     run_worker(queues=queues, concurrency=args.concurrency)
     return 0
 
@@ -187,6 +198,9 @@ def register(command, formatter) -> None:  # see netfit.cli.build_parser
     sub = command("worker", "run a Celery worker that trains queued jobs", cmd_worker, SERVER_ENV_HELP, server=True)
     sub.add_argument("--queues", help="comma-separated queues to consume (default: all the worker's queues)")
     sub.add_argument("--concurrency", type=int, default=1, help="jobs trained at once (default %(default)s)")
+    sub.add_argument("--devices", metavar="all|0,1,...",
+                     help="one worker process per CUDA device (all, or indexes), each seeing only its GPU, "
+                          "started again if it dies; queues default to gpu")
 
     keys = command("keys", "create, list and revoke API keys (on the server's database)", None, KEYS_HELP,
                    server=True)
