@@ -1,4 +1,4 @@
-"""python -m bench [engine|service|api|throughput|dashboard|predict|packed|sweeps|space|all ...] [--quick] [--out PATH] [--threads N]"""
+"""python -m bench [engine|service|api|throughput|dashboard|predict|packed|sweeps|space|scale|all ...] [--quick] [--out PATH] [--threads N]"""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from bench import engine
 from bench.report import Report
 
-SECTIONS = ("engine", "service", "api", "throughput", "dashboard", "predict", "packed", "sweeps", "http", "space")
+SECTIONS = ("engine", "service", "api", "throughput", "dashboard", "predict", "packed", "sweeps", "http", "space", "scale")
 DEFAULT_OUT = Path(__file__).parent / "results" / "latest.json"
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     if "engine" in chosen:
         engine.run(report, quick=args.quick, rounds=args.rounds, names=args.contenders)
     services = [name for name in chosen if name not in ("engine", "dashboard", "predict", "packed", "sweeps", "http",
-                                                        "space")]
+                                                        "space", "scale")]
     if services:
         from bench import services as service_benchmarks
 
@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> None:
         from bench import space
 
         space.run(report, quick=args.quick)
+    if "scale" in chosen:  # simulated workers' claims, flushes and fair share on PostgreSQL (bench/scale.py)
+        from bench import scale
+
+        scale.run(report, quick=args.quick)
     report.summary()
     print(f"\n({time.monotonic() - began:.0f} s)")
     report.write(args.out, argv)
