@@ -25,6 +25,7 @@ worker processes of a real deployment would hold a pool each (see docs/benchmark
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import queue
@@ -54,13 +55,14 @@ STATE_BYTES = 16 * 1024  # a small model's weights; the resume state is 3x (weig
 POOL_CAP = 40
 GOAL_CLAIM_P99_MS = 100.0
 GOAL_JAIN = 0.95
+PREEMPT_AFTER_SECONDS = 5.0  # NETFIT_PREEMPT_AFTER_SECONDS in the preemption run (default 60: longer than it)
 ROOT = Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------- the prepared database
 
 
-def _prepare(url: str, jobs: int, seed: int) -> None:
+def _prepare(url: str, jobs: int, seed: int, epochs: tuple[int, int] = EPOCHS) -> None:
     """Tenants and `jobs` queued jobs: the rows and "queued" events db.sending.new_queued_job
     writes, inserted in batches (one at a time took 46 s on the loaded machine), then ANALYZE
     as autovacuum would after such a change."""
@@ -85,7 +87,7 @@ def _prepare(url: str, jobs: int, seed: int) -> None:
     priorities, mix = [p for p, _ in PRIORITY_MIX], [w for _, w in PRIORITY_MIX]
     rows, events = [], []
     for tenant in order:
-        spec = iris_spec(epochs=rng.randint(*EPOCHS))
+        spec = iris_spec(epochs=rng.randint(*epochs))
         spec["priority"] = rng.choices(priorities, mix)[0]
         job_id = new_id()
         rows.append({"id": job_id, "tenant": tenant, "spec": spec, "epochs": spec["training"]["epochs"], "queue": "cpu",
@@ -147,6 +149,7 @@ class Tally:
     wakes: list[int]
     finished: list[int]
     resumed: list[int]  # claims of a job whose lease expired: its worker's renewal came too late
+    preempted: list[int]  # jobs handed back at an epoch end for a higher-priority one (db.preemption)
 
 
 def _claim(factory: Any, job_id: str, owner: str, settings: Any) -> tuple[str, int] | None:
@@ -252,6 +255,20 @@ class SimWorker(threading.Thread):
         finally:
             self.lease.stop()
 
+    def hand_back(self, job_id: str, attempt: int, epoch: int, by: str) -> None:
+        """worker.runner.release for a preemption: queued again (a `preempted` event naming `by`)
+        and re-sent; this worker then takes its next message, whose claim picks `by`."""
+        from db import attempts as db_attempts
+        from db.sending import mark_enqueued
+
+        self.lease.leave(job_id)
+        with self.factory() as s:
+            db_attempts.release(s, job_id, attempt, preempted_by=by, after_epoch=epoch)
+        self.broker.put(job_id)
+        with self.factory() as s:
+            mark_enqueued(s, job_id)
+        self.tally.preempted.append(1)
+
     def train(self, job_id: str, attempt: int, epochs: int, after: int) -> None:
         from db import attempts as db_attempts
         from db.epochs import EpochRecord, Flush, record_epochs
@@ -268,6 +285,9 @@ class SimWorker(threading.Thread):
             # worker.persist: every epoch flushed (NETFIT_FLUSH_SECONDS is shorter than an epoch here),
             # the resume state and best weights every NETFIT_CHECKPOINT_SECONDS
             checkpoint = time.monotonic() - saved_at >= self.settings.checkpoint_seconds or epoch == epochs
+            # worker.persist: a preemption request read at the epoch's end; that epoch saves its state
+            by = self.lease.preempted_by([job_id]) if preemption_ready() and epoch < epochs else None
+            checkpoint = checkpoint or by is not None
             began = time.perf_counter()
             with self.factory() as s:
                 record_epochs(s, [Flush(job_id, attempt, [EpochRecord(metrics)],
@@ -276,6 +296,9 @@ class SimWorker(threading.Thread):
             self.tally.flushes.append(time.perf_counter() - began)
             if checkpoint:
                 saved_at = time.monotonic()
+            if by is not None:
+                self.hand_back(job_id, attempt, epoch, by)
+                return
             self.beat()
             self.tally.epochs.append(time.monotonic() - epoch_began)
         self.lease.leave(job_id)  # worker.runner.conclude: not renewed once it ends
@@ -338,7 +361,8 @@ def _busy_seconds() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
-def simulate(url: str, workers: int, seconds: float, epoch_seconds: float, probes: int) -> dict[str, Any]:
+def simulate(url: str, workers: int, seconds: float, epoch_seconds: float, probes: int,
+             probe_epochs: int = EPOCHS[0]) -> dict[str, Any]:
     """Run `workers` simulated workers on `url` for `seconds`; every figure as a dict."""
     from sqlalchemy import create_engine, select, text
 
@@ -366,7 +390,7 @@ def simulate(url: str, workers: int, seconds: float, epoch_seconds: float, probe
         s.execute(text("UPDATE jobs SET enqueued_at = now() WHERE status = 'queued'"))
         s.commit()
 
-    tally = Tally([], [], [], [], [], [], [])
+    tally = Tally([], [], [], [], [], [], [], [])
     stop = threading.Event()
     threads = [SimWorker(i, factory, broker, stop, tally, settings, epoch_seconds) for i in range(workers)]
     samples: list[dict[str, Any]] = []
@@ -391,7 +415,7 @@ def simulate(url: str, workers: int, seconds: float, epoch_seconds: float, probe
             if probe_times and now >= probe_times[0]:
                 probe_times.pop(0)
                 with side() as s:  # the API's submit: a queued job stamped as sent, then its message
-                    spec = iris_spec(epochs=EPOCHS[0])
+                    spec = iris_spec(epochs=probe_epochs)
                     spec["priority"] = PROBE_PRIORITY
                     job = new_queued_job(s, tenant=PROBE_TENANT, spec=spec, queue="cpu")
                     s.commit()
@@ -443,7 +467,7 @@ def simulate(url: str, workers: int, seconds: float, epoch_seconds: float, probe
         "queued_at_start": queued_at_start,
         "claim_ms": ms(tally.claims), "flush_ms": ms(tally.flushes),
         "claims": len(tally.claims), "wakes": len(tally.wakes), "finished": len(tally.finished),
-        "resumed": len(tally.resumed),
+        "resumed": len(tally.resumed), "preempted": len(tally.preempted),
         "tps": (xacts - window["xacts"]) / span if window else float("nan"),
         "claims_per_s": (counted["claims"] - window["counts"]["claims"]) / span if window else float("nan"),
         "flushes_per_s": (counted["flushes"] - window["counts"]["flushes"]) / span if window else float("nan"),
@@ -464,18 +488,28 @@ def simulate(url: str, workers: int, seconds: float, epoch_seconds: float, probe
 # --------------------------------------------------------------------------- the section
 
 
-def _child(url: str, workers: int, seconds: float, epoch_seconds: float, probes: int) -> dict[str, Any]:
+def _child(url: str, workers: int, seconds: float, epoch_seconds: float, probes: int, probe_epochs: int = EPOCHS[0],
+           env: dict[str, str] | None = None) -> dict[str, Any]:
     command = [sys.executable, "-m", "bench.scale", "--url", url, "--workers", str(workers), "--seconds",
-               str(seconds), "--epoch-seconds", str(epoch_seconds), "--probes", str(probes)]
-    done = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+               str(seconds), "--epoch-seconds", str(epoch_seconds), "--probes", str(probes),
+               "--probe-epochs", str(probe_epochs)]
+    done = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, capture_output=True,
                           text=True, timeout=seconds + 300)
     if done.returncode != 0:
         raise RuntimeError(f"the simulation of {workers} workers failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@functools.cache
 def preemption_ready() -> bool:
-    return (ROOT / "db" / "preemption.py").exists()
+    """Whether the tree has preemption (issue 25 part 2) as this simulation drives it: the lease
+    reads requests (Lease.preempted_by) and a release names the job made way for."""
+    import inspect
+
+    from db import attempts as db_attempts
+    from worker.lease import Lease
+
+    return hasattr(Lease, "preempted_by") and "preempted_by" in inspect.signature(db_attempts.release).parameters
 
 
 def _pick_alone(url: str, times: int = 15) -> float:
@@ -532,6 +566,35 @@ def _reconciler_passes(url: str, stale: int) -> tuple[float, float, int]:
     return quiet, backlog, len(sent)
 
 
+def _preemption(report: Report, prepared: str, seconds: float) -> None:
+    """16 workers busy with jobs far longer than the run, so none frees up: a priority-50 job
+    starts only through preemption (the reconcilers' pass asks the lowest-priority running job to
+    stop at its next epoch end; its worker saves the epoch, hands the job back and claims again)."""
+    from sqlalchemy import create_engine, text
+
+    workers = 16
+    url = _copy_of(prepared)
+    try:
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE jobs SET epochs = 1000 WHERE status = 'queued'"))
+        engine.dispose()
+        # the priority jobs are long too: the second must preempt, not take the first one's worker
+        r = _child(url, workers, seconds, EPOCH_SECONDS, probes=2, probe_epochs=1000,
+                   env={"NETFIT_PREEMPT_AFTER_SECONDS": str(PREEMPT_AFTER_SECONDS)})
+    finally:
+        _drop(url)
+    report.record("run_preemption", r)
+    report.note(f"  -- preemption: {workers} workers on 1,000-epoch jobs, NETFIT_PREEMPT_AFTER_SECONDS="
+                f"{PREEMPT_AFTER_SECONDS:g}; load average {r['load_before'][0]:.2f} when it began")
+    if r["errors"]:
+        report.note(f"  !! {r['errors']} errors in the simulated workers, e.g. {r['error_examples']}")
+    report.figure("preempt_start_s", max(r["priority_start_s"] or [float("inf")]), "s", ("<=", EPOCH_SECONDS + 2),
+                  label=f"every worker busy: priority-{PROBE_PRIORITY} submit to start, worst of "
+                        f"{len(r['priority_start_s'])}")
+    report.note(f"     jobs preempted {r['preempted']} (one per priority job: {len(r['priority_start_s'])})")
+
+
 def run(report: Report, *, quick: bool = False) -> None:
     from tests.conftest import fresh_pg_database
 
@@ -579,6 +642,8 @@ def run(report: Report, *, quick: bool = False) -> None:
                         f"{r['wakes']}, jobs finished {r['finished']}, taken back after an expired lease {r['resumed']}; CPU cores busy: this process "
                         f"{r['own_cores']:.2f} (the GIL allows one for Python), PostgreSQL {r['pg_cores']:.2f}, "
                         f"machine {r['machine_cores']:.2f} of {r['cores']}")
+        if preemption_ready():
+            _preemption(report, prepared, seconds=20.0 if quick else 30.0)
         url = _copy_of(prepared)
         try:
             alone = _pick_alone(url)
@@ -590,10 +655,7 @@ def run(report: Report, *, quick: bool = False) -> None:
     report.figure("reconcile_quiet_ms", quiet * 1000, "ms", label="one reconciler pass, nothing to re-send")
     report.figure("reconcile_backlog_s", backlog, "s",
                   label=f"one reconciler pass re-sending {sent} queued jobs older than requeue_seconds")
-    if preemption_ready():
-        report.note("  db/preemption.py exists, but this simulation does not drive it yet: the priority figure is "
-                    "the next free worker's claim, not a preemption")
-    else:
+    if not preemption_ready():
         report.note("  preemption (issue 25 part 2) is pending: the priority figure is the time until the next free "
                     "worker takes the job ahead of the whole queue (every worker was busy)")
 
@@ -605,8 +667,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--epoch-seconds", type=float, default=EPOCH_SECONDS)
     parser.add_argument("--probes", type=int, default=3)
+    parser.add_argument("--probe-epochs", type=int, default=EPOCHS[0])
     args = parser.parse_args(argv)
-    result = simulate(args.url, args.workers, args.seconds, args.epoch_seconds, args.probes)
+    result = simulate(args.url, args.workers, args.seconds, args.epoch_seconds, args.probes, args.probe_epochs)
     print(json.dumps(result, default=str))
 
 
