@@ -1,11 +1,12 @@
 // The dashboard: hash routes (#/jobs, #/jobs/ID, #/compare?ids=a,b, #/new, #/datasets,
-// #/sweeps, #/sweeps/ID), each a function that fills <main> and returns a cleanup.
+// #/sweeps, #/sweeps/ID, #/workers), each a function that fills <main> and returns a cleanup.
 import { api, ApiError, getKey, setKey } from "./api.js";
 import { h } from "./dom.js";
 import { jobsPage, jobPage, comparePage } from "./jobs.js";
 import { newJobPage } from "./editor.js";
 import { datasetsPage } from "./datasets.js";
 import { sweepsPage, sweepPage } from "./sweeps.js";
+import { workersPage } from "./workers.js";
 
 const view = document.getElementById("view");
 const banner = document.getElementById("banner");
@@ -40,6 +41,7 @@ function route() {
     new: () => newJobPage(ctx),
     datasets: () => datasetsPage(ctx),
     sweeps: () => (parts[1] ? sweepPage(ctx, parts[1]) : sweepsPage(ctx)),
+    workers: () => workersPage(ctx),
   };
   const render = pages[page] || (() => { view.append(h("p", {}, "No such page. ", h("a", { href: "#/jobs" }, "Jobs"))); });
   try {

@@ -3,6 +3,7 @@
 import { api, download, streamEvents } from "./api.js";
 import { h, fmt, num, when, duration, statusBadge, jobBadge, table, debounce, layerLabel, layerType } from "./dom.js";
 import { layerStatsPanel } from "./layers.js";
+import { lifeList } from "./life.js";
 
 const STATUSES = ["", "queued", "running", "succeeded", "failed", "cancelled"];
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
@@ -265,14 +266,16 @@ export function jobPage(ctx, id) {
       h("div", { class: "grid2" }, h("div", {}, h("h2", {}, "Results"), info, h("h2", {}, "Downloads"), downloads),
         h("div", {}, h("h2", {}, "Layers"), layers)), layerStats.el);
     downloads.append(...downloadButtons(id, ctx.showError));
-    info.after(h("h2", {}, "Predict"), predictPanel(id, () => job.summary?.input_shape));
+    // its life: queued, why it waits, running, lost, preempted, resumed, the end (from the event stream)
+    const life = lifeList();
+    info.after(h("h2", {}, "What happened"), life.el, h("h2", {}, "Predict"), predictPanel(id, () => job.summary?.input_shape));
     cancel.addEventListener("click", async () => {
       try { job = await api(`/v1/jobs/${id}/cancel`, { method: "POST" }); renderInfo(); } catch (e) { ctx.showError(e); }
     });
 
     const rows = new Map();  // epoch -> row
-    let infoTimer = null, paceTimer = null;
-    signal.addEventListener("abort", () => { clearTimeout(infoTimer); clearInterval(paceTimer); });
+    let infoTimer = null, paceTimer = null, queuedTimer = null;
+    signal.addEventListener("abort", () => { clearTimeout(infoTimer); clearInterval(paceTimer); clearInterval(queuedTimer); });
     let es = null;
     const stopEpoch = () => stopEpochOf(job, epochsDone(job, rows));
     const lastEpoch = () => { let last = null; for (const e of rows.keys()) if (last == null || e > last) last = e; return last; };
@@ -318,12 +321,23 @@ export function jobPage(ctx, id) {
             h("td", {}, JSON.stringify(l.output_shape)), h("td", { class: "num" }, l.params.toLocaleString()))), { id: "layer-table" }),
           (s.notes || []).length ? h("ul", { id: "notes", class: "muted" }, s.notes.map((n) => h("li", {}, n))) : null);
       }
-      if (es) countdownText_.textContent = countdownText(es);
+      // rebuilt whole each time (renderInfo runs again on every status and every few epochs)
+      countdownText_.replaceChildren(es ? countdownText(es) : job.status === "queued" ? "" : "waiting for the first epoch…");
+      // a queued job says why it waits (its place in line, or that no worker serves its queue)
+      if (job.status === "queued") {
+        countdownText_.prepend(h("b", {}, "queued · "), job.waiting ? job.waiting.message : "waiting for a worker", es ? " · " : "");
+        if (job.waiting?.reason === "no_worker") countdownText_.append(" · ", h("a", { href: "#/workers" }, "see the workers"));
+      }
       if (TERMINAL.has(job.status)) countdownText_.prepend(h("b", {}, `${job.status}${job.stop_reason && job.stop_reason !== job.status ? ` (${job.stop_reason})` : ""} · `));
       showPace();
     };
     renderInfo();
     paceTimer = setInterval(() => { if (!TERMINAL.has(job.status)) showPace(); }, 1000);
+    // a queued job's place in line moves without an event of its own: read it again every few seconds
+    queuedTimer = setInterval(async () => {
+      if (job.status !== "queued") return;
+      try { job = await api(`/v1/jobs/${id}`, { signal }); renderInfo(); } catch (e) { if (!signal.aborted) ctx.showError(e); }
+    }, 3000);
     await streamEvents(`/v1/jobs/${id}/events`, async (kind, data) => {
       if (kind === "epoch") {
         rows.set(data.epoch, data);
@@ -335,9 +349,14 @@ export function jobPage(ctx, id) {
         // the results table follows the epochs too, at most twice a second (fast epochs would rebuild it hundreds of times)
         if (!infoTimer) infoTimer = setTimeout(() => { infoTimer = null; renderInfo(); }, 500);
       } else if (kind === "status") {
+        life.add(kind, data);
         job = await api(`/v1/jobs/${id}`, { signal });
         renderInfo();
         redraw();
+      } else {
+        life.add(kind, data);
+        // the event is as of when it was stored (a replay's may be old): the job's own read is now
+        if (kind === "waiting" && job.status === "queued") { job = await api(`/v1/jobs/${id}`, { signal }); renderInfo(); }
       }
     }, signal);
     job = await api(`/v1/jobs/${id}`, { signal });
