@@ -24,8 +24,10 @@ def main(argv: list[str] | None = None) -> int:
                 m = event.metrics
                 print(f"epoch {m.epoch:>3}  train loss {m.train_loss:.4f} acc {m.train_accuracy:.3f}"
                       f"  val loss {m.val_loss:.4f} acc {m.val_accuracy:.3f}")
-            else:
+            elif isinstance(event, netfit.StatusEvent):
                 print(f"status: {event.status}")
+            else:  # its life on the cluster: waiting for a worker, lost, preempted, resumed
+                print(event)
         job = client.job(job.id)
         test = ", ".join(f"{k} {v:.4f}" for k, v in (job.test_metrics or {}).items() if v is not None)
         print(f"{job.status}: stopped by {job.stop_reason} at epoch {job.epochs_completed}, "

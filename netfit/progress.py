@@ -73,6 +73,29 @@ def status_line(status: str, stop_reason: str | None = None, error: str | None =
     return " · ".join(pieces)
 
 
+def _after(epoch: int | None) -> str:
+    return f"after epoch {epoch}" if epoch else "before its first epoch ended"
+
+
+def life_line(kind: str, data: dict[str, Any]) -> str:
+    """A job's life on the cluster as one line (the dashboard's job page says the same)."""
+    if kind == "waiting":
+        message = data.get("message") or f"number {data.get('position')} in line"
+        return f"waiting: {message}"
+    if kind == "lost":
+        return f"lost: the worker stopped beating; taken back {_after(data.get('epoch'))}"
+    if kind == "preempted":
+        by = f"job {data['by']}" if data.get("by") else "another team's job"
+        return f"preempted by {by} {_after(data.get('after_epoch'))}; it waits to resume"
+    if kind == "resumed":
+        if not data.get("epoch"):
+            return "resumed from the beginning (no saved state yet)"
+        redone = data.get("redone") or 0
+        return f"resumed from epoch {data['epoch']}" + (
+            f" ({redone} epoch{'' if redone == 1 else 's'} after it train again)" if redone else "")
+    return f"{kind}: {data}"
+
+
 # --------------------------------------------------------------------------- where it is shown
 
 

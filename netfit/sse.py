@@ -1,7 +1,8 @@
 """Server-Sent Events: a small parser for `text/event-stream` and the typed job events.
 
-The job stream (`GET /v1/jobs/{id}/events`) sends `event: epoch` with one metrics row and
-`event: status` with the job's new status; every event carries an increasing `id:` so a
+The job stream (`GET /v1/jobs/{id}/events`) sends `event: epoch` with one metrics row,
+`event: status` with the job's new status, and the events of its life on the shared cluster
+(`waiting`, `lost`, `preempted`, `resumed`: a LifeEvent); every event carries an increasing `id:` so a
 client that lost its connection resumes with `Last-Event-ID` and misses nothing.
 """
 
@@ -88,14 +89,33 @@ class StatusEvent:
         return status_line(self.status, self.stop_reason, self.error)
 
 
-JobEvent = EpochEvent | StatusEvent
+@dataclass(frozen=True)
+class LifeEvent:
+    """What happened to the job on the cluster: `waiting` {reason, position, workers, message},
+    `lost` {attempt, epoch}: its worker stopped beating, `preempted` {by, after_epoch}: a job of
+    higher priority took its worker, `resumed` {attempt, epoch, redone}."""
+
+    id: str | None
+    kind: str
+    data: dict[str, Any]
+
+    def __str__(self) -> str:
+        from netfit.progress import life_line
+
+        return life_line(self.kind, self.data)
+
+
+LIFE_KINDS = ("waiting", "lost", "preempted", "resumed")
+JobEvent = EpochEvent | StatusEvent | LifeEvent
 
 
 def job_event(raw: ServerEvent) -> JobEvent | None:
     """Give a raw event its type; None for kinds this SDK does not know (newer servers)."""
-    if raw.event not in ("epoch", "status"):
+    if raw.event not in ("epoch", "status", *LIFE_KINDS):
         return None
     payload = json.loads(raw.data)
+    if raw.event in LIFE_KINDS:
+        return LifeEvent(id=raw.id, kind=raw.event, data=payload)
     if raw.event == "epoch":
         countdown = payload.get("early_stopping")
         return EpochEvent(id=raw.id, metrics=EpochMetrics.model_validate(payload),
