@@ -122,8 +122,14 @@ class JobCollector(Collector):
         actions.add_metric(["resumed"], resumed)
         actions.add_metric(["failed"], lost)
         yield actions
-        yield CounterMetricFamily("netfit_job_releases", "Jobs handed back by a stopping worker (SIGTERM)",
-                                  value=released)
+        yield CounterMetricFamily("netfit_job_releases", "Jobs handed back by a stopping worker (SIGTERM) "
+                                  "or preempted", value=released)
+        preemptions = CounterMetricFamily("netfit_preemptions", "Jobs stopped at an epoch end to make way for a "
+                                          "higher-priority queued job (resumed later, exactly)", labels=["queue"])
+        for queue, n in session.execute(select(Job.queue, func.coalesce(func.sum(Job.preemptions), 0))
+                                        .group_by(Job.queue)):
+            preemptions.add_metric([queue], n)
+        yield preemptions
 
         busy = session.scalar(select(func.count(func.distinct(Job.lease_owner))).where(
             Job.status == "running", Job.lease_expires_at > now))

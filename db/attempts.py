@@ -4,7 +4,7 @@ and the worker's own reads (no tenant: the ids come from our own queue and rows)
 Every write after the claim is fenced by the attempt number (db.fencing).
 
     queued --claim--> running --finish--> succeeded | failed | cancelled
-       ^                 |  \\--release (SIGTERM)--> queued
+       ^                 |  \\--release (SIGTERM, or preempted at an epoch end)--> queued
        |                 \\--lease expires--> claimable again (or failed: worker_lost)
 """
 
@@ -48,6 +48,8 @@ def claim(session: Session, job_ids: Sequence[str], owner: str, *, lease_seconds
         update(Job).where(Job.id.in_(job_ids), claimable(now, max_attempts))
         .values(status=Status.RUNNING, attempts=Job.attempts + 1, lease_owner=owner,
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
+                # a new attempt: its age guards it from preemption; an old request is void
+                attempt_started_at=now, preempt_requested_by=None,
                 started_at=func.coalesce(Job.started_at, _at(now)), updated_at=now)
         .returning(Job.id, Job.attempts)).all())
     if not taken:
@@ -80,25 +82,32 @@ def note_pack(session: Session, attempts: dict[str, int], *, leader: str, resume
     session.commit()
 
 
-def heartbeat(session: Session, attempts: dict[str, int], *, lease_seconds: float | None) -> tuple[set[str], set[str]]:
+def heartbeat(session: Session, attempts: dict[str, int], *, lease_seconds: float | None,
+              preempted: dict[str, str] | None = None) -> tuple[set[str], set[str]]:
     """The jobs' lease in one transaction: every job's lease renewed (lease_seconds None: only
     read), and the ids of (those a cancel was asked for, those lost: their attempt no longer
-    owns them)."""
+    owns them). `preempted`, when given, is filled with {job id: the queued job it makes way
+    for} (db.preemption), a request whose queued job was taken meanwhile left out."""
     if not attempts:
         return set(), set()
     now = utcnow()
     if lease_seconds is None:
-        rows = session.execute(select(Job.id, Job.cancel_requested)
+        rows = session.execute(select(Job.id, Job.cancel_requested, Job.preempt_requested_by)
                                .where(owned(attempts), Job.status == Status.RUNNING)).all()
     else:
         lock_in_id_order(session, attempts)
         rows = session.execute(
             update(Job).where(owned(attempts), Job.status == Status.RUNNING)
             .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
-            .returning(Job.id, Job.cancel_requested)).all()
+            .returning(Job.id, Job.cancel_requested, Job.preempt_requested_by)).all()
+    asked = {job_id: by for job_id, _, by in rows if by is not None}
+    if asked and preempted is not None:  # rare: only while a preemption is on its way
+        waiting = set(session.scalars(select(Job.id).where(Job.id.in_(set(asked.values())),
+                                                           Job.status == Status.QUEUED)))
+        preempted.update({job_id: by for job_id, by in asked.items() if by in waiting})
     session.commit()
-    alive = {job_id for job_id, _ in rows}
-    return {job_id for job_id, cancel in rows if cancel}, set(attempts) - alive
+    alive = {job_id for job_id, _, _ in rows}
+    return {job_id for job_id, cancel, _ in rows if cancel}, set(attempts) - alive
 
 
 def finish(session: Session, job_id: str, attempt: int, *, status: Status, stop_reason: str | None = None,
@@ -112,7 +121,7 @@ def finish(session: Session, job_id: str, attempt: int, *, status: Status, stop_
     # lease_owner stays: it records which worker ran the job
     values: dict[str, Any] = {
         "status": status, "stop_reason": stop_reason, "error": error, "finished_at": now,
-        "updated_at": now, "lease_expires_at": None,
+        "updated_at": now, "lease_expires_at": None, "preempt_requested_by": None,
     }
     for key, value in (("epochs_completed", epochs_completed), ("best_epoch", best_epoch), ("device", device),
                        ("best_metrics", best_metrics and clean_metrics(best_metrics)),
@@ -129,12 +138,20 @@ def finish(session: Session, job_id: str, attempt: int, *, status: Status, stop_
     session.commit()
 
 
-def release(session: Session, job_id: str, attempt: int) -> None:
-    """Hand the job back (worker shutting down): queued again, lease cleared, not a lost attempt."""
-    fenced_update(session, {job_id: (attempt, {
+def release(session: Session, job_id: str, attempt: int, *, preempted_by: str | None = None,
+            after_epoch: int | None = None) -> None:
+    """Hand the job back (worker shutting down, or preempted: `preempted_by` the queued job it
+    made way for, after `after_epoch`): queued again, lease cleared, not a lost attempt."""
+    values: dict[str, Any] = {
         "status": Status.QUEUED, "lease_owner": None, "lease_expires_at": None, "enqueued_at": None,
-        "releases": Job.releases + 1, "updated_at": utcnow(),
-    })})
+        "releases": Job.releases + 1, "preempt_requested_by": None, "updated_at": utcnow(),
+    }
+    if preempted_by is not None:
+        values["preemptions"] = Job.preemptions + 1
+    fenced_update(session, {job_id: (attempt, values)})
+    if preempted_by is not None:
+        events.add(session, job_id, EventKind.PREEMPTED, {"by": preempted_by, "after_epoch": after_epoch,
+                                                          "attempt": attempt})
     events.status(session, job_id, Status.QUEUED, released_by_attempt=attempt)
     session.commit()
 

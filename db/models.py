@@ -104,6 +104,12 @@ class Job(Base):
     # and the retention rule that removed the job's weights (their download is then a 410 naming it)
     priority: Mapped[int] = mapped_column(default=0, server_default="0")
     weights_removed: Mapped[str | None] = mapped_column(String(64))
+    # migration 0006, preemption (db.preemption): the queued job this running one was asked to make
+    # way for at its next epoch end (cleared by the claim, the release and the end), when this
+    # attempt was claimed (a younger one is never preempted), and how many times it was preempted
+    preempt_requested_by: Mapped[str | None] = mapped_column(String(32))
+    attempt_started_at: Mapped[datetime | None]
+    preemptions: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class Sweep(Base):

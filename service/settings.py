@@ -80,6 +80,11 @@ class Settings:
     # days (None: kept); the reconciler applies it every retain_seconds
     keep_failed_days: float | None = None
     retain_seconds: float = 60.0
+    # preemption (db.preemption): a queued job that outranks a running one, with no worker free,
+    # has the lowest-priority running job stop at its next epoch end and resume later, exactly;
+    # never one whose attempt started less than preempt_after_seconds ago (nothing thrashes)
+    preemption: bool = True
+    preempt_after_seconds: float = 60.0
 
     def downloads(self):
         """These settings as the engine takes them (netfit.engine.downloads.Downloads)."""
@@ -124,6 +129,8 @@ class Settings:
             upload_cache_bytes=_int("NETFIT_UPLOAD_CACHE_BYTES", cls.upload_cache_bytes),
             keep_failed_days=float(os.environ["NETFIT_KEEP_FAILED_DAYS"]) if os.environ.get("NETFIT_KEEP_FAILED_DAYS") else None,
             retain_seconds=_float("NETFIT_RETAIN_SECONDS", cls.retain_seconds),
+            preemption=os.environ.get("NETFIT_PREEMPTION", "1").strip().lower() not in ("0", "false", "no", "off"),
+            preempt_after_seconds=_float("NETFIT_PREEMPT_AFTER_SECONDS", cls.preempt_after_seconds),
             api_processes=max(1, _int("NETFIT_API_PROCESSES", cls.api_processes)),
             default_queue=os.environ.get("NETFIT_DEFAULT_QUEUE") or cls.default_queue,
             lease_seconds=_float("NETFIT_LEASE_SECONDS", cls.lease_seconds),

@@ -1,7 +1,11 @@
 """One lease thread for what a worker trains, one job or a pack's members: every lease renewed
 in one transaction every NETFIT_HEARTBEAT_SECONDS, their cancel flags read in one query every
 CANCEL_POLL_SECONDS in between. The training loop asks should_stop(job) and never reads the
-database itself: a cancel is noticed here, once. A member that leaves is dropped."""
+database itself: a cancel is noticed here, once. A member that leaves is dropped.
+
+A preemption request (db.preemption) is read with the cancels but is not a stop: should_stop
+stays False (it is asked inside epochs too); the persister asks preempted_by() at each epoch's
+end, so a preempted job stops there, with that epoch's state saved."""
 
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ class Lease(threading.Thread):
         self._attempts = dict(attempts)
         self._cancelled: set[str] = set()
         self._lost: set[str] = set()
+        self._preempted: dict[str, str] = {}  # job id -> the queued job it is asked to make way for
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -41,6 +46,12 @@ class Lease(threading.Thread):
             return True
         with self._lock:
             return job_id in self._lost or job_id in self._cancelled
+
+    def preempted_by(self, job_ids: list[str]) -> str | None:
+        """The queued job that one of these (a job, or a pack's members: preempted whole) is asked
+        to make way for at this epoch's end; None to train on."""
+        with self._lock:
+            return next((self._preempted[j] for j in job_ids if j in self._preempted and j not in self._lost), None)
 
     def is_lost(self, job_id: str) -> bool:
         with self._lock:
@@ -69,9 +80,11 @@ class Lease(threading.Thread):
             if not attempts:
                 continue
             renew = time.monotonic() >= renew_at
+            preempted: dict[str, str] = {}
             try:
                 with self.factory() as session:
-                    cancelled, lost = db_attempts.heartbeat(session, attempts, lease_seconds=lease_seconds if renew else None)
+                    cancelled, lost = db_attempts.heartbeat(session, attempts, lease_seconds=lease_seconds if renew else None,
+                                                            preempted=preempted)
             except Exception as exc:  # noqa: BLE001 - a DB hiccup: try again next period
                 log.warning("%s: heartbeat failed (%s)", self.name, str(exc).splitlines()[0][:120])
                 continue
@@ -79,6 +92,7 @@ class Lease(threading.Thread):
                 renew_at = time.monotonic() + heartbeat
             with self._lock:
                 self._cancelled |= cancelled
+                self._preempted = preempted  # as the database says now: a dropped request is gone
             for job_id in lost:
                 self.mark_lost(job_id)
 

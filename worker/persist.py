@@ -123,11 +123,14 @@ class Persister(PackCallbacks):
         self.end = end  # end(member, result) -> outcome: how a member that stopped leaves
         self.flushed_at = self.saved_at = time.monotonic()
         self.due = (False, False)  # this epoch's (flush, checkpoint), decided once in wants_states
+        self.preempting: str | None = None  # this epoch's preemption request (the queued job's id)
         self.outcomes: dict[str, str] = {}
 
     def wants_states(self, epoch: int, seconds: float) -> bool:
         self.due = flush_due(seconds, self.flushed_at, self.saved_at)
-        return self.due[1]  # the members' states only when this epoch saves them
+        # read once per epoch: a preempted epoch builds the states its release saves (db.preemption)
+        self.preempting = self.lease.preempted_by([m.job_id for m in self.members])
+        return self.due[1] or self.preempting is not None  # the states only when this epoch saves them
 
     def on_epoch_end(self, epoch: int, indexes: list[int]) -> dict[int, str]:
         here = [self.members[i] for i in indexes]
@@ -138,14 +141,15 @@ class Persister(PackCallbacks):
             self.flushed_at = self.write(here, checkpoint=checkpoint)
             if checkpoint:
                 self.saved_at = self.flushed_at
-        if not judged:
-            return {}
         verdicts = {}
         for i, m in zip(indexes, here):
-            if not self.lease.is_lost(m.job_id):
+            if judged and not self.lease.is_lost(m.job_id):
                 verdict = with_db_retry(lambda _: sweeps.prune_decision(self.factory, m.job_id, epoch), self.factory)
                 if verdict:
                     verdicts[i] = verdict
+            # preempted: the whole pack stops after this epoch (not after a job's last: it ends)
+            if self.preempting is not None and i not in verdicts and epoch < m.described["spec"]["training"]["epochs"]:
+                verdicts[i] = "preempted"
         return verdicts
 
     def write(self, here: list[Member], *, checkpoint: bool) -> float:

@@ -5,7 +5,9 @@
 - a running job whose lease expired lost its worker: send it again, once per expiry, so another
   worker claims it and resumes from its last saved epoch — or, after settings.max_attempts lost
   attempts, fail it with "worker_lost";
-- a running sweep whose next trial was not asked for (the asking process died) is filled.
+- a running sweep whose next trial was not asked for (the asking process died) is filled;
+- a queued job that outranks a running one while no worker is free has the lowest-priority
+  running job asked to make way at its next epoch end (db.preemption; NETFIT_PREEMPTION=0: never).
 
 Where it runs: in every worker process, as a daemon thread beside the training loop (docs/production.md).
 Jobs can only run where a worker runs, so wherever netfit can train — `netfit serve`, `netfit
@@ -26,7 +28,7 @@ from datetime import timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.settings import get_settings
-from db import expiry
+from db import expiry, preemption
 from db.sending import mark_enqueued
 from db.models import utcnow
 from service import sweeps
@@ -68,12 +70,30 @@ def reconcile_once(session_factory: sessionmaker[Session], enqueue: Callable[[st
             elif row.enqueued_at < recent:  # sent long ago and still unclaimed
                 send(row.id, row.queue)
                 counts["resumed"] += 1
+    if settings.preemption:
+        counts["preempted"] = len(preempt(session_factory))
     # sweeps: an ask lost with a killed process, or a trial this pass ended, is asked again here
     counts["trials_asked"] = sweeps.repair(session_factory, enqueue)
     counts.update(housekeeping.retain_if_due(session_factory))  # resume states, keep_best_trials, ...
     if any(counts.values()):
         log.info("reconciled: %s", counts)
     return counts
+
+
+def preempt(session_factory: sessionmaker[Session]) -> list[tuple[str, str]]:
+    """The preemption pass in its own transaction: a failure (a concurrent writer on SQLite) costs
+    this pass's requests only; the next pass decides again."""
+    settings = get_settings()
+    try:
+        with session_factory() as session:
+            asked = preemption.preempt(session, after_seconds=settings.preempt_after_seconds,
+                                       stale_after=settings.lease_seconds)
+    except Exception as exc:  # noqa: BLE001 - try again next pass
+        log.warning("preemption pass failed: %s", str(exc).splitlines()[0][:200])
+        return []
+    for victim, by in asked:
+        log.info("job %s: asked to make way for job %s at its next epoch end (preemption)", victim, by)
+    return asked
 
 
 def start_thread(session_factory: sessionmaker[Session], enqueue: Callable[[str, str], None],

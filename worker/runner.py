@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -50,7 +50,7 @@ class Outcome(StrEnum):
     SUCCEEDED = Status.SUCCEEDED.value
     FAILED = Status.FAILED.value
     CANCELLED = Status.CANCELLED.value
-    RELEASED = "released"  # handed back on SIGTERM: queued again, its epochs so far saved
+    RELEASED = "released"  # handed back on SIGTERM or preempted: queued again, its epochs so far saved
     FENCED = "fenced"  # another attempt took it over: this one's writes were refused
 
 
@@ -220,7 +220,8 @@ def superseded(factory: sessionmaker[Session], job_id: str, attempt: int) -> Out
 
 def conclude(factory: sessionmaker[Session], persister: Persister, m: Member, result: FitResult) -> Outcome:
     """A job stopped training (alone, or leaving its pack; its last epochs are written): hand it
-    back (SIGTERM) or finish it with its status and best/last weights."""
+    back (SIGTERM, or preempted at this epoch's end) or finish it with its status and best/last
+    weights (a cancel asked for meanwhile wins over a preemption)."""
     lost, cancelled = m.lease.leave(m.job_id)
     if lost:
         return superseded(factory, m.job_id, m.attempt)
@@ -228,6 +229,10 @@ def conclude(factory: sessionmaker[Session], persister: Persister, m: Member, re
     try:
         if result.stop_reason == "cancelled" and shutting_down.is_set() and not cancelled:
             return release(factory, persister, m, result)
+        if result.stop_reason == "preempted" and not cancelled:
+            return release(factory, persister, m, result, preempted_by=persister.preempting)
+        if result.stop_reason == "preempted":  # and cancelled meanwhile: it ends cancelled
+            result = replace(result, stop_reason="cancelled")
         last_metrics = result.history[-1].metrics if result.history else {}
         checkpoints: list[tuple[str, int, dict[str, Any], bytes]] = []
         if result.epochs_completed:
@@ -252,19 +257,23 @@ def conclude(factory: sessionmaker[Session], persister: Persister, m: Member, re
     return Outcome(status)
 
 
-def release(factory: sessionmaker[Session], persister: Persister, m: Member, result: FitResult) -> Outcome:
-    """SIGTERM, not a user's cancel: the epochs so far are saved with the state to resume from;
-    the job is queued again and re-sent for another worker."""
+def release(factory: sessionmaker[Session], persister: Persister, m: Member, result: FitResult, *,
+            preempted_by: str | None = None) -> Outcome:
+    """SIGTERM, not a user's cancel, or preempted for the queued job `preempted_by`: the epochs
+    so far are saved with the state to resume from; the job is queued again and re-sent (a
+    preempted job's `preempted` event names the job it made way for)."""
     persister.write([m], checkpoint=True)
     if m.lease.is_lost(m.job_id):
         raise Fenced(f"job {m.job_id}: attempt {m.attempt} lost its lease", m.job_id)
-    with_db_retry(lambda s: db_attempts.release(s, m.job_id, m.attempt), factory)
+    with_db_retry(lambda s: db_attempts.release(s, m.job_id, m.attempt, preempted_by=preempted_by,
+                                                after_epoch=result.epochs_completed), factory)
     try:
         enqueue(m.job_id, m.queue)
         with_db_retry(lambda s: mark_enqueued(s, m.job_id), factory)
     except Exception as exc:  # noqa: BLE001 - the reconciler re-sends it
         log.warning("job %s: released but not re-sent (%s)", m.job_id, exc)
-    log.info("job %s: released after epoch %d (worker shutting down)", m.job_id, result.epochs_completed)
+    log.info("job %s: released after epoch %d (%s)", m.job_id, result.epochs_completed,
+             f"preempted by job {preempted_by}" if preempted_by else "worker shutting down")
     return Outcome.RELEASED
 
 
