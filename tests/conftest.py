@@ -198,6 +198,14 @@ def service_env(db: str, broker: str, **extra: str) -> dict[str, str]:
             "NETFIT_HEARTBEAT_SECONDS": "1", **extra}
 
 
+def _die_with_pytest() -> None:
+    """A test run killed mid-way takes its servers and workers with it: a worker left behind
+    would consume a later run's messages from the Redis database it reuses."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+
+
 class Proc:
     """A child process with its log file; stop() sends SIGTERM, then SIGKILL after a grace period."""
 
@@ -207,7 +215,8 @@ class Proc:
         self.ready_file = Path(env["NETFIT_WORKER_READY_FILE"]) if "NETFIT_WORKER_READY_FILE" in env else None
         self._log_file = open(log, "wb")
         self.popen = subprocess.Popen(args, env=_python_env(env), cwd=cwd or ROOT,
-                                      stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True)
+                                      stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                                      preexec_fn=_die_with_pytest)
 
     @property
     def pid(self) -> int:
