@@ -35,6 +35,7 @@ def test_engine_section_times_every_contender(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.redis
+@pytest.mark.timeout(600)  # three stacks start in turn (readiness, embedded, PostgreSQL + Redis)
 def test_service_sections_report_every_figure(tmp_path: Path) -> None:
     stdout, summary = run_bench(["service", "api", "throughput"], tmp_path / "services.json")
     sections = summary["sections"]
