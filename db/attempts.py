@@ -150,8 +150,12 @@ def release(session: Session, job_id: str, attempt: int, *, preempted_by: str | 
         values["preemptions"] = Job.preemptions + 1
     fenced_update(session, {job_id: (attempt, values)})
     if preempted_by is not None:
-        events.add(session, job_id, EventKind.PREEMPTED, {"by": preempted_by, "after_epoch": after_epoch,
-                                                          "attempt": attempt})
+        # another team's job is not named to this one (its id would leak): only its priority
+        by = session.execute(select(Job.tenant, Job.priority).where(Job.id == preempted_by)).first()
+        mine = session.scalar(select(Job.tenant).where(Job.id == job_id))
+        events.add(session, job_id, EventKind.PREEMPTED, {
+            "by": preempted_by if by is not None and by.tenant == mine else None,
+            "by_priority": by.priority if by is not None else None, "after_epoch": after_epoch, "attempt": attempt})
     events.status(session, job_id, Status.QUEUED, released_by_attempt=attempt)
     session.commit()
 

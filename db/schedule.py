@@ -77,7 +77,8 @@ def waiting(session: Session, job: Any, *, stale_after: float) -> dict[str, Any]
         return {"reason": "max_running", "position": position, "workers": workers,
                 "message": f"tenant '{job.tenant}' runs {cap} jobs at once, its max_running; it starts when one ends"}
     return {"reason": "queue", "position": position, "workers": workers,
-            "message": f"number {position} in line for queue '{job.queue}' ({workers} live workers serve it)"}
+            "message": f"number {position} in line for queue '{job.queue}' "
+                       f"({'1 live worker serves' if workers == 1 else f'{workers} live workers serve'} it)"}
 
 
 def note_waiting(session: Session, job: Any, *, stale_after: float) -> dict[str, Any] | None:

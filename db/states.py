@@ -32,4 +32,4 @@ class EventKind(StrEnum):
     RESUMED = "resumed"  # {attempt, epoch, redone}: goes on after that saved epoch; `redone` epochs train again
     WAITING = "waiting"  # {reason, position, workers, message}: why a queued job has not started (db.schedule)
     SUPERSEDED = "superseded"  # {attempt}: that attempt woke to find the job taken over; its writes were refused
-    PREEMPTED = "preempted"  # {by, after_epoch}: stopped after that epoch for the higher-priority job `by`; queued again
+    PREEMPTED = "preempted"  # {by, by_priority, after_epoch}: stopped after that epoch for the higher-priority job `by` (null: another tenant's); queued again

@@ -28,10 +28,10 @@ from datetime import timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.settings import get_settings
-from db import expiry, preemption
+from db import expiry
 from db.sending import mark_enqueued
 from db.models import utcnow
-from service import sweeps
+from service import preemption, sweeps
 from worker import housekeeping
 
 log = logging.getLogger("netfit.reconciler")
@@ -81,19 +81,9 @@ def reconcile_once(session_factory: sessionmaker[Session], enqueue: Callable[[st
 
 
 def preempt(session_factory: sessionmaker[Session]) -> list[tuple[str, str]]:
-    """The preemption pass in its own transaction: a failure (a concurrent writer on SQLite) costs
-    this pass's requests only; the next pass decides again."""
-    settings = get_settings()
-    try:
-        with session_factory() as session:
-            asked = preemption.preempt(session, after_seconds=settings.preempt_after_seconds,
-                                       stale_after=settings.lease_seconds)
-    except Exception as exc:  # noqa: BLE001 - try again next pass
-        log.warning("preemption pass failed: %s", str(exc).splitlines()[0][:200])
-        return []
-    for victim, by in asked:
-        log.info("job %s: asked to make way for job %s at its next epoch end (preemption)", victim, by)
-    return asked
+    """The preemption pass in its own transaction."""
+    with session_factory() as session:
+        return preemption.run_pass(session, get_settings())
 
 
 def start_thread(session_factory: sessionmaker[Session], enqueue: Callable[[str, str], None],

@@ -48,7 +48,7 @@ async def readyz(request: Request):  # noqa: ANN201 - a dict or an ErrorBody res
     workers, stranded = await run_in_threadpool(_live_workers, state)
     body: dict[str, object] = {"status": "ready", "database": "ok", "broker": "ok", "workers": workers}
     if stranded:
-        body["warnings"] = [f"{n} jobs wait in queue '{q}' and no live worker serves it (netfit worker --queues {q})"
+        body["warnings"] = [f"{'1 job waits' if n == 1 else f'{n} jobs wait'} in queue '{q}' and no live worker serves it (netfit worker --queues {q})"
                             for q, n in stranded.items()]
     return body
 

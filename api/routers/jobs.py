@@ -17,6 +17,7 @@ from api.etags import Tagged, etagged
 from api.events import job_event_stream, sse_response
 from api.examples import JOB_EXAMPLES
 from api.responses import errors, link
+from service import preemption
 from service.settings import Settings
 from db import datasets as db_datasets
 from db import job_lists
@@ -161,6 +162,8 @@ def submit_job(
     wire = to_wire(job)
     # why it waits, on the job and in its event stream (`netfit submit --follow` shows it)
     wire.waiting = _waiting(schedule.note_waiting(session, job, stale_after=settings.lease_seconds))
+    if wire.waiting is not None and wire.waiting.reason == "queue":  # it may outrank a running job
+        preemption.run_pass(session, settings)
     return wire
 
 

@@ -89,10 +89,20 @@ def test_the_worker_reads_the_request_with_its_lease_and_the_release_records_it(
         assert (row.status, row.preempt_requested_by, row.preemptions, row.releases) == ("queued", None, 1, 1)
         events = [(e.kind, e.data) for e in s.scalars(select(JobEvent).where(JobEvent.job_id == victim)
                                                       .order_by(JobEvent.id))]
-        assert ("preempted", {"by": urgent, "after_epoch": 7, "attempt": attempt}) in events
+        assert ("preempted", {"by": urgent, "by_priority": 10, "after_epoch": 7, "attempt": attempt}) in events
         # its next attempt is not asked to make way any more
         assert attempts.claim(s, [victim], "host:other", lease_seconds=60, max_attempts=3) == {victim: attempt + 1}
         assert s.scalar(select(Job.preempt_requested_by).where(Job.id == victim)) is None
+
+
+def test_a_job_preempted_for_another_teams_job_is_not_told_its_id(session_factory):
+    with session_factory() as s:
+        victim, attempt = _running(s, priority=0, age=600)
+        theirs = jobs.create_job(s, tenant="team-b", spec=iris_spec() | {"priority": 5}, summary=None, queue="cpu").id
+        assert _pass(s) == [(victim, theirs)]
+        attempts.release(s, victim, attempt, preempted_by=theirs, after_epoch=3)
+        [data] = s.scalars(select(JobEvent.data).where(JobEvent.job_id == victim, JobEvent.kind == "preempted"))
+        assert data == {"by": None, "by_priority": 5, "after_epoch": 3, "attempt": attempt}
 
 
 def test_a_request_whose_queued_job_was_taken_meanwhile_is_dropped(session_factory):
