@@ -199,7 +199,9 @@ class Checkpoint(Base):
 
 class Dataset(Base):
     __tablename__ = "datasets"
-    __table_args__ = (Index("ix_datasets_tenant_created", "tenant", "created_at"),)
+    # the second: `fit` asks whether its arrays are uploaded already (GET /v1/datasets?sha256=)
+    __table_args__ = (Index("ix_datasets_tenant_created", "tenant", "created_at"),
+                      Index("ix_datasets_tenant_sha256", "tenant", "sha256"))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant: Mapped[str] = mapped_column(String(64), default="default", server_default="default")
