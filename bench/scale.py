@@ -152,26 +152,6 @@ class Tally:
     preempted: list[int]  # jobs handed back at an epoch end for a higher-priority one (db.preemption)
 
 
-def _claim(factory: Any, job_id: str, owner: str, settings: Any) -> tuple[str, int] | None:
-    """worker.runner.claim, line for line (in worker.runner.run's session): that module imports the
-    training loop (torch), which a simulated worker must not load."""
-    from db import attempts as db_attempts
-    from db import schedule
-    from db.models import utcnow
-
-    with factory() as session:
-        for _ in range(3):
-            chosen = schedule.pick_for(session, job_id, db_attempts.claimable(utcnow(), settings.max_attempts))
-            if chosen is None:
-                session.rollback()
-                return None
-            attempt = db_attempts.claim(session, [chosen], owner, lease_seconds=settings.lease_seconds,
-                                        max_attempts=settings.max_attempts).get(chosen)
-            if attempt is not None:
-                return chosen, attempt
-    return None
-
-
 class SimWorker(threading.Thread):
     """One worker process's database work: its training thread is this thread (claim, flushes,
     finish, and the registry's beat between epochs); the lease thread (worker.lease.Lease) and the
@@ -224,20 +204,17 @@ class SimWorker(threading.Thread):
     def one_message(self, message: str) -> None:
         from db import attempts as db_attempts
         from db.epochs import rewind
-        from db.sending import mark_enqueued, queue_if_queued
+        from worker.claims import claim, wake
         from worker.lease import Lease
 
         began = time.perf_counter()
-        claimed = _claim(self.factory, message, self.owner, self.settings)
+        with self.factory() as s:  # worker.runner.run's claim, the real one
+            claimed = claim(s, message, self.owner, self.settings)
         self.tally.claims.append(time.perf_counter() - began)
         if claimed is None:
             return
         job_id, attempt = claimed
-        if job_id != message:  # worker.runner.wake: the message's job still waits, sent again
-            with self.factory() as s:
-                if queue_if_queued(s, message) is not None:
-                    self.broker.put(message)
-                    mark_enqueued(s, message)
+        if job_id != message and wake(self.factory, message, self.send):  # the message's job still waits
             self.tally.wakes.append(1)
         with self.factory() as s:  # worker.runner.load_job's read
             epochs = db_attempts.job_for_worker(s, job_id).epochs

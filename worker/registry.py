@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import workers as db_workers
 from service.settings import get_settings
+from worker.claims import owner_name
 
 log = logging.getLogger("netfit.worker")
 FORGET_AFTER_SECONDS = 7 * 24 * 3600  # a gone worker's row is kept this long (the lost-workers count)
@@ -42,8 +43,7 @@ def start(factory: sessionmaker[Session], queues: list[str], device: str | None 
     """Register this process and beat in a daemon thread until the returned event is set (or
     the process exits, which marks it stopped)."""
     settings = get_settings()
-    # what the claim writes as a job's lease_owner (worker.tasks.owner_name): host and pid
-    owner = f"{socket.gethostname()}:{os.getpid()}"
+    owner = owner_name()  # what the claim writes as a job's lease_owner
     ident = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "queues": list(queues),
              "device": device or device_name()}
     stop_event = threading.Event()

@@ -7,8 +7,6 @@ superseded (another attempt owns it: it writes nothing more).
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -17,12 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import datasets as db_datasets
 from db import attempts as db_attempts
-from db import schedule
 from db import sweeps as db_sweeps
 from db.epochs import rewind
 from db.fencing import Fenced
-from db.sending import mark_enqueued, queue_if_queued
-from db.models import utcnow
+from db.sending import mark_enqueued
 from db.states import Status
 from netfit.engine.checkpoints import TrainingState
 from netfit.engine.errors import DataError, SpecError
@@ -34,6 +30,7 @@ from netfit.sweep_spec import SweepSpec
 from service.queue import enqueue
 from service.settings import get_settings
 from worker import packs, uploads
+from worker.claims import claim, owner_name, wake
 from worker.database import session_factory
 from worker.lease import Lease, shutting_down
 from worker.persist import Member, Persister, checkpoint_bytes
@@ -57,34 +54,12 @@ class Outcome(StrEnum):
 ENDED = (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED)
 
 
-def owner_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def one_line(exc: BaseException) -> str:
     """The error a user sees: the exception's first line, no traceback (that goes to the log)."""
     text = (str(exc).strip().splitlines() or [""])[0][:500]
     if isinstance(exc, (SpecError, DataError)):
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def claim(session: Session, job_id: str) -> tuple[str, int] | None:
-    """This worker's claim on a message about `job_id`: (the job it takes, its attempt), or None.
-    The message wakes the worker; the scheduler's policy (db.schedule) picks the job from that
-    job's queue, often the job itself. A pick another worker took first is asked again (SQLite;
-    PostgreSQL's claims skip each other's locked rows)."""
-    settings = get_settings()
-    for _ in range(3):
-        chosen = schedule.pick_for(session, job_id, db_attempts.claimable(utcnow(), settings.max_attempts))
-        if chosen is None:
-            session.rollback()
-            return None
-        attempt = db_attempts.claim(session, [chosen], owner_name(), lease_seconds=settings.lease_seconds,
-                                    max_attempts=settings.max_attempts).get(chosen)
-        if attempt is not None:
-            return chosen, attempt
-    return None
 
 
 def run(job_id: str, factory: sessionmaker[Session] | None = None) -> dict[str, Outcome]:
@@ -95,8 +70,8 @@ def run(job_id: str, factory: sessionmaker[Session] | None = None) -> dict[str, 
         log.info("job %s: nothing to claim (taken, finished or a duplicate message)", job_id)
         return {job_id: Outcome.SKIPPED}
     taken, attempt = claimed
-    if taken != job_id:  # the policy's pick: this message's job still waits, and the job taken
-        wake(factory, job_id)  # may have had no message of its own (a lost worker's): send one
+    if taken != job_id:  # the policy's pick: this message's job still waits (claims.wake says why)
+        wake(factory, job_id, enqueue)
     job_id = taken
     pack = packs.claim_pack(factory, job_id, attempt, owner_name())
     attempts = pack or {job_id: attempt}
@@ -106,18 +81,6 @@ def run(job_id: str, factory: sessionmaker[Session] | None = None) -> dict[str, 
         return train(factory, attempts, lease, packed=pack is not None)
     finally:
         lease.stop()
-
-
-def wake(factory: sessionmaker[Session], job_id: str) -> None:
-    """Send a queued job's message again (a duplicate finds nothing to claim)."""
-    try:
-        with factory() as session:
-            queue = queue_if_queued(session, job_id)
-            if queue is not None:
-                enqueue(job_id, queue)
-                mark_enqueued(session, job_id)
-    except Exception as exc:  # noqa: BLE001 - the reconciler sends it after requeue_seconds
-        log.warning("job %s: its message was not sent again (%s)", job_id, str(exc).splitlines()[0][:200])
 
 
 @dataclass(frozen=True)
