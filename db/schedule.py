@@ -8,7 +8,7 @@
     4. then age (oldest first), then id.
 
 `pick` applies it inside the claim's transaction: on PostgreSQL the candidate row is locked
-with FOR UPDATE SKIP LOCKED, so concurrent claims take different jobs without waiting for
+with FOR NO KEY UPDATE SKIP LOCKED, so concurrent claims take different jobs without waiting for
 each other; SQLite's single writer serialises them (and a claim that lost the race asks again).
 `waiting` explains a queued job's wait from the same rule."""
 
@@ -45,7 +45,10 @@ def pick(session: Session, queue: str, claimable: Any) -> str | None:
              .where(Job.queue == queue, claimable, (Tenant.max_running.is_(None)) | (work < Tenant.max_running))
              .order_by(Job.priority.desc(), resumed(), share, Job.created_at, Job.id).limit(1))
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(of=Job, skip_locked=True)
+        # FOR NO KEY UPDATE: a concurrent claim's lock is skipped, but not the key-share lock that
+        # adding any row referencing the job takes (its waiting event, written by the API right
+        # after the job's message is sent): a FOR UPDATE pick skipped that job and its message was lost
+        query = query.with_for_update(of=Job, skip_locked=True, key_share=True)
     return session.scalar(query)
 
 

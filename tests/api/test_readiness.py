@@ -31,7 +31,7 @@ def test_readyz_is_503_while_serve_warms_up_then_200_with_the_banner(tmp_path: P
 
         wait_until(ready, timeout=90, interval=0.05, what="/readyz to answer 200")
         assert answers[-1].json()["status"] == "ready"
-        assert "ready." in proc.output()  # the worker listens
+        assert answers[-1].json()["workers"]["cpu"] == 1  # the worker is registered and listens
         wait_until(lambda: "netfit is serving at" in proc.output(), timeout=5, what="the banner")
     finally:
         proc.stop(grace=20)

@@ -61,7 +61,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base_url, proc)
-        wait_until(lambda: "ready." in proc.output(), timeout=120, what="the embedded worker to be ready")
+        # serve's /readyz is 200 once its worker has warmed up and consumes
+        wait_until(lambda: httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200, timeout=120, interval=0.2,
+                   what="the embedded worker to be ready")
         # the file broker gives kombu a host name: no "No hostname was supplied" warning at each worker start
         assert "No hostname was supplied" not in proc.output()
         yield Service(base_url, workdir)

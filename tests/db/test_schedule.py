@@ -68,3 +68,19 @@ def test_weights_and_max_running_decide_between_tenants(session_factory):
         assert order.count("heavy") == 4 and order.count("light") == 2, order
         waiting = schedule.waiting(s, s.get(Job, capped[1]), stale_after=30)
         assert waiting["reason"] in ("no_worker", "max_running")
+
+
+def test_a_job_whose_event_is_being_written_is_still_claimed(pg_url):
+    """PostgreSQL: the API writes a queued job's `waiting` event just after sending its message;
+    that insert's key-share lock on the job row must not hide the job from the claim's SKIP LOCKED."""
+    from db.models import JobEvent
+    from db.session import make_session_factory
+
+    factory = make_session_factory(pg_url)
+    with factory() as api, factory() as worker:
+        job_id = _queue(api, "a")
+        api.add(JobEvent(job_id=job_id, kind="waiting", data={}))
+        api.flush()  # inserted, not committed: the row lock is held
+        assert _take(worker, job_id) == job_id
+        api.rollback()
+    factory.kw["bind"].dispose()
