@@ -107,7 +107,7 @@ def run_job(client: httpx.Client, spec: dict[str, Any], poll: float = 0.05) -> d
 
 def service(report: Report, stack: stacks.Stack, quick: bool) -> None:
     report.begin(f"service_{stack.key}", f"job overhead through the service, {stack.title}")
-    n_train, n_val = (6_000, 1_000) if quick else (60_000, 10_000)
+    n_train, n_val = (2_000, 500) if quick else (60_000, 10_000)
     upload = stack.client.post("/v1/datasets", files={"file": ("mnist.npz", mnist_npz(n_train, n_val))},
                                data={"name": "bench-mnist"})
     upload.raise_for_status()
