@@ -134,3 +134,44 @@ def test_a_message_whose_worker_took_another_job_still_gets_its_job_run(pg_url, 
         first = client.get(f"/v1/jobs/{lost}").json()
         assert first["attempts"] == 2  # the lost job went first (resumed-first), then the message's own
     factory.kw["bind"].dispose()
+
+
+def test_a_job_resumed_after_kill_9_starts_before_the_queues_fresh_jobs(pg_url, redis_url, start_worker):
+    """One worker trains a long job while three fresh ones queue behind it; kill -9 of that worker,
+    a new one starts: the lost job is taken back and resumes before any of the fresh jobs."""
+    from tests.conftest import FAST
+
+    env = service_env(pg_url, redis_url, **FAST)
+    first = start_worker(env)
+    with make_client(pg_url, redis_url) as client:
+        def job(j: str) -> dict[str, Any]:
+            return client.get(f"/v1/jobs/{j}").json()
+
+        lost = client.post("/v1/jobs", json=iris_spec(epochs=60, batch_size=4)).json()["id"]
+        wait_until(lambda: job(lost)["epochs_completed"] >= 2, timeout=60, what="the long job's second epoch")
+        fresh = [client.post("/v1/jobs", json=iris_spec(epochs=2)).json()["id"] for _ in range(3)]
+        first.signal(signal.SIGKILL)
+        # the new worker starts once the lost job's lease has run out: its first message (a fresh
+        # job's) then finds the lost job claimable, and the policy puts it first, though the fresh
+        # jobs are made older than it (by age alone they would go first)
+        from datetime import timedelta
+
+        from sqlalchemy import select, update
+
+        from db.models import Job, utcnow
+
+        factory = make_session_factory(pg_url)
+        with factory() as session:
+            session.execute(update(Job).where(Job.id.in_(fresh)).values(created_at=utcnow() - timedelta(hours=1)))
+            session.commit()
+            wait_until(lambda: session.scalar(select(Job.lease_expires_at).where(Job.id == lost)) < utcnow(),
+                       timeout=30, what="the killed worker's lease to run out")
+        factory.kw["bind"].dispose()
+        start_worker(env)
+        wait_until(lambda: job(lost)["attempts"] == 2, timeout=90, what="the lost job to be taken back")
+        done = wait_until(lambda: (j := job(lost))["status"] == "succeeded" and j, timeout=120,
+                          what="the lost job to finish")
+        starts = [job(j)["started_at"] for j in fresh]
+        # fresh jobs only started once the resumed one finished: the one worker took it back first
+        assert all(s is None or s > done["finished_at"] for s in starts), (done["finished_at"], starts)
+        assert done["epochs_completed"] == 60
