@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(PY) scripts/install.py torch==2.13.0 -e '.[server,plot,dev]'
 	# the server packages (launch, api, worker, service, db) are run from this checkout, not published
 	echo "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/netfit-checkout.pth"
+	# their bytecode too (no process writes it where PYTHONDONTWRITEBYTECODE is set)
+	$(PY) -m compileall -q -j 0 api bench db launch netfit service worker > /dev/null
 	touch $(STAMP)
 
 install: $(STAMP)
