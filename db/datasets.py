@@ -14,11 +14,12 @@ from db.pages import newest_first
 
 def create_dataset(session: Session, *, tenant: str, name: str | None, format: str, data: bytes,
                    n_samples: int, input_shape: list[int], task: str, n_classes: int | None,
-                   has_test_split: bool, sha256: str | None = None) -> Dataset:
+                   has_test_split: bool, sha256: str | None = None, has_validation_split: bool = False) -> Dataset:
     """`sha256`: the digest of the content (its arrays), default the stored bytes'."""
     dataset = Dataset(
         id=new_id(), tenant=tenant, name=name, format=format, data=data, n_samples=n_samples,
         input_shape=list(input_shape), task=task, n_classes=n_classes, has_test_split=has_test_split,
+        has_validation_split=has_validation_split,
         size_bytes=len(data), sha256=sha256 or hashlib.sha256(data).hexdigest(),
     )
     session.add(dataset)

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, TypeDecorator,
-    UniqueConstraint, Float,
+    UniqueConstraint, Float, false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
 
@@ -213,6 +213,8 @@ class Dataset(Base):
     task: Mapped[str] = mapped_column(String(16))
     n_classes: Mapped[int | None]
     has_test_split: Mapped[bool] = mapped_column(Boolean, default=False)
+    # a given validation set (x_val, y_val), used instead of a share drawn from the training data
+    has_validation_split: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     size_bytes: Mapped[int] = mapped_column("size")  # named as on the wire
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
