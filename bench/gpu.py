@@ -175,27 +175,32 @@ def step_benchmarks(report: Report, dev: torch.device, rounds: int, dry_run: boo
                           goal=GRAPH_GOAL if setup.batch_size == 64 else None, label="CUDA graph speed-up (hand eager / graphed)")
 
 
+def alone_vs_packed(specs: list[JobSpec], data: PreparedData, dev: torch.device, rounds: int) -> dict[str, list[float]]:
+    """Seconds per round of the trials trained one fit() at a time ("alone") and as one
+    fit_packed() ("packed"), interleaved."""
+
+    def alone() -> None:
+        for spec in specs:
+            fit(spec, data, device=dev.type)
+
+    def timed(work: Callable[[], object]) -> Callable[[], float]:
+        def seconds() -> float:
+            began = time.perf_counter()
+            work()
+            _sync(dev)
+            return time.perf_counter() - began
+        return seconds
+
+    return interleaved({"alone": timed(alone), "packed": timed(lambda: fit_packed(specs, data, device=dev.type))},
+                       rounds)
+
+
 def packed_benchmark(report: Report, dev: torch.device, rounds: int, dry_run: bool) -> None:
     sizes, epochs = ((2, 4), 2) if dry_run else ((32, 128), 30)
     sets = {k: bench_packed.trial_specs(k, epochs=epochs) for k in sizes}
     data = load_data(sets[sizes[0]][0])
     for k in sizes:
-        specs = sets[k]
-
-        def alone() -> float:
-            began = time.perf_counter()
-            for spec in specs:
-                fit(spec, data, device=dev.type)
-            _sync(dev)
-            return time.perf_counter() - began
-
-        def packed() -> float:
-            began = time.perf_counter()
-            fit_packed(specs, data, device=dev.type)
-            _sync(dev)
-            return time.perf_counter() - began
-
-        times = interleaved({"alone": alone, "packed": packed}, rounds)
+        times = alone_vs_packed(sets[k], data, dev, rounds)
         report.note(f"\n  {k} trials on {dev.type}: one at a time {statistics.median(times['alone']):.2f} s, "
                     f"packed {statistics.median(times['packed']):.2f} s")
         report.record(f"packed_k{k}_seconds", times)
@@ -241,21 +246,7 @@ def packed_conv_benchmark(report: Report, dev: torch.device, rounds: int, dry_ru
             if (why := packable(specs[0])) is not None:
                 report.note(f"\n  {name}: not packed ({why})")
                 break
-
-            def alone() -> float:
-                began = time.perf_counter()
-                for spec in specs:
-                    fit(spec, data, device=dev.type)
-                _sync(dev)
-                return time.perf_counter() - began
-
-            def packed() -> float:
-                began = time.perf_counter()
-                fit_packed(specs, data, device=dev.type)
-                _sync(dev)
-                return time.perf_counter() - began
-
-            times = interleaved({"alone": alone, "packed": packed}, rounds)
+            times = alone_vs_packed(specs, data, dev, rounds)
             report.note(f"\n  {name}, {k} trials of {epochs} epochs on {dev.type}: one at a time "
                         f"{statistics.median(times['alone']):.2f} s, packed {statistics.median(times['packed']):.2f} s")
             report.record(f"packed_{name}_k{k}_seconds", times)
