@@ -12,6 +12,7 @@ protocol's {"error": "..."} (ProtocolErrors).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import numpy as np
@@ -120,22 +121,22 @@ def _outputs(model: Any) -> list[dict[str, Any]]:
             {"name": "predictions", "datatype": "BYTES", "shape": [-1]}]
 
 
-def _metadata(request: Request, tenant: str, name: str, version: str | None) -> dict[str, Any]:
+def _metadata(request: Request, tenant: str, name: str, version: str | None) -> Response:
     with request.app.state.session_factory() as session:
         model, row, kind = _resolve(request, session, tenant, name, version)
         versions = sorted(c.kind for c in db_jobs.list_checkpoints(session, tenant, name))
     image = len(model.signature.input_shape) == 3
-    return {"name": name, "versions": versions, "platform": "pytorch",
-            "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, *model.signature.input_shape]}],
-            "outputs": _outputs(model),
-            "parameters": {"version": kind, "epoch": row.epoch, "task": model.task, "classes": model.classes,
-                           "input_datatypes": ["FP32", *(PIXELS if image else ())]}}
+    return _json({"name": name, "versions": versions, "platform": "pytorch",
+                  "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, *model.signature.input_shape]}],
+                  "outputs": _outputs(model),
+                  "parameters": {"version": kind, "epoch": row.epoch, "task": model.task, "classes": model.classes,
+                                 "input_datatypes": ["FP32", *(PIXELS if image else ())]}})
 
 
-def _ready(request: Request, tenant: str, name: str, version: str | None) -> dict[str, Any]:
+def _ready(request: Request, tenant: str, name: str, version: str | None) -> Response:
     with request.app.state.session_factory() as session:
         _, _, kind = _resolve(request, session, tenant, name, version)
-    return {"name": name, "version": kind, "ready": True}
+    return _json({"name": name, "version": kind, "ready": True})
 
 
 def _model_input(model: Any, arrays: dict[str, np.ndarray], datatypes: dict[str, str]) -> np.ndarray:
@@ -209,34 +210,31 @@ INFER = {"response_model": InferResponse, "summary": "Inference",
          "openapi_extra": INFER_BODY}
 
 
-@router.get("/models/{name}", **METADATA)
-async def model_metadata(name: Name, request: Request, tenant: PrincipalDep) -> Response:
-    return _json(await run_in_threadpool(_metadata, request, tenant, name, None))
+def _with_and_without_version(tail: str, work: Callable[..., Response], names: tuple[str, str], *,
+                              method: str = "GET", **options: Any) -> None:
+    """The route pair of one answer: /models/{name}{tail} (the weights the job keeps as its
+    result) and /models/{name}/versions/{version}{tail}. work(request, tenant, name, version)
+    runs in a thread; an infer's body is read first and passed after them."""
+
+    async def answer(request: Request, tenant: str, name: str, version: str | None) -> Response:
+        body = (await request.body(),) if method == "POST" else ()
+        return await run_in_threadpool(work, request, tenant, name, version, *body)
+
+    async def result(name: Name, request: Request, tenant: PrincipalDep) -> Response:
+        return await answer(request, tenant, name, None)
+
+    async def versioned(name: Name, version: Version, request: Request, tenant: PrincipalDep) -> Response:
+        return await answer(request, tenant, name, version)
+
+    for path, endpoint, route_name in ((f"/models/{{name}}{tail}", result, names[0]),
+                                       (f"/models/{{name}}/versions/{{version}}{tail}", versioned, names[1])):
+        router.add_api_route(path, endpoint, methods=[method], name=route_name, **options)
 
 
-@router.get("/models/{name}/versions/{version}", **METADATA)
-async def model_version_metadata(name: Name, version: Version, request: Request, tenant: PrincipalDep) -> Response:
-    return _json(await run_in_threadpool(_metadata, request, tenant, name, version))
-
-
-@router.get("/models/{name}/ready", **READY)
-async def model_ready(name: Name, request: Request, tenant: PrincipalDep) -> Response:
-    return _json(await run_in_threadpool(_ready, request, tenant, name, None))
-
-
-@router.get("/models/{name}/versions/{version}/ready", **READY)
-async def model_version_ready(name: Name, version: Version, request: Request, tenant: PrincipalDep) -> Response:
-    return _json(await run_in_threadpool(_ready, request, tenant, name, version))
-
-
-@router.post("/models/{name}/infer", **INFER)
-async def infer(name: Name, request: Request, tenant: PrincipalDep) -> Response:
-    return await run_in_threadpool(_infer, request, tenant, name, None, await request.body())
-
-
-@router.post("/models/{name}/versions/{version}/infer", **INFER)
-async def infer_version(name: Name, version: Version, request: Request, tenant: PrincipalDep) -> Response:
-    return await run_in_threadpool(_infer, request, tenant, name, version, await request.body())
+# the names are the routes' (their OpenAPI operation ids)
+_with_and_without_version("", _metadata, ("model_metadata", "model_version_metadata"), **METADATA)
+_with_and_without_version("/ready", _ready, ("model_ready", "model_version_ready"), **READY)
+_with_and_without_version("/infer", _infer, ("infer", "infer_version"), method="POST", **INFER)
 
 
 def _json(content: Any) -> Response:
