@@ -107,20 +107,11 @@ def tenant_store() -> Any:
 
 @contextmanager
 def _key_store() -> Iterator[tuple[Any, Any]]:
-    """(db.keys, a session) on the server's database: NETFIT_DATABASE_URL, default the embedded
-    ./netfit.db that `netfit serve` uses; migrated first, as `serve` and `api` do at start."""
+    """(db.keys, a session on the server's database: server_database())."""
     with server_code():
         from db import keys
-        from db.migrate import upgrade
-        from db.session import make_session_factory
-    url = _settings().database_url
-    upgrade(url)
-    factory = make_session_factory(url)
-    try:
-        with factory() as session:
-            yield keys, session
-    finally:
-        factory.kw["bind"].dispose()
+    with server_database() as session:
+        yield keys, session
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
