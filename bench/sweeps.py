@@ -15,6 +15,10 @@ TPE ask cost        one ask as a worker makes it when its trial has ended, insid
                     Beside it, in the same run, Optuna's own ask on a fresh in-memory study of
                     the same trials (no database); Optuna publishes ~37 ms per trial at 16
                     parameters.
+packed ask          a packing sweep's first fill (service.sweeps.fill, as the API runs it at POST):
+                    every trial of a 32- and a 128-trial sweep asked, written and sent before the
+                    first message starts the pack; ms in all and per trial, and its commits (one:
+                    the trials are asked in one transaction).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -210,9 +215,9 @@ def ask_cost(report: Report, db_url: str, quick: bool) -> None:
             sweep = db_sweeps.sweep_for_worker(session, sweep_id)
             request = SweepSpec.model_validate(sweep.spec)
             began = time.perf_counter()
-            active = [_step(session, sweep_id)]  # this process's first ask on the sweep: every trial read
+            active = _step(session, sweep_id)  # this process's first ask on the sweep: every trial read
             first = time.perf_counter() - began
-            active.append(_step(session, sweep_id))
+            active.extend(_step(session, sweep_id))
             for _ in range(rounds):
                 # as a worker does: its trial ends, then it asks for the next (2 trials at a time)
                 done = active.pop(0)
@@ -221,7 +226,7 @@ def ask_cost(report: Report, db_url: str, quick: bool) -> None:
                 controller.trial_states, controller.next_params = timed(trial_states), timed(next_params)
                 try:
                     began = time.perf_counter()
-                    active.append(_step(session, sweep_id))
+                    active.extend(_step(session, sweep_id))
                     steps.append(time.perf_counter() - began)
                 finally:
                     controller.trial_states, controller.next_params = trial_states, next_params
@@ -249,6 +254,49 @@ def ask_cost(report: Report, db_url: str, quick: bool) -> None:
     factory.kw["bind"].dispose()
 
 
+def packed_ask(report: Report, db_url: str, quick: bool) -> None:
+    from sqlalchemy import event
+
+    from db import sweeps as db_sweeps
+    from db.session import make_session_factory
+    from netfit.sweep_spec import SweepSpec
+    from service.settings import get_settings
+    from service.sweeps import fill
+
+    settings = replace(get_settings(), max_active_trials=128)  # as bench packed_service runs the service
+    factory = make_session_factory(db_url)
+    commits: list[int] = []
+    event.listen(factory.kw["bind"], "commit", lambda conn: commits.append(1))
+    rounds = 1 if quick else 5
+    for k in (32, 128):
+        seconds, counted = [], []
+        for r in range(rounds + 1):  # the first: warm-up (imports, the statements' first compile)
+            request = SweepSpec.model_validate({
+                "name": f"bench-packed-ask-{k}", "spec": iris_spec(epochs=10), "method": "random", "seed": r,
+                "parameters": {"training.optimizer.lr": {"min": 1e-4, "max": 0.1, "distribution": "log_uniform"},
+                               "training.optimizer.weight_decay": {"min": 0.0, "max": 0.01}},
+                "max_trials": k, "max_concurrent": k, "packing": True})
+            stored = request.model_dump(mode="json") | {"max_trials": k, "objective": {"metric": "val_loss",
+                                                                                       "mode": "min"}}
+            with factory() as session:
+                sweep_id = db_sweeps.create_sweep(session, tenant=f"bench-{k}-{r}", request=stored, method="random",
+                                                  metric="val_loss", mode="min", max_trials=k, max_concurrent=k).id
+            commits.clear()
+            began = time.perf_counter()
+            asked = fill(factory, sweep_id, lambda job_id, queue: None, settings)
+            elapsed = time.perf_counter() - began
+            if asked != k:
+                raise RuntimeError(f"the packing sweep's fill asked {asked} trials, not {k}")
+            if r:
+                seconds.append(elapsed)
+                counted.append(len(commits))
+        total = statistics.median(seconds) * ms
+        report.figure(f"packed_ask_{k}_ms", total, "ms", label=f"a {k}-trial packing sweep's trials asked (fill)")
+        report.figure(f"packed_ask_{k}_per_trial_ms", total / k, "ms", label="  per trial")
+        report.figure(f"packed_ask_{k}_commits", max(counted), "", label="  its commits")
+    factory.kw["bind"].dispose()
+
+
 def run(report: Report, *, quick: bool = False, threads: int | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="netfit-bench-sweeps-"))
     env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
@@ -259,6 +307,7 @@ def run(report: Report, *, quick: bool = False, threads: int | None = None) -> N
         # a database of its own: a stack's reconciler would fill the running sweep the ask times
         with fresh_pg_database() as db_url:
             ask_cost(report, db_url, quick)
+            packed_ask(report, db_url, quick)
     except BaseException:
         print(f"the service logs are in {tmp}")
         raise

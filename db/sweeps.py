@@ -1,12 +1,13 @@
 """Sweep queries and state transitions (reads scoped by tenant, as in db.jobs).
 
-A sweep's trials are jobs rows with sweep_id, trial_number and params. The next trial is
-created by `create_trial` in ONE transaction that first moves the sweep's `trials_asked`
-counter from n to n+1 with a conditional UPDATE: two processes asking at once both read n,
+A sweep's trials are jobs rows with sweep_id, trial_number and params. The next trials are
+created by `create_trials` in ONE transaction that first moves the sweep's `trials_asked`
+counter from n to n+k with a conditional UPDATE: two processes asking at once both read n,
 one moves the counter, the other's UPDATE matches nothing (PostgreSQL re-checks the WHERE
 after waiting for the row lock; SQLite serialises writers) and it creates nothing. The
 unique (sweep_id, trial_number) backs this up. The running-trial count is taken inside that
-transaction, after the row lock, so `max_concurrent` holds whoever asks.
+transaction, after the row lock, so `max_concurrent` holds whoever asks. A packing sweep asks
+all its trials at once (k > 1): they appear together, or none do.
 
     running --(all trials asked and ended)--> succeeded | failed
        \\--(max_concurrent spec failures in a row)--> failed;   \\--cancel--> cancelled
@@ -141,33 +142,43 @@ def status_counts(session: Session, sweep_id: str) -> dict[str, int]:
     return counts
 
 
-def create_trial(session: Session, sweep: Sweep, number: int, *, params: dict[str, Any], spec: dict[str, Any],
-                 queue: str, tenant_limit: int | None = None) -> Job | None:
-    """Trial `number` as a queued job, in one transaction; None (nothing written) when another
-    process took that number first, the sweep stopped, max_concurrent trials are active, or
-    the tenant has `tenant_limit` active trials."""
+def create_trials(session: Session, sweep: Sweep, number: int, trials: list[tuple[dict[str, Any], dict[str, Any], str]],
+                  *, tenant_limit: int | None = None) -> list[Job]:
+    """Trials number, number+1, ... (each (params, spec, queue)) as queued jobs, in ONE
+    transaction: the first that max_concurrent and the tenant's `tenant_limit` leave room for,
+    counted under the sweep row's lock (the rest are not created). [] (nothing written) when
+    another process took `number` first, the sweep stopped, or there is no room."""
+    if not trials:
+        return []
     now = utcnow()
     moved = session.execute(
         update(Sweep).where(Sweep.id == sweep.id, Sweep.trials_asked == number, Sweep.status == "running",
                             Sweep.cancel_requested.is_(False))
-        .values(trials_asked=number + 1, updated_at=now).returning(Sweep.id)
+        .values(trials_asked=number + len(trials), updated_at=now).returning(Sweep.id)
     ).scalar_one_or_none()
     if moved is None:
         session.rollback()
-        return None
+        return []
     # counted under the sweep row's lock: only askers change the count upwards
-    if count_active(session, sweep.id) >= sweep.max_concurrent or (
-            tenant_limit is not None and count_active_trials(session, sweep.tenant) >= tenant_limit):
+    room = sweep.max_concurrent - count_active(session, sweep.id)
+    if tenant_limit is not None:
+        room = min(room, tenant_limit - count_active_trials(session, sweep.tenant))
+    if room <= 0:
         session.rollback()
-        return None
-    name = f"{sweep.name or sweep.id} #{number}"
+        return []
+    if room < len(trials):  # still under the lock: the counter says what was created
+        trials = trials[:room]
+        session.execute(update(Sweep).where(Sweep.id == sweep.id).values(trials_asked=number + room))
     # a trial runs with its sweep's priority, whatever the base spec says
     priority = int(sweep.spec.get("priority") or 0)
-    spec = {**spec, "priority": priority}
-    job = new_queued_job(session, tenant=sweep.tenant, spec=spec, queue=queue, name=name[:200], summary=None,
-                         priority=priority, sweep_id=sweep.id, trial_number=number, params=params)
+    jobs = []
+    for n, (params, spec, queue) in enumerate(trials, start=number):
+        name = f"{sweep.name or sweep.id} #{n}"
+        jobs.append(new_queued_job(session, tenant=sweep.tenant, spec={**spec, "priority": priority}, queue=queue,
+                                   name=name[:200], summary=None, priority=priority, sweep_id=sweep.id,
+                                   trial_number=n, params=params))
     session.commit()
-    return job
+    return jobs
 
 
 def end_sweep(session: Session, sweep_id: str, status: str, error: str | None = None) -> bool:

@@ -1,7 +1,9 @@
 """The sweep controller: ask Optuna for the next trial(s) until the sweep has asked its
 trials, end it when done. Any process may ask: the API when the sweep is created, the worker
 when a trial ends, the reconciler to repair an ask that was lost with its process. Two askers at
-once are resolved by db.sweeps.create_trial (a conditional UPDATE of the trial counter).
+once are resolved by db.sweeps.create_trials (a conditional UPDATE of the trial counter). A
+packing sweep's trials are asked together: one read of the trials' states, one ask after another
+on the same study (as one at a time would, each asked trial running in it), one commit.
 
 No torch here: the API imports this module.
 """
@@ -33,27 +35,30 @@ def fill(factory: sessionmaker[Session], sweep_id: str, enqueue: Enqueue, settin
     settings.max_active_trials) or the sweep has asked max_trials; end the sweep when it is done.
     Safe to call from any process, any number of times."""
     settings = settings or get_settings()
-    created, held = 0, []
-    with factory() as session:  # a packing sweep's trials are all asked first, then sent, so
-        sweep = db_sweeps.sweep_for_worker(session, sweep_id)  # the first message starts a full pack
+    with factory() as session:
+        sweep = db_sweeps.sweep_for_worker(session, sweep_id)
         packing = bool(sweep is not None and sweep.spec.get("packing"))
-    for _ in range(200):  # bounded: each pass creates a trial or stops
+    if packing:
+        # all asked in one transaction, then sent, so the first message starts a full pack;
+        # created stamped as sent, so no reconciler sends them before (it does after
+        # NETFIT_REQUEUE_SECONDS if this process dies before sending)
         with factory() as session:
-            job = _step(session, sweep_id, settings)
-            if job is None:
+            jobs = _step(session, sweep_id, settings, most=MAX_ASKED)
+            for job in jobs:
+                _send(session, sweep_id, job, enqueue)
+        return len(jobs)
+    created = 0
+    for _ in range(MAX_ASKED):  # bounded: each pass creates a trial or stops
+        with factory() as session:
+            jobs = _step(session, sweep_id, settings)
+            if not jobs:
                 break
             created += 1
-            if not packing:
-                _send(session, sweep_id, job, enqueue)
-                continue
-            # held: created stamped as sent, so no reconciler sends it before the rest are asked
-            # (it does after NETFIT_REQUEUE_SECONDS if this process dies holding it)
-            held.append(job)
-    if held:
-        with factory() as session:
-            for job in held:
-                _send(session, sweep_id, job, enqueue)
+            _send(session, sweep_id, jobs[0], enqueue)
     return created
+
+
+MAX_ASKED = 200  # trials one fill asks at most (the next fill asks the rest)
 
 
 def _send(session: Session, sweep_id: str, job: Any, enqueue: Enqueue) -> None:
@@ -64,40 +69,45 @@ def _send(session: Session, sweep_id: str, job: Any, enqueue: Enqueue) -> None:
         sending.mark_unsent(session, job.id)
 
 
-def _step(session: Session, sweep_id: str, settings: Settings | None = None) -> Any:
-    """One decision: None when nothing is to be asked now (the sweep may have ended), or the
-    new trial's job (None also when another process took the number: the next fill asks)."""
+def _step(session: Session, sweep_id: str, settings: Settings | None = None, most: int = 1) -> list[Any]:
+    """One decision: the new trials' jobs (up to `most`, all in one transaction), or [] when
+    nothing is to be asked now (the sweep may have ended; [] also when another process took the
+    number: the next fill asks)."""
     settings = settings or get_settings()
     for _ in range(5):  # another asker took the number: read again and ask again
         sweep = db_sweeps.sweep_for_worker(session, sweep_id)
         if sweep is None or sweep.status != "running":
-            return None
+            return []
         request = SweepSpec.model_validate(sweep.spec)
         rows = trial_states(session, sweep_id)
         active = sum(r.status in db_sweeps.ACTIVE for r in rows)
         if _failing(session, sweep, rows):
-            return None
+            return []
         if sweep.trials_asked >= sweep.max_trials:
             if active == 0:
                 ok = any(r.status == "succeeded" for r in rows)
                 db_sweeps.end_sweep(session, sweep_id, "succeeded" if ok else "failed",
                                     None if ok else "no trial succeeded; see the trials' errors")
-            return None
-        if active >= sweep.max_concurrent or db_sweeps.count_active_trials(session, sweep.tenant) >= settings.max_active_trials:
-            return None
+            return []
+        room = min(most, sweep.max_trials - sweep.trials_asked, sweep.max_concurrent - active,
+                   settings.max_active_trials - db_sweeps.count_active_trials(session, sweep.tenant))
+        if room <= 0:
+            return []
         number = sweep.trials_asked
-        params = next_params(session, sweep, request, rows, number)
-        spec = apply(request.spec, params)
-        spec["name"] = f"{sweep.name or 'sweep ' + sweep.id} #{number}"[:200]
-        queue = queue_for(str(spec.get("training", {}).get("device", "auto")), settings)
-        job = db_sweeps.create_trial(session, sweep, number, params=params, spec=spec, queue=queue,
-                                     tenant_limit=settings.max_active_trials)
-        if job is not None:
-            log.info("sweep %s: trial %d asked (%s)", sweep_id, number, params)
-            return job
-        forget(sweep_id)  # its study holds a trial that is not ours
+        trials = []
+        for n, params in enumerate(next_params(session, sweep, request, rows, number, room), start=number):
+            spec = apply(request.spec, params)
+            spec["name"] = f"{sweep.name or 'sweep ' + sweep.id} #{n}"[:200]
+            trials.append((params, spec, queue_for(str(spec.get("training", {}).get("device", "auto")), settings)))
+        jobs = db_sweeps.create_trials(session, sweep, number, trials, tenant_limit=settings.max_active_trials)
+        if len(jobs) < len(trials):
+            forget(sweep_id)  # its study holds trials that are not ours (taken by another, or not created)
+        if jobs:
+            for job in jobs:
+                log.info("sweep %s: trial %d asked (%s)", sweep_id, job.trial_number, job.params)
+            return jobs
         session.expire_all()
-    return None
+    return []
 
 
 # The study each process last asked on, by sweep: (study, each trial's row state as last seen).
@@ -113,15 +123,17 @@ def forget(sweep_id: str) -> None:
         _asking.pop(sweep_id, None)
 
 
-def next_params(session: Session, sweep: Any, request: SweepSpec, rows: list[Any], number: int) -> dict[str, Any]:
-    """Optuna's choice for trial `number` (= len(rows)): the process's study brought up to date
-    from the rows, then one ask (what `python -m bench sweeps` times at 1,000 trials)."""
+def next_params(session: Session, sweep: Any, request: SweepSpec, rows: list[Any], number: int,
+                count: int = 1) -> list[dict[str, Any]]:
+    """Optuna's choices for trials `number` (= len(rows)) .. number+count-1: the process's study
+    brought up to date from the rows, then one ask per trial, each asked trial running in the
+    study when the next is asked (what `python -m bench sweeps` times at 1,000 trials)."""
     with _asking_lock:
         study, seen = _asking.pop(sweep.id, (None, {}))
         if study is None or not _catch_up(session, sweep, request, rows, study, seen):
             study, seen = study_of(session, sweep, request, rows, number=number), {}
             seen.update((r.trial_number, row_state(r)) for r in rows)
-        params = study.ask(number)
+        params = [study.ask(n) for n in range(number, number + count)]
         _asking[sweep.id] = (study, seen)
         while len(_asking) > SWEEPS_KEPT:
             _asking.popitem(last=False)

@@ -1,11 +1,13 @@
-"""Sweep state on both backends: asking (service.sweeps.fill -> db.sweeps.create_trial) from
-several threads at once, max_concurrent, the end of a sweep, the failure streak, tenants."""
+"""Sweep state on both backends: asking (service.sweeps.fill -> db.sweeps.create_trials) from
+several threads at once, max_concurrent, a packing sweep's trials asked together, the end of a
+sweep, the failure streak, tenants."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
 from db import sweeps as db_sweeps
@@ -64,15 +66,98 @@ def test_concurrent_askers_create_exactly_one_next_trial(db_url, session_factory
         assert db_sweeps.sweep_for_worker(session, sweep_id).trials_asked == 1
 
 
-def test_create_trial_refuses_a_taken_number(db_url, session_factory):
+def test_create_trials_refuses_a_taken_number(db_url, session_factory):
     sweep_id = _sweep(session_factory)
-    spec = iris_spec(epochs=3)
+    trial = ({}, iris_spec(epochs=3), "cpu")
     with session_factory() as session:
         sweep = db_sweeps.sweep_for_worker(session, sweep_id)
-        assert db_sweeps.create_trial(session, sweep, 0, params={}, spec=spec, queue="cpu") is not None
+        assert len(db_sweeps.create_trials(session, sweep, 0, [trial])) == 1
         # a second asker that read trials_asked == 0 before the first committed
-        assert db_sweeps.create_trial(session, sweep, 0, params={}, spec=spec, queue="cpu") is None
+        assert db_sweeps.create_trials(session, sweep, 0, [trial, trial]) == []
         assert len(db_sweeps.trials(session, sweep_id)) == 1
+
+
+def _packing(session_factory: Any, n: int) -> str:
+    return _sweep(session_factory, packing=True, max_trials=n, max_concurrent=n,
+                  parameters={"training.optimizer.lr": {"min": 0.001, "max": 0.1, "distribution": "log_uniform"}})
+
+
+def test_a_packing_sweeps_trials_are_asked_in_one_transaction(db_url, session_factory):
+    """All of them queued by one commit, after one read of the trials' states: a worker that
+    claims the first finds every other one queued to pack with it, never a half-asked sweep."""
+    from sqlalchemy import event
+
+    sweep_id = _packing(session_factory, 8)
+    engine = session_factory.kw["bind"]
+    commits, states_read = [], []
+    listeners = (("commit", lambda conn: commits.append(1)),
+                 ("before_cursor_execute", lambda conn, cursor, statement, *rest: states_read.append(1)
+                  if "jobs.stop_reason" in statement and "jobs.params" not in statement else None))
+    for name, fn in listeners:
+        event.listen(engine, name, fn)
+    try:
+        assert sweeps.fill(session_factory, sweep_id, lambda job_id, queue: None) == 8
+    finally:
+        for name, fn in listeners:
+            event.remove(engine, name, fn)
+    assert len(commits) == 1 and len(states_read) == 1
+    rows = _trials(session_factory, sweep_id)
+    assert [r.trial_number for r in rows] == list(range(8)) and {r.status for r in rows} == {"queued"}
+    # Optuna's asks as one at a time would make them: each trial its own draw
+    assert len({r.params["training.optimizer.lr"] for r in rows}) == 8
+
+
+def test_a_packing_sweep_that_fails_mid_ask_has_no_trial(db_url, session_factory):
+    """The transaction fails at its last trial's row (a process killed there, a lost connection):
+    none of its trials exist, the counter has not moved, and the next ask creates them all."""
+    from sqlalchemy import event
+
+    sweep_id = _packing(session_factory, 4)
+    engine = session_factory.kw["bind"]
+    inserted = []
+
+    def fail_at_the_last(conn, cursor, statement, *rest):
+        if statement.lstrip().upper().startswith("INSERT INTO JOBS"):
+            inserted.append(1)
+            if len(inserted) == 4:
+                raise ConnectionError("the connection dropped mid-ask")
+
+    event.listen(engine, "before_cursor_execute", fail_at_the_last)
+    try:
+        with pytest.raises(Exception, match="connection dropped"):
+            sweeps.fill(session_factory, sweep_id, lambda job_id, queue: None)
+    finally:
+        event.remove(engine, "before_cursor_execute", fail_at_the_last)
+    assert len(inserted) == 4 and _trials(session_factory, sweep_id) == []
+    with session_factory() as session:
+        assert db_sweeps.sweep_for_worker(session, sweep_id).trials_asked == 0
+    sent: list[str] = []
+    assert sweeps.fill(session_factory, sweep_id, lambda job_id, queue: sent.append(job_id)) == 4
+    assert sorted(sent) == sorted(r.id for r in _trials(session_factory, sweep_id))
+
+
+def test_a_packing_sweep_asks_no_more_than_its_room(db_url, session_factory):
+    """max_concurrent below max_trials: the first ask fills the room, the next ones wait for it,
+    and concurrent askers never take more than it between them."""
+    sweep_id = _sweep(session_factory, packing=True, max_trials=10, max_concurrent=4)
+    barrier = threading.Barrier(3)
+    counts: list[int] = []
+
+    def ask() -> None:
+        barrier.wait()
+        counts.append(sweeps.fill(session_factory, sweep_id, lambda job_id, queue: None))
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(counts) == [0, 0, 4]
+    _end_trials(session_factory, sweep_id, "succeeded")
+    assert sweeps.fill(session_factory, sweep_id, lambda job_id, queue: None) == 4
+    _end_trials(session_factory, sweep_id, "succeeded")
+    assert sweeps.fill(session_factory, sweep_id, lambda job_id, queue: None) == 2  # max_trials
+    assert [r.trial_number for r in _trials(session_factory, sweep_id)] == list(range(10))
 
 
 def test_fill_holds_max_concurrent_and_the_sweep_ends_after_max_trials(db_url, session_factory):
@@ -94,12 +179,17 @@ def test_fill_holds_max_concurrent_and_the_sweep_ends_after_max_trials(db_url, s
         assert sweep.status == "succeeded" and sweep.finished_at is not None
 
 
-def test_trials_failing_because_of_the_spec_end_the_sweep_failed_after_max_concurrent(db_url, session_factory):
+def _first_two_fail(session_factory: Any, error: str) -> tuple[str, int]:
+    """A sweep's first 2 trials (max_concurrent) fail with `error`: (its id, what the next fill asked)."""
     sweep_id = _sweep(session_factory, max_concurrent=2, max_trials=10)
-    send = lambda job_id, queue: None  # noqa: E731
-    sweeps.fill(session_factory, sweep_id, send)
-    _end_trials(session_factory, sweep_id, "failed", error="the data set has 4 features, the network expects 5")
-    assert sweeps.fill(session_factory, sweep_id, send) == 0
+    sweeps.fill(session_factory, sweep_id, lambda job_id, queue: None)
+    _end_trials(session_factory, sweep_id, "failed", error=error)
+    return sweep_id, sweeps.fill(session_factory, sweep_id, lambda job_id, queue: None)
+
+
+def test_trials_failing_because_of_the_spec_end_the_sweep_failed_after_max_concurrent(db_url, session_factory):
+    sweep_id, asked = _first_two_fail(session_factory, "the data set has 4 features, the network expects 5")
+    assert asked == 0
     with session_factory() as session:
         sweep = db_sweeps.get_sweep(session, "team-a", sweep_id)
         assert sweep.status == "failed"
@@ -108,11 +198,8 @@ def test_trials_failing_because_of_the_spec_end_the_sweep_failed_after_max_concu
 
 
 def test_a_lost_worker_is_not_the_specs_failure(db_url, session_factory):
-    sweep_id = _sweep(session_factory, max_concurrent=2, max_trials=10)
-    send = lambda job_id, queue: None  # noqa: E731
-    sweeps.fill(session_factory, sweep_id, send)
-    _end_trials(session_factory, sweep_id, "failed", error="worker_lost: the worker stopped responding")
-    assert sweeps.fill(session_factory, sweep_id, send) == 2
+    sweep_id, asked = _first_two_fail(session_factory, "worker_lost: the worker stopped responding")
+    assert asked == 2
     with session_factory() as session:
         assert db_sweeps.sweep_for_worker(session, sweep_id).status == "running"
 

@@ -45,7 +45,7 @@ TRAP = """
 import os, sys, threading
 from db import sweeps
 point, at = os.environ["TRAP_POINT"], int(os.environ["TRAP_AT"])
-create, count, store = sweeps.create_trial, sweeps.count_active, sweeps.create_sweep
+create, count, store = sweeps.create_trials, sweeps.count_active, sweeps.create_sweep
 asking = threading.local()
 
 def stop_here(what):
@@ -58,21 +58,21 @@ def create_sweep(session, **kw):  # the API's POST: stored, nothing asked yet
         stop_here("sweep")
     return sweep
 
-def create_trial(session, sweep, number, **kw):
+def create_trials(session, sweep, number, trials, **kw):
     asking.number = number
     if point == "before" and number >= at:
         stop_here(f"trial {number}")
-    job = create(session, sweep, number, **kw)
-    if point == "after" and job is not None and number >= at:
+    jobs = create(session, sweep, number, trials, **kw)
+    if point == "after" and jobs and number >= at:
         stop_here(f"trial {number}")
-    return job
+    return jobs
 
-def count_active(session, sweep_id):  # create_trial calls it after the counter UPDATE, in its transaction
+def count_active(session, sweep_id):  # create_trials calls it after the counter UPDATE, in its transaction
     if point == "locked" and getattr(asking, "number", -1) >= at:
         stop_here(f"trial {asking.number}")
     return count(session, sweep_id)
 
-sweeps.create_trial, sweeps.count_active, sweeps.create_sweep = create_trial, count_active, create_sweep
+sweeps.create_trials, sweeps.count_active, sweeps.create_sweep = create_trials, count_active, create_sweep
 """
 
 

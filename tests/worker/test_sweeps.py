@@ -75,12 +75,25 @@ def test_a_small_sweep_runs_max_trials_once_each_within_max_concurrent(service):
     assert importance["trials_used"] == 6
 
 
-@pytest.mark.postgres
-@pytest.mark.redis
-def test_asha_prunes_trials_with_a_hopeless_learning_rate(pg_url, redis_url, start_worker, start_api):
+def _one_worker(pg_url: str, redis_url: str, start_worker: Any, start_api: Any,
+                body: dict[str, Any]) -> tuple[httpx.Client, str]:
+    """One worker and the API on PostgreSQL + Redis, and the sweep `body` posted: (client, its id)."""
     env = service_env(pg_url, redis_url)
     start_worker(env)
     http = httpx.Client(base_url=start_api(env), timeout=30)
+    response = http.post("/v1/sweeps", json=body)
+    assert response.status_code == 201, response.text
+    return http, response.json()["id"]
+
+
+def _wait_ended(http: httpx.Client, sweep_id: str, timeout: float) -> None:
+    wait_until(lambda: http.get(f"/v1/sweeps/{sweep_id}").json()["status"] != "running", timeout=timeout,
+               interval=0.2, what="the sweep to end")
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_asha_prunes_trials_with_a_hopeless_learning_rate(pg_url, redis_url, start_worker, start_api):
     # one at a time, so that the rungs are compared in the order the trials ran; lr 1e-6 barely
     # moves the loss, lr 0.05 brings it far down: at the rungs (epochs 2 and 4) the slow ones
     # that come after a fast one are in the bottom half and are pruned
@@ -88,11 +101,8 @@ def test_asha_prunes_trials_with_a_hopeless_learning_rate(pg_url, redis_url, sta
                       parameters={"model.layers.0.units": {"values": [8, 16, 32]},
                                   "training.optimizer.lr": {"values": [0.05, 0.000001]}},
                       pruning={"type": "asha", "min_epochs": 2, "reduction_factor": 2})
-    response = http.post("/v1/sweeps", json=body)
-    assert response.status_code == 201, response.text
-    sweep_id = response.json()["id"]
-    wait_until(lambda: http.get(f"/v1/sweeps/{sweep_id}").json()["status"] != "running", timeout=180,
-               interval=0.2, what="the sweep to end")
+    http, sweep_id = _one_worker(pg_url, redis_url, start_worker, start_api, body)
+    _wait_ended(http, sweep_id, timeout=180)
     trials = http.get(f"/v1/sweeps/{sweep_id}/trials").json()["items"]
     assert len(trials) == 6
     pruned = [t for t in trials if t["stop_reason"] == "pruned"]
@@ -110,12 +120,8 @@ def test_asha_prunes_trials_with_a_hopeless_learning_rate(pg_url, redis_url, sta
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_cancel_stops_queued_and_running_trials_and_asks_no_more(pg_url, redis_url, start_worker, start_api):
-    env = service_env(pg_url, redis_url)
-    start_worker(env)
-    http = httpx.Client(base_url=start_api(env), timeout=30)
-    response = http.post("/v1/sweeps", json=sweep_body(spec=iris_spec(epochs=5000), max_trials=10))
-    assert response.status_code == 201, response.text
-    sweep_id = response.json()["id"]
+    http, sweep_id = _one_worker(pg_url, redis_url, start_worker, start_api,
+                                 sweep_body(spec=iris_spec(epochs=5000), max_trials=10))
     jobs = lambda: http.get("/v1/jobs", params={"sweep": sweep_id}).json()["items"]  # noqa: E731
     wait_until(lambda: any(j["status"] == "running" for j in jobs()), timeout=60, what="a trial to run")
     cancelled = http.post(f"/v1/sweeps/{sweep_id}/cancel").json()
@@ -199,8 +205,7 @@ def test_a_sweep_whose_trials_fail_by_their_spec_ends_failed_after_max_concurren
     response = http.post("/v1/sweeps", json=sweep_body(spec=iris_spec(epochs=5, device="cuda"), max_trials=8))
     assert response.status_code == 201, response.text
     sweep_id = response.json()["id"]
-    wait_until(lambda: http.get(f"/v1/sweeps/{sweep_id}").json()["status"] != "running", timeout=90,
-               interval=0.2, what="the sweep to end")
+    _wait_ended(http, sweep_id, timeout=90)
     sweep = http.get(f"/v1/sweeps/{sweep_id}").json()
     assert sweep["status"] == "failed", sweep
     assert "2 trials in a row failed (max_concurrent=2)" in sweep["error"] and "no CUDA GPU" in sweep["error"]
