@@ -155,7 +155,8 @@ class Tally:
 class SimWorker(threading.Thread):
     """One worker process's database work: its training thread is this thread (claim, flushes,
     finish, and the registry's beat between epochs); the lease thread (worker.lease.Lease) and the
-    reconciler thread (worker.reconciler.start_thread) are the real ones, one each per worker."""
+    reconciler thread (worker.reconciler.start_thread) are the real ones, one each per worker, and
+    so are the claim (worker.claims), the flush's transaction and the release (worker.writes)."""
 
     def __init__(self, index: int, factory: Any, broker: queue.Queue[str], stop: threading.Event, tally: Tally,
                  settings: Any, epoch_seconds: float):
@@ -232,24 +233,11 @@ class SimWorker(threading.Thread):
         finally:
             self.lease.stop()
 
-    def hand_back(self, job_id: str, attempt: int, epoch: int, by: str) -> None:
-        """worker.runner.release for a preemption: queued again (a `preempted` event naming `by`)
-        and re-sent; this worker then takes its next message, whose claim picks `by`."""
-        from db import attempts as db_attempts
-        from db.sending import mark_enqueued
-
-        self.lease.leave(job_id)
-        with self.factory() as s:
-            db_attempts.release(s, job_id, attempt, preempted_by=by, after_epoch=epoch)
-        self.broker.put(job_id)
-        with self.factory() as s:
-            mark_enqueued(s, job_id)
-        self.tally.preempted.append(1)
-
     def train(self, job_id: str, attempt: int, epochs: int, after: int) -> None:
         from db import attempts as db_attempts
-        from db.epochs import EpochRecord, Flush, record_epochs
+        from db.epochs import EpochRecord, Flush
         from db.states import Status
+        from worker.writes import hand_back, write_flushes
 
         blob = os.urandom(STATE_BYTES)
         saved_at = time.monotonic()
@@ -266,15 +254,21 @@ class SimWorker(threading.Thread):
             by = self.lease.preempted_by([job_id]) if preemption_ready() and epoch < epochs else None
             checkpoint = checkpoint or by is not None
             began = time.perf_counter()
-            with self.factory() as s:
-                record_epochs(s, [Flush(job_id, attempt, [EpochRecord(metrics)],
-                                        resume=(epoch, blob * 3) if checkpoint else None,
-                                        best=(epoch, metrics, blob) if checkpoint else None)])
+            write_flushes(self.factory, [Flush(job_id, attempt, [EpochRecord(metrics)],
+                                               resume=(epoch, blob * 3) if checkpoint else None,
+                                               best=(epoch, metrics, blob) if checkpoint else None)],
+                          self.lease.mark_lost)
             self.tally.flushes.append(time.perf_counter() - began)
+            if self.lease.is_lost(job_id):  # worker.runner.superseded: another worker owns it now
+                self.tally.errors.append(f"Fenced: job {job_id}: attempt {attempt} was superseded")
+                return
             if checkpoint:
                 saved_at = time.monotonic()
-            if by is not None:
-                self.hand_back(job_id, attempt, epoch, by)
+            if by is not None:  # worker.runner.conclude and release: this worker then claims `by`
+                self.lease.leave(job_id)
+                hand_back(self.factory, self.lease, job_id, attempt, "cpu", self.send, after_epoch=epoch,
+                          preempted_by=by)
+                self.tally.preempted.append(1)
                 return
             self.beat()
             self.tally.epochs.append(time.monotonic() - epoch_began)

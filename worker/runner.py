@@ -18,7 +18,6 @@ from db import attempts as db_attempts
 from db import sweeps as db_sweeps
 from db.epochs import rewind
 from db.fencing import Fenced
-from db.sending import mark_enqueued
 from db.states import Status
 from netfit.engine.checkpoints import TrainingState
 from netfit.engine.errors import DataError, SpecError
@@ -36,6 +35,7 @@ from worker.lease import Lease, shutting_down
 from worker.persist import Member, Persister, checkpoint_bytes
 from worker.prepared import job_data, uploads_dir
 from worker.retry import with_db_retry
+from worker.writes import hand_back
 
 log = logging.getLogger("netfit.worker")
 
@@ -226,17 +226,8 @@ def release(factory: sessionmaker[Session], persister: Persister, m: Member, res
     so far are saved with the state to resume from; the job is queued again and re-sent (a
     preempted job's `preempted` event names the job it made way for)."""
     persister.write([m], checkpoint=True)
-    if m.lease.is_lost(m.job_id):
-        raise Fenced(f"job {m.job_id}: attempt {m.attempt} lost its lease", m.job_id)
-    with_db_retry(lambda s: db_attempts.release(s, m.job_id, m.attempt, preempted_by=preempted_by,
-                                                after_epoch=result.epochs_completed), factory)
-    try:
-        enqueue(m.job_id, m.queue)
-        with_db_retry(lambda s: mark_enqueued(s, m.job_id), factory)
-    except Exception as exc:  # noqa: BLE001 - the reconciler re-sends it
-        log.warning("job %s: released but not re-sent (%s)", m.job_id, exc)
-    log.info("job %s: released after epoch %d (%s)", m.job_id, result.epochs_completed,
-             f"preempted by job {preempted_by}" if preempted_by else "worker shutting down")
+    hand_back(factory, m.lease, m.job_id, m.attempt, m.queue, enqueue, after_epoch=result.epochs_completed,
+              preempted_by=preempted_by)
     return Outcome.RELEASED
 
 
