@@ -347,8 +347,11 @@ class Client:
         target column's name (or target=); integer or text labels are classes, floats a
         regression; Keras' one-hot labels and (N, H, W, C) images are converted. Or x alone: a
         data set id, a Dataset, or a built-in name ("iris", "digits", "mnist", ...).
-        Keywords (Keras' names where the concept is the same): validation_split (0.2),
-        test_data=(x_test, y_test), test_split, epochs, batch_size, optimizer ("adam", a dict or
+        Keywords (Keras' names where the concept is the same): validation_split (0.2: a seeded,
+        stratified share of x, y), validation_data=(x_val, y_val) (the validation set, used as is;
+        not with validation_split), test_data=(x_test, y_test), test_split, epochs, batch_size,
+        shuffle (True: a new seeded order every epoch; False: one order every epoch, x's own when
+        nothing is drawn from x, i.e. with validation_data), optimizer ("adam", a dict or
         a Keras optimizer), learning_rate, weight_decay, loss (Keras or netfit names), task,
         early_stopping (True, a patience or a dict), callbacks ([keras EarlyStopping]),
         preprocess ("standardize", "minmax", "scale" or a dict), target, lr_schedule, grad_clip,

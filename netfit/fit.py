@@ -2,6 +2,7 @@
 
     run = client.fit(model, x_train, y_train, validation_split=0.2, epochs=100, batch_size=32,
                      early_stopping={"patience": 10}, test_data=(x_test, y_test))
+    run = client.fit(model, x_train, y_train, validation_data=(x_val, y_val), shuffle=False)
     run.history["val_loss"]; run.model(); run.predict(x); run.plot()
 
 The model goes through netfit.convert (layer dicts, a spec, Keras, torch); the data is packed
@@ -38,7 +39,7 @@ UPLOAD_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 OPTIONS: dict[str, Any] = {
     "validation_split": None, "validation_data": None, "test_data": None, "test_split": None,
     "epochs": None, "batch_size": None, "optimizer": None, "learning_rate": None, "weight_decay": None,
-    "loss": None, "task": None, "early_stopping": None, "callbacks": None, "shuffle": True,
+    "loss": None, "task": None, "early_stopping": None, "callbacks": None, "shuffle": None,
     "preprocess": None, "target": None, "lr_schedule": None, "grad_clip": None, "label_smoothing": None,
     "seed": None, "device": None, "name": None, "verbose": 1, "wait": True,
 }
@@ -76,6 +77,14 @@ def fit(client: Client, model: Any, x: Any = None, y: Any = None, **options: Any
         spec["preprocess"] = {"features": "scale"}
     if data.has_test or (data.arrays and opts["test_split"] is None and "test" not in base_split):
         spec["split"]["test"] = 0.0  # arrays: as in Keras, a test set is what test_data gives
+    if (not data.arrays and "id" in data.ref and opts["validation_split"] is None and "validation" not in base_split
+            and client.dataset(data.ref["id"]).has_validation_split):
+        spec["split"]["validation"] = 0.0  # an upload with x_val, y_val: that is the validation set
+    split = spec["split"]
+    drawn = split.get("validation", 0.2) > 0 or (split.get("test", 0.2) > 0 and not data.has_test)
+    if spec.get("training", {}).get("shuffle") is False and data.arrays and drawn:
+        data.notes.append("shuffle=False: the batches keep one order every epoch, the order the seeded split leaves "
+                          "(shares are drawn from x); give validation_data (and test_data) to train in x's own order")
     verbose = opts["verbose"]
     if verbose:
         for note in converted.notes + data.notes:
@@ -100,12 +109,12 @@ def _options(given: dict[str, Any]) -> dict[str, Any]:
             hint = f"; did you mean '{guess}'?" if guess else f"; fit() takes {', '.join(OPTIONS)}"
             raise TypeError(f"fit() got an unexpected keyword argument '{key}'{hint}")
     opts = {**OPTIONS, **given}
-    if opts["validation_data"] is not None:
-        raise ValueError("validation_data: netfit draws the validation split from the training data (seeded, "
-                         "stratified); give validation_split (a fraction) instead, or join the arrays and set "
-                         "validation_split to their share")
-    if opts["shuffle"] is not True:
-        raise ValueError("shuffle=False: netfit always shuffles the training split each epoch (seeded by seed)")
+    if opts["validation_data"] is not None and opts["validation_split"] is not None:
+        raise ValueError("validation_data is the validation set; give it or validation_split (a share drawn from "
+                         "x, y), not both")
+    if opts["shuffle"] is not None and not isinstance(opts["shuffle"], bool):
+        raise TypeError(f"shuffle must be True (a new seeded order every epoch) or False (the batches in x's "
+                        f"order), not {opts['shuffle']!r}")
     if opts["verbose"] not in (0, 1, 2):
         raise ValueError(f"verbose must be 0 (silent), 1 (a bar, a live chart in a notebook) or 2 (a line per "
                          f"epoch), not {opts['verbose']!r}")
@@ -119,7 +128,9 @@ def _spec(converted: Converted, opts: dict[str, Any]) -> dict[str, Any]:
     if opts["name"] is not None:
         spec["name"] = opts["name"]
     split = spec.setdefault("split", {})
-    if opts["validation_split"] is not None or "validation" not in split:
+    if opts["validation_data"] is not None:
+        split["validation"] = 0.0  # the given set is the validation set, as in Keras: nothing drawn from x
+    elif opts["validation_split"] is not None or "validation" not in split:
         split["validation"] = 0.2 if opts["validation_split"] is None else opts["validation_split"]
     if opts["test_split"] is not None:
         split["test"] = opts["test_split"]
@@ -127,7 +138,8 @@ def _spec(converted: Converted, opts: dict[str, Any]) -> dict[str, Any]:
         p = opts["preprocess"]
         spec["preprocess"] = {"features": p} if isinstance(p, str) else dict(p)
     training = spec.setdefault("training", {})
-    for key in ("epochs", "batch_size", "task", "lr_schedule", "grad_clip", "label_smoothing", "seed", "device"):
+    for key in ("epochs", "batch_size", "shuffle", "task", "lr_schedule", "grad_clip", "label_smoothing", "seed",
+                "device"):
         if opts[key] is not None:
             training[key] = opts[key]
     if opts["loss"] is not None:
@@ -229,6 +241,7 @@ def _validate(spec: dict[str, Any]) -> None:
 class _Data:
     def __init__(self, ref: dict[str, Any]):
         self.ref, self.uploaded_bytes, self.scaled, self.has_test, self.notes = ref, 0, False, False, []
+        self.has_validation = False
         self.arrays = False  # arrays given (not a data set's name)
 
 
@@ -238,8 +251,9 @@ def _data(client: Client, x: Any, y: Any, opts: dict[str, Any], converted: Conve
     if isinstance(x, Dataset):
         x = x.id
     if isinstance(x, str):
-        if y is not None or opts["test_data"] is not None:
-            raise ValueError(f"x names a data set ({x!r}): give no y or test_data with it")
+        if y is not None or opts["test_data"] is not None or opts["validation_data"] is not None:
+            raise ValueError(f"x names a data set ({x!r}): give no y, test_data or validation_data with it (upload "
+                             "x_val, y_val in its .npz to give it a validation set)")
         builtins = BuiltinName.__args__  # type: ignore[attr-defined]
         return _Data({"builtin": x} if x in builtins else {"id": x})
     if x is None and converted.spec and converted.spec.get("dataset"):
@@ -248,14 +262,23 @@ def _data(client: Client, x: Any, y: Any, opts: dict[str, Any], converted: Conve
         raise TypeError("fit() needs data: arrays x and y, a DataFrame with target=, or a data set id or "
                         "built-in name (e.g. 'iris')")
     x, y = _arrays(x, y, opts["target"], "x", "y", converted)
-    x_test = y_test = None
-    if opts["test_data"] is not None:
-        try:
-            tx, ty = opts["test_data"]
-        except (TypeError, ValueError):
-            raise ValueError("test_data must be a pair (x_test, y_test)") from None
-        x_test, y_test = _arrays(tx, ty, opts["target"], "test_data[0]", "test_data[1]", converted)
-    return _upload(client, x, y, x_test, y_test, opts["name"], features)
+    held = {}
+    for key, names in (("test_data", ("x_test", "y_test")), ("validation_data", ("x_val", "y_val"))):
+        if opts[key] is not None:
+            held[key] = _arrays(*_pair(opts[key], key, names), opts["target"], f"{key}[0]", f"{key}[1]", converted)
+    x_val, y_val = held.get("validation_data", (None, None))
+    return _upload(client, x, y, *held.get("test_data", (None, None)), opts["name"], features, x_val, y_val)
+
+
+def _pair(value: Any, key: str, names: tuple[str, str]) -> tuple[Any, Any]:
+    """(x, y) of test_data or validation_data: a tuple or list of two, as Keras takes them."""
+    if isinstance(value, (tuple, list)) and len(value) == 3 and key == "validation_data":
+        raise ValueError(f"{key}: Keras' sample weights (a third item) are not carried; netfit weighs every sample "
+                         f"alike: give ({names[0]}, {names[1]})")
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        what = f"a {type(value).__name__}" + (f" of {len(value)}" if isinstance(value, (tuple, list)) else "")
+        raise ValueError(f"{key} must be a pair ({names[0]}, {names[1]}), not {what}")
+    return value[0], value[1]
 
 
 def _arrays(x: Any, y: Any, target: str | None, xname: str, yname: str, converted: Converted):
@@ -322,24 +345,28 @@ def as_uint8(x: Any):
     return None
 
 
-def _upload(client: Client, x, y, x_test, y_test, name: str | None, features: str) -> _Data:
-    import numpy as np
-
+def _upload(client: Client, x, y, x_test, y_test, name: str | None, features: str, x_val=None, y_val=None) -> _Data:
     from netfit.engine.arrays import checked, content_sha256
+    from netfit.engine.formats import npz_arrays
 
-    raw = checked(x, y, x_test, y_test, names=("x", "y", "test_data[0]", "test_data[1]"))
+    # a DataError (a ValueError) names the array: x, y, test_data[i], validation_data[i]
+    raw = checked(x, y, x_test, y_test, names=("x", "y", "test_data[0]", "test_data[1]"), x_val=x_val, y_val=y_val,
+                  val_names=("validation_data[0]", "validation_data[1]"))
     notes: list[str] = []
     scaled = False
     if features in ("none", "standardize", "minmax"):  # scale-free, or made "scale" below
-        codes = as_uint8(raw.x)
-        codes_test = None if raw.x_test is None else as_uint8(raw.x_test)
-        if codes is not None and (raw.x_test is None or codes_test is not None):
-            raw.x, raw.x_test, scaled = codes, codes_test, True
+        parts = [key for key in ("x", "x_val", "x_test") if getattr(raw, key) is not None]
+        codes = {key: as_uint8(getattr(raw, key)) for key in parts}
+        if all(c is not None for c in codes.values()):  # every part, or the units would differ between them
+            for key, c in codes.items():
+                setattr(raw, key, c)
+            scaled = True
             notes.append("x is exactly k/255: sent as uint8, divided by 255 in training (preprocess 'scale')")
     digest = content_sha256(raw)
     out = _Data({})
     out.arrays = True
     out.scaled, out.has_test, out.notes = scaled, raw.x_test is not None, notes
+    out.has_validation = raw.x_val is not None
     if scaled and features != "none":
         out.notes[-1] = f"x is exactly k/255: sent as uint8 ({features} gives the same features)"
     found = client.datasets(sha256=digest)
@@ -347,13 +374,10 @@ def _upload(client: Client, x, y, x_test, y_test, name: str | None, features: st
         out.ref = {"id": found[0].id}
         out.notes.append(f"these arrays are already on the service (data set {found[0].id}): nothing uploaded")
         return out
-    arrays = {"x": raw.x, "y": raw.y}
-    if raw.x_test is not None:
-        arrays = {"x_train": raw.x, "y_train": raw.y, "x_test": raw.x_test, "y_test": raw.y_test}
-    if raw.classes is not None:
-        arrays["classes"] = np.array(raw.classes, dtype=str)
+    import numpy as np
+
     buffer = io.BytesIO()  # in memory: no file for the caller to find or clean up
-    np.savez_compressed(buffer, **arrays)
+    np.savez_compressed(buffer, **npz_arrays(raw))
     try:
         response = client._request("POST", "/v1/datasets", data={"name": name or "fit arrays"},
                                    files={"file": ("arrays.npz", buffer.getvalue(), "application/octet-stream")},

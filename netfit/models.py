@@ -190,6 +190,7 @@ class Dataset(Wire):
     task: str
     n_classes: int | None = None
     has_test_split: bool = False
+    has_validation_split: bool = False  # x_val, y_val given: the jobs' validation set, used as is
     size_bytes: int
     sha256: str
     created_at: datetime

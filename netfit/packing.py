@@ -11,7 +11,7 @@ from netfit.spec import JobSpec
 from netfit.spec_graph import expand
 
 # the numbers a member may have of its own: none of them changes a tensor's shape
-MEMBER_TRAINING = ("epochs", "lr_schedule", "grad_clip", "label_smoothing", "early_stopping", "seed")
+MEMBER_TRAINING = ("epochs", "lr_schedule", "grad_clip", "label_smoothing", "early_stopping", "seed", "shuffle")
 MEMBER_OPTIMIZER = ("lr", "weight_decay", "momentum", "nesterov", "betas")
 # the same, as sweep parameter paths (what a 422 tells a user may vary in a packing sweep)
 MEMBER_PATHS = (*(f"training.{n}" for n in MEMBER_TRAINING), *(f"training.optimizer.{n}" for n in MEMBER_OPTIMIZER),

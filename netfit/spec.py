@@ -138,7 +138,9 @@ class DatasetRef(Strict):
 
 
 class Split(Strict):
-    validation: float = Field(0.2, ge=0, lt=0.9)
+    validation: float = Field(0.2, ge=0, lt=0.9, description=(
+        "the share of the training data held out (seeded, stratified) to validate on after every epoch; 0: none. "
+        "A data set that brings its own validation set (x_val, y_val) is validated on that, as is: set this to 0"))
     test: float = Field(0.2, ge=0, lt=0.9)
     stratify: bool = True
     seed: int = Field(0, ge=0, le=2**32 - 1)
@@ -493,6 +495,10 @@ class Training(Strict):
     loss: Loss | None = None  # default: from the task
     epochs: int = Field(100, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(32, ge=1, le=65_536)
+    shuffle: bool = Field(True, description=(
+        "true: the training split's samples in a new order every epoch (seeded by seed); false: in one order every "
+        "epoch (as Keras' shuffle=False): the data set's own when nothing is drawn from it (a given validation and "
+        "test set, or shares of 0), else the order the seeded split leaves"))
     optimizer: Optimizer = Optimizer()
     lr_schedule: LRSchedule | None = None
     grad_clip: float | None = Field(None, gt=0, le=1e6)

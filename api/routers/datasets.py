@@ -43,7 +43,7 @@ def _format(filename: str) -> str:
                                                                          dataset_id="$response.body#/id")}},
                         **errors(400, 413, 415)})
 def upload_dataset(
-    file: Annotated[UploadFile, File(description="a .csv (header row) or .npz (x, y / x_train, y_train, x_test, y_test)")],
+    file: Annotated[UploadFile, File(description="a .csv (header row) or .npz (x, y / x_train, y_train, optional x_val, y_val: the validation set, used as is, and x_test, y_test: the test set)")],
     session: SessionDep, tenant: PrincipalDep, settings: SettingsDep,
     name: Annotated[str | None, Form(max_length=200)] = None,
     target: Annotated[str | None, Form(max_length=200, description="CSV: the label column (default: the last; the reply names the one used and its classes)")] = None,
@@ -75,6 +75,7 @@ def upload_dataset(
         session, tenant=tenant, name=name or PurePath(filename).stem, format=fmt, data=canonical,
         n_samples=signature.n_samples, input_shape=list(signature.input_shape), task=signature.task,
         n_classes=signature.n_classes, has_test_split=signature.has_test_split, sha256=content_sha256(raw),
+        has_validation_split=signature.has_validation_split,
     )
     reply = Dataset.model_validate(row, from_attributes=True)
     if fmt == "csv":  # say which column became the label: a forgotten `target` silently took the last

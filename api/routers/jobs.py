@@ -85,11 +85,19 @@ def validate_spec(session: Session, settings: Settings, tenant: str, spec: JobSp
             raise invalid(detail, "the job spec is invalid")
         if row.task == "classification":  # the row holds all a classifier's signature needs
             stored = DataSignature(tuple(row.input_shape), "classification", row.n_classes, 1, row.n_samples,
-                                   row.has_test_split)
+                                   row.has_test_split, has_validation_split=row.has_validation_split)
         else:  # the row does not record how many targets a regression set has: read it
             uploaded = db_datasets.dataset_bytes(session, tenant, spec.dataset.id)
     try:
-        return summarize(spec, signature_of(spec, uploaded, stored))
+        signature = signature_of(spec, uploaded, stored)
+        if signature.has_validation_split and spec.split.validation > 0:
+            # one validation set, and the spec says which: a share drawn from the training data, or none
+            # (the given set is used) - never a silent choice between the two
+            raise SpecError.at(["split", "validation"], f"data set '{spec.dataset.id}' brings its own validation set "
+                               f"(x_val, y_val), which is used as is; set split.validation to 0 (it is "
+                               f"{spec.split.validation:g}, a share to draw from the training data), or upload the "
+                               "data set without x_val, y_val to draw one")
+        return summarize(spec, signature)
     except SpecError as exc:
         details = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", str(exc))} for e in exc.errors]
         raise invalid(details, "the job spec is invalid") from None

@@ -18,13 +18,13 @@ from netfit.spec import JobSpec
 from .arrays import DataSignature, RawArrays, checked, describe
 from .downloads import Downloads
 from .errors import DataError
-from .formats import from_npz_bytes, read_upload, to_npz_bytes
+from .formats import from_npz_bytes, npz_arrays, read_upload, to_npz_bytes
 from .preprocessing import apply_preprocessing, fit_preprocessing
 from .sources import load_raw, signature_of
 from .splits import train_test_split
 
 __all__ = ["DataSignature", "Downloads", "PreparedData", "RawArrays", "Split", "apply_preprocessing", "describe",
-           "fit_preprocessing", "from_npz_bytes", "load_data", "load_raw", "read_upload", "signature_of",
+           "fit_preprocessing", "from_npz_bytes", "load_data", "npz_arrays", "load_raw", "read_upload", "signature_of",
            "to_npz_bytes"]
 
 
@@ -63,7 +63,7 @@ def load_data(spec: JobSpec, uploaded: bytes | None = None, raw: RawArrays | Non
     if raw.classes is None and raw.y.dtype.kind in "biuUS":
         # labels not yet encoded (arrays built by hand): the one rule every upload follows, so
         # integer labels are classes here too
-        raw = checked(raw.x, raw.y, raw.x_test, raw.y_test)
+        raw = checked(raw.x, raw.y, raw.x_test, raw.y_test, x_val=raw.x_val, y_val=raw.y_val)
     signature = describe(raw)
     sp = spec.split
     stratify = sp.stratify and raw.classes is not None
@@ -76,7 +76,9 @@ def load_data(spec: JobSpec, uploaded: bytes | None = None, raw: RawArrays | Non
     else:
         test = None
     val = None
-    if sp.validation > 0:
+    if raw.x_val is not None:  # a given validation set is used as is (the API refuses split.validation > 0 with it)
+        val = (raw.x_val, raw.y_val)
+    elif sp.validation > 0:
         x, x_va, y, y_va = _split_off(x, y, sp.validation, n, stratify, sp.seed)
         val = (x_va, y_va)
     prep = fit_preprocessing(x, spec.preprocess.features)

@@ -34,6 +34,13 @@ POLL_SECONDS = 2.0  # how often should_stop() is asked inside an epoch (a clock 
 GRAD_SAMPLES = 32
 
 
+def epoch_order(n: int, shuffle: bool, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """The training samples' order for one epoch: a permutation drawn from `generator`, or, with
+    shuffle off, the data's own order (the generator untouched). The packed trainer uses it too."""
+    if shuffle:
+        return torch.randperm(n, device=device, generator=generator)
+    return torch.arange(n, device=device)
+
 def fit(
     spec: JobSpec,
     data: PreparedData,
@@ -92,13 +99,13 @@ def fit(
         began = time.perf_counter()
         lr = run.lr
 
-        # ---- train: one shuffle, then slices of it. The train metrics are running means over the
+        # ---- train: one shuffle (or the data's order), then slices of it. The train metrics are running means over the
         # epoch's batches, as Keras and Lightning report them, not a second pass over the data.
         model.train()
         sums = zeros(names, dev)
         if stats is not None:
             stats.start_epoch()
-        perm = torch.randperm(n, device=dev, generator=shuffle)
+        perm = epoch_order(n, cfg.shuffle, shuffle, dev)
         for i in range(0, n, bs):
             idx = perm[i : i + bs]
             xb, yb = x[idx], y[idx]

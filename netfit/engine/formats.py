@@ -28,7 +28,9 @@ MAGIC = ((b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"), (b"\x1f\x8b", "gzip"), 
          (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\x93NUMPY", "npy"),
          (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
 PICKLE_PROTOCOLS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
-NPZ_LAYOUTS = ({"x", "y"}, {"x_train", "y_train"}, {"x_train", "y_train", "x_test", "y_test"})
+NPZ_LAYOUTS = ({"x", "y"}, {"x_train", "y_train"}, {"x_train", "y_train", "x_test", "y_test"},
+               {"x_train", "y_train", "x_val", "y_val"}, {"x_train", "y_train", "x_val", "y_val", "x_test", "y_test"})
+NPZ_LAYOUT_TEXT = "x, y or x_train, y_train (+ x_val, y_val: a validation set; + x_test, y_test: a test set)"
 # an .npz is a zip: its members' declared sizes are checked before any is inflated
 MAX_NPZ_BYTES = 512 * 2**20
 # a CSV is parsed cell by cell in Python; bigger tables travel as .npz
@@ -77,7 +79,8 @@ def _read_npz(content: bytes, filename: str) -> RawArrays:
     if "x" in arrays:
         return checked(arrays["x"], arrays["y"], classes=classes)
     return checked(*(arrays.get(k) for k in ("x_train", "y_train", "x_test", "y_test")), classes,
-                names=("array 'x_train'", "array 'y_train'", "array 'x_test'", "array 'y_test'"))
+                   names=("array 'x_train'", "array 'y_train'", "array 'x_test'", "array 'y_test'"),
+                   x_val=arrays.get("x_val"), y_val=arrays.get("y_val"), val_names=("array 'x_val'", "array 'y_val'"))
 
 
 def _npz_arrays(archive: zipfile.ZipFile, filename: str) -> dict[str, np.ndarray]:
@@ -92,9 +95,17 @@ def _npz_arrays(archive: zipfile.ZipFile, filename: str) -> dict[str, np.ndarray
                         f"{MAX_NPZ_BYTES:,}; upload fewer samples or a smaller dtype (uint8 images)")
     keys = {m.filename[:-4] for m in members} - {"classes"}
     if keys not in NPZ_LAYOUTS:  # before reading any: a zip of a million members is read no further
-        raise DataError(f"'{filename}' holds arrays {sorted(keys)[:10]}; expected x, y or x_train, y_train "
-                        "(+ x_test, y_test)")
+        raise DataError(f"'{filename}' holds arrays {sorted(keys)[:10]}{_layout_hint(keys)}; "
+                        f"expected {NPZ_LAYOUT_TEXT}")
     return {m.filename[:-4]: _read_npy(archive, m, filename) for m in members}
+
+
+def _layout_hint(keys: set[str]) -> str:
+    """What is missing or out of place, when the arrays are close to a layout."""
+    if "x" in keys and keys & {"x_val", "y_val", "x_test", "y_test"}:
+        return " (with a validation or test set, name the training arrays x_train, y_train, not x, y)"
+    missing = sorted(min((layout - keys for layout in NPZ_LAYOUTS if keys < layout), key=len, default=set()))
+    return f" (missing {', '.join(missing)})" if missing else ""
 
 
 def _read_npy(archive: zipfile.ZipFile, member: zipfile.ZipInfo, filename: str) -> np.ndarray:
@@ -216,12 +227,21 @@ def _label_array(labels: list[str]) -> np.ndarray:
     return np.array(labels)
 
 
-def to_npz_bytes(raw: RawArrays) -> bytes:
+def npz_arrays(raw: RawArrays) -> dict[str, np.ndarray]:
+    """The arrays of an .npz of this data set: x, y alone, else the train/val/test layout."""
     arrays = {"x": raw.x, "y": raw.y}
-    if raw.x_test is not None:
-        arrays = {"x_train": raw.x, "y_train": raw.y, "x_test": raw.x_test, "y_test": raw.y_test}
+    if raw.x_test is not None or raw.x_val is not None:
+        arrays = {"x_train": raw.x, "y_train": raw.y}
+        for key in ("x_val", "y_val", "x_test", "y_test"):
+            if getattr(raw, key) is not None:
+                arrays[key] = getattr(raw, key)
     if raw.classes is not None:
         arrays["classes"] = np.array(raw.classes, dtype=str)
+    return arrays
+
+
+def to_npz_bytes(raw: RawArrays) -> bytes:
+    arrays = npz_arrays(raw)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return buf.getvalue()

@@ -279,8 +279,8 @@ def _check_output(spec: JobSpec, signature: DataSignature, traced: list[_Traced]
                        "use sigmoid (or nothing; the loss applies it) for a binary task"})
 
 
-def _check_monitors(spec: JobSpec, head: Head, errors: list[dict]) -> None:
-    recorded = list(metric_names(head.task, validation=spec.split.validation > 0))
+def _check_monitors(spec: JobSpec, signature: DataSignature, head: Head, errors: list[dict]) -> None:
+    recorded = list(metric_names(head.task, validation=spec.split.validation > 0 or signature.has_validation_split))
     for field in ("early_stopping", "lr_schedule"):
         name = getattr(getattr(spec.training, field), "monitor", None)
         if name is not None and name not in recorded:
@@ -297,7 +297,7 @@ def _check(spec: JobSpec, signature: DataSignature, monitors: bool = False) -> t
     if traced is not None and head is not None:
         _check_output(spec, signature, traced, head, errors)
     if head is not None and monitors:
-        _check_monitors(spec, head, errors)
+        _check_monitors(spec, signature, head, errors)
     total = sum(t.params for t in traced or [])
     if total > MAX_PARAMS:
         errors.append({"loc": ["model", "layers"], "msg": f"the network has {total:,} parameters, more than the "

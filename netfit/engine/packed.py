@@ -47,7 +47,7 @@ from netfit.spec import JobSpec
 
 from .checkpoints import TrainingState, capture_rng, cpu_copy
 from .data import PreparedData
-from .fit import POLL_SECONDS, FitCallbacks, FitResult, resolve_device
+from .fit import POLL_SECONDS, FitCallbacks, FitResult, epoch_order, resolve_device
 from .graph import Add, Concat, GraphNet
 from .layers import Plan, Reshape, build_model, check
 from .losses import EVAL_BATCH, means, member_hits, member_losses, metric_names, split_metrics, to_device
@@ -427,8 +427,8 @@ def fit_packed(
         k_members = len(members)
         generators = [m.dropout for m in members] if exact_dropout else None
 
-        # ---- train: member k's batches are the slices of its own shuffle, as in fit()
-        perms = torch.stack([torch.randperm(n, device=dev, generator=m.shuffle) for m in members])
+        # ---- train: member k's batches are the slices of its own shuffle (or the data's order), as in fit()
+        perms = torch.stack([epoch_order(n, m.spec.training.shuffle, m.shuffle, dev) for m in members])
         sums = torch.zeros(k_members, len(names.batch), device=dev)
         smoothing = [m.spec.training.label_smoothing for m in members]
         for i in range(0, n, bs):

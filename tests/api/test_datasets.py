@@ -105,3 +105,44 @@ def test_unknown_dataset_id_in_a_spec_is_422(client):
     spec["dataset"] = {"id": "missing"}
     body = assert_error_body(client.post("/v1/jobs", json=spec), 422, "invalid")
     assert body["details"][0]["loc"] == ["dataset", "id"]
+
+
+def test_an_npz_with_its_own_validation_set_is_the_jobs_validation_set(client):
+    rng = np.random.default_rng(3)
+    arrays = {"x_train": rng.normal(size=(40, 4)), "y_train": np.arange(40) % 3,
+              "x_val": rng.normal(size=(10, 4)), "y_val": np.arange(10) % 3}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays, x_test=rng.normal(size=(6, 4)), y_test=np.arange(6) % 3)
+    response = client.post("/v1/datasets", files={"file": ("given.npz", buf.getvalue())})
+    assert response.status_code == 201, response.text
+    ds = response.json()
+    assert ds["has_validation_split"] and ds["has_test_split"] and ds["n_samples"] == 56
+    assert client.get(f"/v1/datasets/{ds['id']}").json()["has_validation_split"]
+    net = ({"type": "linear", "units": 8}, {"type": "relu"}, {"type": "linear", "units": 3})
+    # one validation set: a spec that would also draw a share from the training data is told so
+    spec = job_on(ds["id"], *net)
+    spec["split"]["validation"] = 0.2
+    body = assert_error_body(client.post("/v1/jobs", json=spec), 422, "invalid")
+    assert body["details"][0]["loc"] == ["split", "validation"]
+    assert "its own validation set (x_val, y_val)" in body["message"] and "set split.validation to 0" in body["message"]
+    # with split.validation 0 it trains on the given set, early stopping on its val_loss included
+    spec["split"]["validation"] = 0
+    spec["training"]["early_stopping"] = {"monitor": "val_loss", "patience": 3}
+    assert client.post("/v1/jobs", json=spec).status_code == 201
+    # without any validation set, a val_ monitor stays refused
+    plain = upload_npz(client, x=arrays["x_train"], y=arrays["y_train"])
+    spec["dataset"] = {"id": plain}
+    body = assert_error_body(client.post("/v1/jobs", json=spec), 422, "invalid")
+    assert body["details"][0]["loc"] == ["training", "early_stopping", "monitor"]
+
+
+def test_an_npz_validation_set_without_training_arrays_names_what_is_missing(client):
+    buf = io.BytesIO()
+    np.savez(buf, x_val=np.zeros((4, 2)), y_val=np.arange(4) % 2)
+    body = assert_error_body(client.post("/v1/datasets", files={"file": ("val.npz", buf.getvalue())}), 422, "invalid")
+    assert body["details"][0]["loc"] == ["file"] and "missing x_train, y_train" in body["message"]
+    buf = io.BytesIO()
+    np.savez(buf, x_train=np.zeros((4, 2)), y_train=np.arange(4) % 2, x_val=np.zeros((3, 2)), y_val=np.arange(2))
+    body = assert_error_body(client.post("/v1/datasets", files={"file": ("val.npz", buf.getvalue())}), 422, "invalid")
+    assert "array 'x_val' has 3 samples but array 'y_val' has 2" in body["message"]
+    assert client.get("/v1/datasets").json()["items"] == []

@@ -76,3 +76,32 @@ def test_0003_downgrades_and_upgrades_a_database_with_jobs(db_url):
         assert "sweeps" in inspect(conn).get_table_names()
         assert "ix_jobs_sweep_status" in {i["name"] for i in inspect(conn).get_indexes("jobs")}
     engine.dispose()
+
+
+def test_0008_gives_earlier_uploads_no_validation_set(db_url):
+    """An upload stored before 0008 (no has_validation_split column) reads back, after the
+    upgrade, as one without a given validation set; a new one records it."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from db import datasets
+    from db.migrate import config
+    from db.session import make_session_factory
+
+    command.downgrade(config(db_url), "0007")
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert "has_validation_split" not in {c["name"] for c in inspect(conn).get_columns("datasets")}
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO datasets (id, tenant, name, format, data, n_samples, input_shape, task, "
+                          "n_classes, has_test_split, size, sha256, created_at) VALUES ('old', 'team-a', 'old', 'npz', "
+                          ":data, 4, '[2]', 'classification', 2, false, 1, :sha, :at)"),
+                     {"data": b"x", "sha": "0" * 64, "at": "2026-12-01 00:00:00"})
+    upgrade(db_url)
+    with make_session_factory(engine)() as session:
+        assert datasets.get_dataset(session, "team-a", "old").has_validation_split is False
+        new = datasets.create_dataset(session, tenant="team-a", name="new", format="npz", data=b"y", n_samples=6,
+                                      input_shape=[2], task="classification", n_classes=2, has_test_split=False,
+                                      has_validation_split=True)
+        assert datasets.get_dataset(session, "team-a", new.id).has_validation_split is True
+    engine.dispose()

@@ -106,14 +106,77 @@ def test_wrong_keywords_and_networks_fail_before_anything_is_uploaded(client: Cl
         client.fit(IRIS_NET, x, y, validaton_split=0.1)
     with pytest.raises(TypeError, match="class_weight"):
         client.fit(IRIS_NET, x, y, class_weight={0: 1})
-    with pytest.raises(ValueError, match="validation_split"):
-        client.fit(IRIS_NET, x, y, validation_data=(x, y))
+    with pytest.raises(ValueError, match="give it or validation_split .a share drawn from x, y., not both"):
+        client.fit(IRIS_NET, x, y, validation_data=(x, y), validation_split=0.1)
     lstm = keras.Sequential([keras.Input((4, 1)), keras.layers.LSTM(3), keras.layers.Dense(3)])
     with pytest.raises(ConversionError, match="LSTM"):
         client.fit(lstm, x, y)
     with pytest.raises(ValueError, match="units"):
         client.fit([{"type": "dense", "units": 0}], x, y)
     assert len(client.datasets()) == before
+
+
+def test_bad_validation_data_or_shuffle_is_refused_before_anything_is_uploaded(client: Client, iris):
+    x, y = iris
+    before = len(client.datasets())
+    with pytest.raises(ValueError, match="give it or validation_split .a share drawn from x, y., not both"):
+        client.fit(IRIS_NET, x, y, validation_data=(x, y), validation_split=0.1)
+    with pytest.raises(ValueError, match=r"validation_data must be a pair \(x_val, y_val\), not a ndarray"):
+        client.fit(IRIS_NET, x, y, validation_data=x)
+    with pytest.raises(ValueError, match=r"validation_data must be a pair \(x_val, y_val\), not a list of 1"):
+        client.fit(IRIS_NET, x, y, validation_data=[x])
+    with pytest.raises(ValueError, match="validation_data: Keras' sample weights"):
+        client.fit(IRIS_NET, x, y, validation_data=(x, y, np.ones(len(y))))
+    with pytest.raises(ValueError, match=r"validation_data\[0\] samples have shape \(3,\) but x samples \(4,\)"):
+        client.fit(IRIS_NET, x, y, validation_data=(x[:, :3], y))
+    with pytest.raises(ValueError, match=r"validation_data\[0\] has 150 samples but validation_data\[1\] has 149"):
+        client.fit(IRIS_NET, x, y, validation_data=(x, y[1:]))
+    with pytest.raises(ValueError, match="x names a data set .'iris'.: give no y, test_data or validation_data"):
+        client.fit(IRIS_NET, "iris", validation_data=(x, y))
+    with pytest.raises(TypeError, match="shuffle must be True .* or False"):
+        client.fit(IRIS_NET, x, y, shuffle="batch")
+    assert len(client.datasets()) == before
+
+
+def test_validation_data_is_the_validation_set_as_given(client: Client, iris):
+    x, y = iris
+    order = np.random.default_rng().permutation(len(y))  # content this session has not uploaded
+    x_train, y_train, x_val, y_val = x[order[:110]], y[order[:110]], x[order[110:]], y[order[110:]]
+    run = client.fit(IRIS_NET, x_train, y_train, validation_data=(x_val, y_val), epochs=6, batch_size=16,
+                     learning_rate=0.02, early_stopping={"monitor": "val_loss", "patience": 10}, seed=3, verbose=0)
+    assert run.job.status == "succeeded", run.job.error
+    dataset = client.dataset(run.dataset_id)
+    assert dataset.has_validation_split and not dataset.has_test_split and dataset.n_samples == 150
+    assert run.job.spec["split"]["validation"] == 0.0 and run.job.spec["split"]["test"] == 0.0
+    # the val metrics are those of exactly the arrays given: recomputed from the best checkpoint
+    best = run.job.best_epoch
+    probabilities = run.predict(x_val, checkpoint="best")
+    val_loss = -np.log(probabilities[np.arange(len(y_val)), y_val]).mean()
+    assert val_loss == pytest.approx(run.history["val_loss"][best - 1], rel=1e-4)
+    assert (probabilities.argmax(1) == y_val).mean() == pytest.approx(run.history["val_accuracy"][best - 1])
+    # the data set by its id: its own validation set again, nothing drawn
+    again = client.fit(IRIS_NET, run.dataset_id, epochs=1, verbose=0)
+    assert again.job.status == "succeeded" and again.job.spec["split"]["validation"] == 0.0 and again.history["val_loss"]
+
+
+def test_shuffle_false_trains_on_the_batches_in_the_order_given(client: Client, iris):
+    import torch
+
+    x, y = iris
+    order = np.random.default_rng().permutation(len(y))
+    x_train, y_train, x_val, y_val = x[order[:120]], y[order[:120]], x[order[120:]], y[order[120:]]
+    common = dict(validation_data=(x_val, y_val), epochs=2, batch_size=16, learning_rate=0.02, seed=7, verbose=0,
+                  device="cpu")
+    shuffled = client.fit(IRIS_NET, x_train, y_train, **common)
+    # the order the shuffled run's first epoch draws (its CPU generator, seeded by the seed), given as x's order
+    first = torch.randperm(120, generator=torch.Generator().manual_seed(7)).numpy()
+    in_order = client.fit(IRIS_NET, x_train[first], y_train[first], shuffle=False, **common)
+    assert in_order.job.spec["training"]["shuffle"] is False and shuffled.job.spec["training"].get("shuffle", True)
+    a, b = shuffled.history, in_order.history
+    # epoch 1: the same batches in the same order, so the same numbers; epoch 2: a new order for
+    # the shuffled run only
+    assert [b[k][0] for k in ("loss", "val_loss")] == pytest.approx([a[k][0] for k in ("loss", "val_loss")], rel=1e-5)
+    assert b["loss"][1] != pytest.approx(a["loss"][1], rel=1e-5)
 
 
 @pytest.mark.slow

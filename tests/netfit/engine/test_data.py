@@ -236,3 +236,59 @@ def test_unknown_format_and_missing_upload():
         read_upload(CSV, "flowers.csv.gz")
     with pytest.raises(DataError, match="not supplied"):
         load_data(spec({"id": "gone"}))
+
+
+# --------------------------------------------------------------------------- a given validation set
+
+def test_given_validation_set_is_used_as_is_and_preprocessing_is_fitted_on_train_only():
+    rng = np.random.default_rng(0)
+    x_train, x_val, x_test = rng.normal(3, 2, (40, 3)), rng.normal(size=(9, 3)), rng.normal(size=(7, 3))
+    labels = np.array(["cat", "dog", "owl"])
+    y_train, y_val, y_test = labels[np.arange(40) % 3], labels[[2] * 9], labels[np.arange(7) % 2]
+    s, stored = uploaded(npz(x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test),
+                         "given.npz", split={"validation": 0, "test": 0.5}, preprocess={"features": "standardize"})
+    data = load_data(s, stored)
+    assert data.signature.has_validation_split and data.signature.has_test_split
+    assert data.signature.n_samples == 56 and data.classes == ["cat", "dog", "owl"]
+    assert (len(data.train.x), len(data.val.x), len(data.test.x)) == (40, 9, 7)  # nothing drawn from x_train
+    mean, std = x_train.mean(0), x_train.std(0)  # the training part's, applied to the given parts
+    assert torch.allclose(data.val.x, torch.tensor((x_val - mean) / std, dtype=torch.float32), atol=1e-5)
+    assert data.val.y.tolist() == [2] * 9 and data.test.y.tolist() == [0, 1] * 3 + [0]  # one encoding
+
+
+def test_a_given_validation_set_without_a_test_set_still_draws_the_test_share():
+    rng = np.random.default_rng(1)
+    s, stored = uploaded(npz(x_train=rng.normal(size=(40, 2)), y_train=np.arange(40) % 2, x_val=rng.normal(size=(5, 2)),
+                             y_val=np.arange(5) % 2), "val.npz", split={"validation": 0, "test": 0.25})
+    data = load_data(s, stored)
+    assert (len(data.train.x), len(data.val.x), len(data.test.x)) == (30, 5, 10)
+    assert not data.signature.has_test_split and data.signature.has_validation_split
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x_val": np.zeros((3, 2)), "y_val": np.arange(3) % 2}, r"\['x_val', 'y_val'\] \(missing x_train, y_train\)"),
+    ({"x_train": np.zeros((4, 2)), "y_train": np.arange(4) % 2, "x_val": np.zeros((3, 2))}, r"\(missing y_val\)"),
+    ({"x": np.zeros((4, 2)), "y": np.arange(4) % 2, "x_val": np.zeros((3, 2)), "y_val": np.arange(3) % 2},
+     "name the training arrays x_train, y_train"),
+    ({"x_train": np.zeros((4, 2)), "y_train": np.arange(4) % 2, "x_val": np.zeros((3, 5)), "y_val": np.arange(3) % 2},
+     r"array 'x_val' samples have shape \(5,\) but array 'x_train' samples \(2,\)"),
+    ({"x_train": np.zeros((4, 2)), "y_train": np.arange(4) % 2, "x_val": np.zeros((3, 2)), "y_val": np.arange(2)},
+     "array 'x_val' has 3 samples but array 'y_val' has 2"),
+])
+def test_npz_validation_set_errors_name_the_arrays(arrays, message):
+    with pytest.raises(DataError, match=message):
+        read_upload(npz(**arrays), "d.npz")
+
+
+def test_the_validation_set_is_part_of_the_content_digest_and_survives_storage():
+    from netfit.engine.arrays import content_sha256
+
+    rng = np.random.default_rng(2)
+    x, y, x_val, y_val = rng.normal(size=(20, 2)), np.arange(20) % 2, rng.normal(size=(4, 2)), np.arange(4) % 2
+    with_val = read_upload(npz(x_train=x, y_train=y, x_val=x_val, y_val=y_val), "a.npz")
+    without = read_upload(npz(x=x, y=y), "b.npz")
+    moved = read_upload(npz(x_train=x, y_train=y, x_test=x_val, y_test=y_val), "c.npz")  # the same arrays as a test set
+    assert len({content_sha256(with_val), content_sha256(without), content_sha256(moved)}) == 3
+    again = from_npz_bytes(to_npz_bytes(with_val))
+    assert content_sha256(again) == content_sha256(with_val) and np.array_equal(again.x_val, x_val)
+    assert describe(again).has_validation_split and not describe(without).has_validation_split

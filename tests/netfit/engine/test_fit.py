@@ -267,3 +267,23 @@ def test_lr_schedules_set_each_epochs_lr():
     # demanding a 90% gain each epoch with no patience: every epoch is a plateau, lr falls each time
     plateau = lrs({"type": "reduce_on_plateau", "monitor": "train_loss", "patience": 0, "factor": 0.5, "threshold": 0.9})
     assert plateau == pytest.approx([0.01, 0.01, 0.005, 0.0025, 0.00125, 0.000625])
+
+
+def test_shuffle_off_trains_on_the_batches_in_the_datas_order_every_epoch():
+    import dataclasses
+
+    from tests.netfit.engine.conftest import make_spec as iris_spec
+
+    shuffled = iris_spec(p=None, epochs=2, seed=5)
+    data = load_data(shuffled)
+    # the order the shuffled run's first epoch draws (its generator, seeded by the seed, on the CPU)
+    first = torch.randperm(len(data.train.x), generator=torch.Generator().manual_seed(5))
+    given = dataclasses.replace(data, train=Split(data.train.x[first], data.train.y[first]))
+    in_order = iris_spec(p=None, epochs=2, seed=5, shuffle=False)
+    a, b = fit(shuffled, data).history, fit(in_order, given).history
+    # epoch 1: the same batches, so the same weights and metrics; epoch 2: the shuffled run draws a
+    # new order, the other keeps the one given
+    assert b[0].metrics == pytest.approx(a[0].metrics, rel=1e-6)
+    assert b[1].metrics["train_loss"] != pytest.approx(a[1].metrics["train_loss"], rel=1e-4)
+    # the order given is what it trains on: another order, other numbers
+    assert fit(in_order, data).history[0].metrics["train_loss"] != pytest.approx(a[0].metrics["train_loss"], rel=1e-4)

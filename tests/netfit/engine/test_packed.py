@@ -208,3 +208,14 @@ def test_functional_graph_members_train_as_alone():
     data = load_data(specs[0])
     for spec, result in zip(specs, fit_packed(specs, data)):
         assert_same_run(result, fit(spec, data))
+
+
+def test_a_pack_mixing_shuffle_on_and_off_trains_each_member_as_alone():
+    specs = [make_spec(seed=1, shuffle=False), make_spec(seed=2), make_spec(p=0.3, seed=3, shuffle=False, epochs=6)]
+    assert len({pack_key(s) for s in specs}) == 1  # shuffle is a member's own, as its seed is
+    data = load_data(specs[0])
+    packed = fit_packed(specs, data)
+    for spec, result in zip(specs, packed):
+        assert_same_run(result, fit(spec, data))
+    # shuffle off: the same order every epoch, so not the run that shuffles
+    assert packed[0].history[-1].metrics["train_loss"] != fit(make_spec(seed=1), data).history[-1].metrics["train_loss"]
