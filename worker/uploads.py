@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from netfit.engine.arrays import ARRAY_NAMES
 from netfit.engine.data import RawArrays, from_npz_bytes
 
 log = logging.getLogger(__name__)
 
 KEPT_IN_MEMORY = 2  # each may take hundreds of MB
-ARRAYS = ("x", "y", "x_test", "y_test")
 _kept: OrderedDict[str, RawArrays] = OrderedDict()
 
 
@@ -66,7 +66,7 @@ def _mapped(folder: Path) -> RawArrays | None:
         # copy-on-write maps: the pages are the machine's page cache, shared by its workers,
         # and the arrays are writable to numpy and torch without ever changing the files
         arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="c", allow_pickle=False)
-                  for name in ARRAYS if (folder / f"{name}.npy").exists()}
+                  for name in ARRAY_NAMES if (folder / f"{name}.npy").exists()}
         classes = folder / "classes.npy"
         raw = RawArrays(**arrays, classes=np.load(classes).tolist() if classes.exists() else None)
         os.utime(folder)  # used: the last to be evicted
@@ -79,7 +79,7 @@ def _mapped(folder: Path) -> RawArrays | None:
 
 def _write(raw: RawArrays, cache_dir: Path, sha256: str, limit_bytes: int) -> None:
     def write(folder: Path) -> None:
-        for name in ARRAYS:
+        for name in ARRAY_NAMES:
             if getattr(raw, name) is not None:
                 np.save(folder / f"{name}.npy", getattr(raw, name), allow_pickle=False)
         if raw.classes is not None:

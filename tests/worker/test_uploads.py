@@ -19,7 +19,8 @@ from worker import prepared_files, uploads
 def stored(seed: int, n: int = 50) -> tuple[str, bytes, RawArrays]:
     rng = np.random.default_rng(seed)
     raw = RawArrays(rng.integers(0, 256, (n, 1, 4, 4), dtype=np.uint8), np.arange(n) % 3,
-                    rng.integers(0, 256, (10, 1, 4, 4), dtype=np.uint8), np.arange(10) % 3, ["cat", "dog", "émeu"])
+                    rng.integers(0, 256, (10, 1, 4, 4), dtype=np.uint8), np.arange(10) % 3, ["cat", "dog", "émeu"],
+                    x_val=rng.integers(0, 256, (6, 1, 4, 4), dtype=np.uint8), y_val=np.arange(6) % 3)
     blob = to_npz_bytes(raw)
     return hashlib.sha256(blob).hexdigest(), blob, raw
 
@@ -39,7 +40,7 @@ def test_an_upload_decoded_once_is_mapped_by_the_next_worker_as_it_was(tmp_path:
     uploads._kept.clear()  # another worker of the machine
     mapped = uploads.found(sha, tmp_path)
     assert mapped is not None and mapped.classes == raw.classes
-    for name in uploads.ARRAYS:
+    for name in ("x", "y", "x_val", "y_val", "x_test", "y_test"):  # the given validation set too
         np.testing.assert_array_equal(getattr(mapped, name), getattr(raw, name))
     # a job may scale its copy in place; the cache keeps what was uploaded
     mapped.x[:] = 0
