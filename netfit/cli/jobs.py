@@ -134,9 +134,10 @@ def cmd_datasets_upload(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_datasets_list(client: Client, args: argparse.Namespace) -> int:
-    header = ["id", "name", "format", "samples", "input shape", "task", "classes", "test split", "created"]
+    header = ["id", "name", "format", "samples", "input shape", "task", "classes", "own val/test", "created"]
     rows = ([d.id, d.name, d.format, d.n_samples, d.input_shape, d.task, d.n_classes,
-             "yes" if d.has_test_split else "no", when(d.created_at)]
+             "/".join("yes" if given else "no" for given in (d.has_validation_split, d.has_test_split)),
+             when(d.created_at)]
             for d in client.datasets())
     print(table(header, rows))
     return 0
@@ -182,7 +183,8 @@ def register(command, formatter) -> None:  # see netfit.cli.build_parser
     actions = datasets.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub = actions.add_parser("upload", help="upload a CSV or NPZ", formatter_class=formatter,
                              description="upload a CSV (label column: --target, default the last) or an NPZ "
-                                         "(arrays x,y or x_train,y_train,x_test,y_test)")
+                                         "(arrays x,y or x_train,y_train; with x_val,y_val a validation set of its own, with "
+                                         "x_test,y_test a test set)")
     sub.add_argument("file")
     sub.add_argument("--name", help="a name to show (default the file name)")
     sub.add_argument("--target", help="the CSV column holding the labels (default the last)")
