@@ -103,20 +103,47 @@ def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
+def _migrated_template(admin: Any) -> str:
+    """A database migrated to this checkout's head, named by a hash of the migrations: each
+    test's database is a copy of it (0.1 s, against 1.3 s to run the migrations every time).
+    Created once, under an advisory lock, by whichever test process or run needs it first."""
+    import hashlib
+
+    from sqlalchemy import text
+
+    from db.migrate import upgrade
+
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "db" / "migrations").rglob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    name = f"netfit_template_{digest.hexdigest()[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(4242)"))
+        try:
+            if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first() is None:
+                building = f"{name}_building"
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{building}"'))
+                conn.execute(text(f'CREATE DATABASE "{building}"'))
+                upgrade(f"postgresql+psycopg://postgres@127.0.0.1:5432/{building}")
+                # renamed only once complete: a run killed mid-migration leaves no half template
+                conn.execute(text(f'ALTER DATABASE "{building}" RENAME TO "{name}"'))
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(4242)"))
+    return name
+
+
 @contextmanager
 def fresh_pg_database() -> Iterator[str]:
     """A new, migrated database netfit_test_<random>; dropped (even if in use) at the end."""
     from sqlalchemy import create_engine, text
 
-    from db.migrate import upgrade
-
     name = f"netfit_test_{secrets.token_hex(4)}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    template = _migrated_template(admin)
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     try:
-        upgrade(url)
         yield url
     finally:
         with admin.connect() as conn:
