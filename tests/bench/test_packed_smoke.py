@@ -22,8 +22,8 @@ def test_packed_section_times_both_ways_and_judges_the_goal(tmp_path: Path) -> N
     assert set(values) == {"k8_alone/packed", "k32_alone/packed"}
     assert all(v > 0 and math.isfinite(v) for v in values.values()), values
     conv = figures(summary["sections"]["packed_conv"])
-    assert set(conv) == {"conv_k8_vmap/grouped", *(f"{net}_k{k}_alone/packed" for net in ("two_branch", "mnist_cnn")
-                                                   for k in (8, 32))}, conv
+    # quick: 8 trials of each conv net (32 CNNs one at a time would double the test)
+    assert set(conv) == {"conv_k8_vmap/grouped", "two_branch_k8_alone/packed", "mnist_cnn_k8_alone/packed"}, conv
     assert all(v > 0 and math.isfinite(v) for v in conv.values()), conv
     service = summary["sections"]["packed_service"]
     assert 0 < service["k8_seconds"]["alone"] < 120 and 0 < service["k8_seconds"]["packed"] < 120, service
