@@ -140,7 +140,8 @@ class DatasetRef(Strict):
 class Split(Strict):
     validation: float = Field(0.2, ge=0, lt=0.9, description=(
         "the share of the training data held out (seeded, stratified) to validate on after every epoch; 0: none. "
-        "A data set that brings its own validation set (x_val, y_val) is validated on that, as is: set this to 0"))
+        "A data set that brings its own validation set (x_val, y_val) is validated on that, as is: this is then 0 "
+        "(unset, it becomes 0; a share asked for is refused)"))
     test: float = Field(0.2, ge=0, lt=0.9)
     stratify: bool = True
     seed: int = Field(0, ge=0, le=2**32 - 1)

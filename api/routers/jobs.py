@@ -90,9 +90,10 @@ def validate_spec(session: Session, settings: Settings, tenant: str, spec: JobSp
             uploaded = db_datasets.dataset_bytes(session, tenant, spec.dataset.id)
     try:
         signature = signature_of(spec, uploaded, stored)
+        if signature.has_validation_split and "validation" not in spec.split.model_fields_set:
+            spec.split.validation = 0.0  # not written: the data set's own validation set, and the stored spec says so
         if signature.has_validation_split and spec.split.validation > 0:
-            # one validation set, and the spec says which: a share drawn from the training data, or none
-            # (the given set is used) - never a silent choice between the two
+            # one validation set: a share the user asked to draw is not silently dropped
             raise SpecError.at(["split", "validation"], f"data set '{spec.dataset.id}' brings its own validation set "
                                f"(x_val, y_val), which is used as is; set split.validation to 0 (it is "
                                f"{spec.split.validation:g}, a share to draw from the training data), or upload the "

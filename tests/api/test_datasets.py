@@ -134,6 +134,12 @@ def test_an_npz_with_its_own_validation_set_is_the_jobs_validation_set(client):
     spec["dataset"] = {"id": plain}
     body = assert_error_body(client.post("/v1/jobs", json=spec), 422, "invalid")
     assert body["details"][0]["loc"] == ["training", "early_stopping", "monitor"]
+    # where the spec does not say, a data set's own set is used, and the stored spec says 0
+    spec["dataset"] = {"id": ds["id"]}
+    del spec["split"]["validation"]
+    created = client.post("/v1/jobs", json=spec)
+    assert created.status_code == 201, created.text
+    assert created.json()["spec"]["split"]["validation"] == 0
 
 
 def test_an_npz_validation_set_without_training_arrays_names_what_is_missing(client):
