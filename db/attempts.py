@@ -11,6 +11,7 @@ Every write after the claim is fenced by the attempt number (db.fencing).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -110,31 +111,53 @@ def heartbeat(session: Session, attempts: dict[str, int], *, lease_seconds: floa
     return {job_id for job_id, cancel, _ in rows if cancel}, set(attempts) - alive
 
 
-def finish(session: Session, job_id: str, attempt: int, *, status: Status, stop_reason: str | None = None,
-           error: str | None = None, epochs_completed: int | None = None, best_epoch: int | None = None,
-           best_metrics: dict[str, Any] | None = None, test_metrics: dict[str, Any] | None = None,
-           device: str | None = None,
-           checkpoints: Iterable[tuple[str, int, dict[str, Any], bytes]] = ()) -> None:
-    """End the job (fenced): status, why, final metrics and the best/last weights."""
+@dataclass(frozen=True)
+class Ending:
+    """How one job ends (finish): its status, why, final metrics and best/last weights."""
+
+    status: Status
+    stop_reason: str | None = None
+    error: str | None = None
+    epochs_completed: int | None = None
+    best_epoch: int | None = None
+    best_metrics: dict[str, Any] | None = None
+    test_metrics: dict[str, Any] | None = None
+    device: str | None = None
+    checkpoints: Iterable[tuple[str, int, dict[str, Any], bytes]] = ()
+
+
+def finish(session: Session, job_id: str, attempt: int, **ending: Any) -> None:
+    """End the job (fenced): Ending's fields."""
+    finish_all(session, {job_id: (attempt, Ending(**ending))})
+
+
+def finish_all(session: Session, ends: dict[str, tuple[int, Ending]]) -> None:
+    """End these jobs (id -> (attempt, Ending); fenced) in one transaction: a pack's members that
+    stopped after the same epoch. Fenced (nothing written) names one its attempt no longer owns."""
     now = utcnow()
-    status = Status(status)
-    # lease_owner stays: it records which worker ran the job
-    values: dict[str, Any] = {
-        "status": status, "stop_reason": stop_reason, "error": error, "finished_at": now,
-        "updated_at": now, "lease_expires_at": None, "preempt_requested_by": None,
-    }
-    for key, value in (("epochs_completed", epochs_completed), ("best_epoch", best_epoch), ("device", device),
-                       ("best_metrics", best_metrics and clean_metrics(best_metrics)),
-                       ("test_metrics", test_metrics and clean_metrics(test_metrics))):
-        if value is not None:
-            values[key] = value
-    fenced_update(session, {job_id: (attempt, values)})
-    for kind, epoch, metrics, data in checkpoints:
-        put_checkpoint(session, job_id, kind, epoch, clean_metrics(metrics), data)
+    updates: dict[str, tuple[int, dict[str, Any]]] = {}
+    for job_id, (attempt, e) in ends.items():
+        # lease_owner stays: it records which worker ran the job
+        values: dict[str, Any] = {
+            "status": Status(e.status), "stop_reason": e.stop_reason, "error": e.error, "finished_at": now,
+            "updated_at": now, "lease_expires_at": None, "preempt_requested_by": None,
+        }
+        for key, value in (("epochs_completed", e.epochs_completed), ("best_epoch", e.best_epoch),
+                           ("device", e.device), ("best_metrics", e.best_metrics and clean_metrics(e.best_metrics)),
+                           ("test_metrics", e.test_metrics and clean_metrics(e.test_metrics))):
+            if value is not None:
+                values[key] = value
+        updates[job_id] = (attempt, values)
+    fenced_update(session, updates)
+    for job_id, (_, e) in ends.items():
+        for kind, epoch, metrics, data in e.checkpoints:
+            put_checkpoint(session, job_id, kind, epoch, clean_metrics(metrics), data)
     # the resume state is only for an unfinished job
-    session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.kind == "resume"))
-    events.status(session, job_id, status, stop_reason=stop_reason, error=error,
-                  epochs_completed=values.get("epochs_completed"), best_epoch=values.get("best_epoch"))
+    session.execute(delete(Checkpoint).where(Checkpoint.job_id.in_(list(ends)), Checkpoint.kind == "resume"))
+    for job_id, (_, e) in ends.items():
+        values = updates[job_id][1]
+        events.status(session, job_id, values["status"], stop_reason=e.stop_reason, error=e.error,
+                      epochs_completed=values.get("epochs_completed"), best_epoch=values.get("best_epoch"))
     session.commit()
 
 

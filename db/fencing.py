@@ -58,7 +58,9 @@ def fenced_update(session: Session, updates: Mapping[str, tuple[int, Mapping[str
                      .values({**{c[4:]: bindparam(c, type_=table.c[c[4:]].type) for c in columns}, **expressions}))
         matched += session.execute(statement, params[0] if len(params) == 1 else params).rowcount
     if matched < len(updates):
-        alive = set(session.scalars(select(Job.id).where(owned(attempts), Job.status == Status.RUNNING)))
-        lost = sorted(set(updates) - alive)[0]
+        # read after the rollback: an update that ended a job (finish) made its own row look lost
         session.rollback()
+        alive = set(session.scalars(select(Job.id).where(owned(attempts), Job.status == Status.RUNNING)))
+        session.rollback()
+        lost = (sorted(set(updates) - alive) or sorted(updates))[0]
         raise Fenced(f"job {lost}: attempt {attempts[lost]} no longer owns it", lost)

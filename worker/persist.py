@@ -7,7 +7,7 @@ NETFIT_FLUSH_SECONDS, every member's in one transaction, and the resume states a
 at most every NETFIT_CHECKPOINT_SECONDS (all members' of the same epoch, or none). A sweep's
 trial is written before its pruner judges it, at the epochs the pruner judges. A member whose
 attempt was superseded leaves; the others go on. Members that end after the same epoch write
-their last epochs in one transaction, then each its own end (worker.outcome.conclude).
+their last epochs in one transaction, then their ends in one more (worker.runner.conclude).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.epochs import EpochRecord, Flush, record_epochs
-from db.fencing import Fenced
+from db.epochs import EpochRecord, Flush
 from netfit.engine.checkpoints import TrainingState, weights_to_bytes
 from netfit.engine.fit import EpochReport, FitCallbacks, FitResult
 from netfit.engine.packed import PackCallbacks
@@ -28,6 +27,7 @@ from service import sweeps
 from service.settings import get_settings
 from worker.lease import Lease
 from worker.retry import with_db_retry
+from worker.writes import write_flushes
 
 
 def flush_due(seconds: float, flushed_at: float, saved_at: float) -> tuple[bool, bool]:
@@ -120,7 +120,7 @@ class Persister(PackCallbacks):
     def __init__(self, factory: sessionmaker[Session], members: list[Member], lease: Lease,
                  request: SweepSpec | None, end: Any):
         self.factory, self.members, self.lease, self.request = factory, members, lease, request
-        self.end = end  # end(member, result) -> outcome: how a member that stopped leaves
+        self.end = end  # end([(member, result), ...]) -> {job id: outcome}: how members that stopped together leave
         self.flushed_at = self.saved_at = time.monotonic()
         self.due = (False, False)  # this epoch's (flush, checkpoint), decided once in wants_states
         self.preempting: str | None = None  # this epoch's preemption request (the queued job's id)
@@ -156,22 +156,14 @@ class Persister(PackCallbacks):
         """These members' pending epochs (and with checkpoint, resume states) in one transaction;
         a member whose attempt was superseded is marked lost (it leaves at this epoch's end) and
         the rest written. Returns when."""
-        taken = [(m, f) for m in here if not self.lease.is_lost(m.job_id)
-                 and (f := m.take(checkpoint=checkpoint)) is not None]
-        while taken:
-            try:
-                with_db_retry(lambda s: record_epochs(s, [f for _, f in taken]), self.factory, done_if_duplicate=True)
-                break
-            except Fenced as exc:
-                self.lease.mark_lost(exc.job_id)
-                taken = [(m, f) for m, f in taken if m.job_id != exc.job_id]
-        for m, f in taken:
-            m.written(f)
+        taken = {m.job_id: (m, f) for m in here
+                 if not self.lease.is_lost(m.job_id) and (f := m.take(checkpoint=checkpoint)) is not None}
+        for f in write_flushes(self.factory, [f for _, f in taken.values()], self.lease.mark_lost):
+            taken[f.job_id][0].written(f)
         return time.monotonic()
 
     def on_members_end(self, results: dict[int, FitResult]) -> None:
-        # their last epochs in one transaction (one each was a third of a member's end), then each its end
+        # their last epochs in one transaction (one each was a third of a member's end), then their
+        # ends (the finished ones in one transaction too)
         self.write([self.members[i] for i in results], checkpoint=False)
-        for i, result in results.items():
-            m = self.members[i]
-            self.outcomes[m.job_id] = self.end(m, result)
+        self.outcomes.update(self.end([(self.members[i], result) for i, result in results.items()]))

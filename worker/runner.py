@@ -136,7 +136,8 @@ def train(factory: sessionmaker[Session], attempts: dict[str, int], lease: Lease
         members = [Member(j, a, claimed[j].queue, model_metadata(claimed[j].spec, data.signature, data.preprocessing,
                                                                  data.classes), lease)
                    for j, a in attempts.items()]
-        persister = Persister(factory, members, lease, request, end=lambda m, r: conclude(factory, persister, m, r))
+        persister = Persister(factory, members, lease, request,
+                              end=lambda ended: conclude(factory, persister, ended))
         specs = [claimed[m.job_id].spec for m in members]
         if packed:
             log.info("pack of %d (%s): attempt %s started", len(members), leader, sorted(set(attempts.values())))
@@ -181,43 +182,65 @@ def superseded(factory: sessionmaker[Session], job_id: str, attempt: int) -> Out
     return Outcome.FENCED
 
 
-def conclude(factory: sessionmaker[Session], persister: Persister, m: Member, result: FitResult) -> Outcome:
-    """A job stopped training (alone, or leaving its pack; its last epochs are written): hand it
-    back (SIGTERM, or preempted at this epoch's end) or finish it with its status and best/last
-    weights (a cancel asked for meanwhile wins over a preemption)."""
-    lost, cancelled = m.lease.leave(m.job_id)
-    if lost:
-        return superseded(factory, m.job_id, m.attempt)
-    job_id, attempt = m.job_id, m.attempt
-    try:
-        if result.stop_reason == "cancelled" and shutting_down.is_set() and not cancelled:
-            return release(factory, persister, m, result)
-        if result.stop_reason == "preempted" and not cancelled:
-            return release(factory, persister, m, result, preempted_by=persister.preempting)
-        if result.stop_reason == "preempted":  # and cancelled meanwhile: it ends cancelled
-            result = replace(result, stop_reason="cancelled")
-        last_metrics = result.history[-1].metrics if result.history else {}
-        checkpoints: list[tuple[str, int, dict[str, Any], bytes]] = []
-        if result.epochs_completed:
-            best_epoch = result.best_epoch or result.epochs_completed
-            best_metrics = result.best_metrics or last_metrics
-            checkpoints = [
-                ("best", best_epoch, best_metrics,
-                 checkpoint_bytes(job_id, "best", best_epoch, best_metrics, result.best_weights, m.described)),
-                ("last", result.epochs_completed, last_metrics,
-                 checkpoint_bytes(job_id, "last", result.epochs_completed, last_metrics, result.last_weights,
-                                  m.described)),
-            ]
-        status = Status.CANCELLED if result.stop_reason == "cancelled" else Status.SUCCEEDED
-        with_db_retry(lambda s: db_attempts.finish(
-            s, job_id, attempt, status=status, stop_reason=result.stop_reason,
-            epochs_completed=result.epochs_completed, best_epoch=result.best_epoch,
-            best_metrics=result.best_metrics or None, test_metrics=result.test_metrics,
-            device=result.device, checkpoints=checkpoints), factory)
-    except Fenced:
-        return superseded(factory, job_id, attempt)
-    log.info("job %s: %s (%s) after %d epochs", job_id, status, result.stop_reason, result.epochs_completed)
-    return Outcome(status)
+def conclude(factory: sessionmaker[Session], persister: Persister,
+             ended: list[tuple[Member, FitResult]]) -> dict[str, Outcome]:
+    """Jobs that stopped training after the same epoch (alone, or leaving their pack; their last
+    epochs are written): each handed back (SIGTERM, or preempted at this epoch's end) or finished
+    with its status and best/last weights (a cancel asked for meanwhile wins over a preemption),
+    the finished ones in one transaction."""
+    outcomes: dict[str, Outcome] = {}
+    ends: dict[str, tuple[int, db_attempts.Ending]] = {}
+    for m, result in ended:
+        lost, cancelled = m.lease.leave(m.job_id)
+        if lost:
+            outcomes[m.job_id] = superseded(factory, m.job_id, m.attempt)
+            continue
+        try:
+            if result.stop_reason == "cancelled" and shutting_down.is_set() and not cancelled:
+                outcomes[m.job_id] = release(factory, persister, m, result)
+                continue
+            if result.stop_reason == "preempted" and not cancelled:
+                outcomes[m.job_id] = release(factory, persister, m, result, preempted_by=persister.preempting)
+                continue
+        except Fenced:
+            outcomes[m.job_id] = superseded(factory, m.job_id, m.attempt)
+            continue
+        ends[m.job_id] = (m.attempt, ending(m, result))
+    attempts = {m.job_id: m.attempt for m, _ in ended}
+    while ends:
+        try:
+            with_db_retry(lambda s: db_attempts.finish_all(s, ends), factory)
+            break
+        except Fenced as exc:  # that one's attempt was superseded: the others are written
+            lost = exc.job_id if exc.job_id in ends else next(iter(ends))
+            outcomes[lost] = superseded(factory, lost, attempts[lost])
+            ends = {j: e for j, e in ends.items() if j != lost}
+    for job_id, (_, e) in ends.items():
+        log.info("job %s: %s (%s) after %d epochs", job_id, e.status, e.stop_reason, e.epochs_completed)
+        outcomes[job_id] = Outcome(e.status)
+    return outcomes
+
+
+def ending(m: Member, result: FitResult) -> db_attempts.Ending:
+    """How a job that stopped training is finished (preempted here: a cancel came meanwhile)."""
+    if result.stop_reason == "preempted":
+        result = replace(result, stop_reason="cancelled")
+    last_metrics = result.history[-1].metrics if result.history else {}
+    checkpoints: list[tuple[str, int, dict[str, Any], bytes]] = []
+    if result.epochs_completed:
+        best_epoch = result.best_epoch or result.epochs_completed
+        best_metrics = result.best_metrics or last_metrics
+        checkpoints = [
+            ("best", best_epoch, best_metrics,
+             checkpoint_bytes(m.job_id, "best", best_epoch, best_metrics, result.best_weights, m.described)),
+            ("last", result.epochs_completed, last_metrics,
+             checkpoint_bytes(m.job_id, "last", result.epochs_completed, last_metrics, result.last_weights,
+                              m.described)),
+        ]
+    status = Status.CANCELLED if result.stop_reason == "cancelled" else Status.SUCCEEDED
+    return db_attempts.Ending(status, stop_reason=result.stop_reason, epochs_completed=result.epochs_completed,
+                              best_epoch=result.best_epoch, best_metrics=result.best_metrics or None,
+                              test_metrics=result.test_metrics, device=result.device, checkpoints=checkpoints)
 
 
 def release(factory: sessionmaker[Session], persister: Persister, m: Member, result: FitResult, *,
