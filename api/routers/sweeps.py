@@ -23,6 +23,7 @@ from api.events import sse_response, sweep_event_stream
 from api.responses import errors
 from api.routers.jobs import check_active_limit, check_priority, validate_spec
 from service.settings import Settings
+from db import datasets as db_datasets
 from db import retention
 from db import sweeps as db_sweeps
 from netfit.models import Page, Sweep, SweepImportance, Trial
@@ -74,13 +75,19 @@ def _check_spec(session: Session, settings: Settings, tenant: str, raw: dict[str
         raise _invalid(where, f"{what} gives an invalid spec: {exc.message}") from None
 
 
+def _brings_validation(session: Session, tenant: str, spec: Any) -> bool:
+    row = db_datasets.get_dataset(session, tenant, spec.dataset.id) if spec.dataset.id else None
+    return bool(row and row.has_validation_split)
+
+
 def validate_sweep(session: Session, settings: Settings, tenant: str, request: SweepSpec) -> dict[str, Any]:
     """The request as it is stored: the base spec with its defaults filled in, the objective's
     mode resolved and max_trials set (the whole grid when absent)."""
     base, summary = _check_spec(session, settings, tenant, request.spec, ["spec"], "the base spec")
     full = base.model_dump(mode="json")
     metric = request.objective.metric
-    validation = full["split"]["validation"] > 0
+    # a share drawn from the training data, or the data set's own validation set
+    validation = full["split"]["validation"] > 0 or _brings_validation(session, tenant, base)
     recorded = metric_names(summary.task, validation)
     if metric not in recorded:
         why = ("needs a validation split; the base spec has split.validation 0 (set it, or use a train_* "

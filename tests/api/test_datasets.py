@@ -140,6 +140,11 @@ def test_an_npz_with_its_own_validation_set_is_the_jobs_validation_set(client):
     created = client.post("/v1/jobs", json=spec)
     assert created.status_code == 201, created.text
     assert created.json()["spec"]["split"]["validation"] == 0
+    # and a sweep on it may rank its trials by that set's val_loss
+    sweep = client.post("/v1/sweeps", json={"spec": spec, "objective": {"metric": "val_loss"}, "method": "grid",
+                                            "parameters": {"training.optimizer.lr": {"values": [0.01, 0.1]}}})
+    assert sweep.status_code == 201, sweep.text
+    assert sweep.json()["spec"]["spec"]["split"]["validation"] == 0  # the request as stored: its base spec
 
 
 def test_an_npz_validation_set_without_training_arrays_names_what_is_missing(client):
