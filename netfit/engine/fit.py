@@ -41,6 +41,7 @@ def epoch_order(n: int, shuffle: bool, generator: torch.Generator, device: torch
         return torch.randperm(n, device=device, generator=generator)
     return torch.arange(n, device=device)
 
+
 def fit(
     spec: JobSpec,
     data: PreparedData,
@@ -99,8 +100,8 @@ def fit(
         began = time.perf_counter()
         lr = run.lr
 
-        # ---- train: one shuffle (or the data's order), then slices of it. The train metrics are running means over the
-        # epoch's batches, as Keras and Lightning report them, not a second pass over the data.
+        # ---- train: one shuffle (or the data's order), then slices of it. The train metrics are
+        # running means over the epoch's batches, as Keras and Lightning report them, not a second pass over the data.
         model.train()
         sums = zeros(names, dev)
         if stats is not None:
