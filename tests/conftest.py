@@ -15,6 +15,8 @@ start_api         factory: start_api(env) -> base_url of ``launch.server.run_api
 embedded_service  SESSION-scoped: ``launch.server.serve`` (SQLite + file broker + one worker
                   process + reconciler) in a tmp dir on a free port; yields its base_url.
                   Used by the SDK/CLI tests (tests/netfit) as well.
+tests/stack.py    Stack / own_stack: a service of a test's or module's own (database, broker, workers,
+                  the API when wanted) and what stack tests read and wait on.
 
 Waiting is always by polling a condition with a deadline (``wait_until``), never a fixed sleep.
 """

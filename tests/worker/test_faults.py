@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import redis
@@ -22,85 +21,23 @@ from db.sending import mark_enqueued
 from db.models import Job
 from db.session import make_session_factory
 from tests.conftest import (
-    FAST, Proc, claimed_redis_db, fresh_pg_database, iris_spec, service_env, start_api_process,
-    start_worker_process, wait_ready, wait_until,
+    FAST, Proc, claimed_redis_db, fresh_pg_database, iris_spec, service_env, start_api_process, wait_ready,
+    wait_until,
 )
+from tests.stack import FINISHED, Stack, own_stack
 from tests.worker.promise import assert_recomputed_within, job_events
 from tests.worker.servers import private_postgres, private_redis
 from tests.worker_writes import claim
-from service.queue import create_celery, enqueue
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
-FINISHED = ("succeeded", "failed", "cancelled")
-
-
-class FaultStack:
-    """A database and broker of the test's own, worker processes (each reconciles: every half
-    second, re-sending a queued job after 2 s), and jobs created and sent the way the API does it."""
-
-    def __init__(self, db_url: str, broker_url: str, logs: Path):
-        self.db_url, self.broker_url, self.logs = db_url, broker_url, logs
-        self.factory = make_session_factory(db_url)
-        self.celery = create_celery(broker_url)
-        self.workers: list[Proc] = []
-
-    def submit(self, spec: dict[str, Any]) -> str:
-        with self.factory() as session:
-            job = db_jobs.create_job(session, tenant="default", spec=spec, summary=None, queue="cpu")
-        self.enqueue(job.id, "cpu")
-        return job.id
-
-    def enqueue(self, job_id: str, queue: str) -> None:
-        enqueue(job_id, queue, self.celery)
-
-    def worker(self, **env: str) -> Proc:
-        """Start a worker (not waited for: start several, then wait_ready each)."""
-        # every epoch written as it ends (no batching): the tests act on epoch counts of short jobs
-        env = {**FAST, **env}
-        proc = start_worker_process(service_env(self.db_url, self.broker_url, **env),
-                                    self.logs / f"worker-{len(self.workers)}.log", wait=False)
-        self.workers.append(proc)
-        return proc
-
-    def row(self, job_id: str) -> Job:
-        with self.factory() as session:
-            return session.get(Job, job_id)
-
-    def epochs(self, job_id: str) -> list[int]:
-        with self.factory() as session:
-            return [m.epoch for m in db_jobs.list_metrics(session, "default", job_id)]
-
-    def owner(self, job_id: str) -> Proc | None:
-        """The worker process holding the job's lease."""
-        owner = self.row(job_id).lease_owner or ""
-        return next((w for w in self.workers if owner.endswith(f":{w.pid}")), None)
-
-    def wait_finished(self, job_id: str, timeout: float = 90) -> Job:
-        return wait_until(lambda: (r := self.row(job_id)).status in FINISHED and r, timeout=timeout,
-                          interval=0.1, what=f"job {job_id} to finish")
-
-    def close(self) -> None:
-        for proc in self.workers:
-            proc.stop()
-        self.factory.kw["bind"].dispose()
-
 
 @pytest.fixture
-def fault_stack(tmp_path: Path) -> Iterator[FaultStack]:
-    with fresh_pg_database() as db_url, claimed_redis_db() as broker_url:
-        stack = FaultStack(db_url, broker_url, tmp_path)
-        try:
-            yield stack
-        finally:
-            stack.close()
-
-
-def start_workers(fs: FaultStack, n: int, **env: str) -> list[Proc]:
-    workers = [fs.worker(**env) for _ in range(n)]
-    for w in workers:
-        wait_ready(w)
-    return workers
+def fault_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A database and broker of the test's own and worker processes: each reconciles every half
+    second and re-sends a queued job after 2 s (FAST); jobs are created and sent as the API does."""
+    with own_stack(tmp_path, **FAST) as stack:
+        yield stack
 
 
 # --------------------------------------------------------------------------- worker faults
@@ -108,14 +45,14 @@ def start_workers(fs: FaultStack, n: int, **env: str) -> list[Proc]:
 
 def test_sigterm_saves_releases_and_another_worker_finishes(fault_stack):
     fs = fault_stack
-    [first] = start_workers(fs, 1)
-    job_id = fs.submit(iris_spec(epochs=30, batch_size=16))
+    [first] = fs.start_workers(1)
+    job_id = fs.create(iris_spec(epochs=30, batch_size=16))
     wait_until(lambda: fs.row(job_id).epochs_completed >= 2, timeout=60, what="two epochs")
     first.signal(signal.SIGTERM)
     wait_until(lambda: not first.alive(), timeout=30, what="the worker to exit after SIGTERM")
     released = fs.row(job_id)
     assert (released.status, released.releases, released.lease_expires_at) == ("queued", 1, None)
-    start_workers(fs, 1)  # the release re-sent the message: the new worker picks it up
+    fs.start_workers(1)  # the release re-sent the message: the new worker picks it up
     assert fs.wait_finished(job_id).status == "succeeded"
     assert fs.row(job_id).attempts == 2
     assert fs.epochs(job_id) == list(range(1, 31))
@@ -126,8 +63,8 @@ def test_a_job_longer_than_the_visibility_timeout_runs_once(fault_stack):
     the stack, so the test sends the same message itself): the idle worker's claim refuses
     it, and the job runs once."""
     fs = fault_stack
-    workers = start_workers(fs, 2)
-    job_id = fs.submit(iris_spec(epochs=40, batch_size=4))
+    workers = fs.start_workers(2)
+    job_id = fs.create(iris_spec(epochs=40, batch_size=4))
     wait_until(lambda: fs.row(job_id).epochs_completed >= 2, timeout=60, what="two epochs")
     trainer = fs.owner(job_id)
     fs.enqueue(job_id, "cpu")  # the re-delivery
@@ -145,8 +82,8 @@ def test_kill_9_mid_job_resumes_on_another_worker_with_identical_results(fault_s
     fs = fault_stack
     epochs, checkpoint = 200, 0.1
     spec = iris_spec(epochs=epochs, batch_size=16)  # ~3 ms epochs: many to a flush, dozens to a saved state
-    start_workers(fs, 2, NETFIT_FLUSH_SECONDS="0.05", NETFIT_CHECKPOINT_SECONDS=str(checkpoint))
-    job_id = fs.submit(spec)
+    fs.start_workers(2, NETFIT_FLUSH_SECONDS="0.05", NETFIT_CHECKPOINT_SECONDS=str(checkpoint))
+    job_id = fs.create(spec)
 
     def trained() -> float:  # seconds of training recorded so far, once a resume state is saved
         with fs.factory() as session:
@@ -183,8 +120,8 @@ def test_frozen_worker_past_its_lease_writes_nothing_when_it_wakes(fault_stack):
     # Iris epochs are short, so the freeze often lands inside a transaction that holds the job
     # row's lock; the takeover then relies on PostgreSQL ending that idle session (worker.tasks).
     fs = fault_stack
-    start_workers(fs, 2)
-    job_id = fs.submit(iris_spec(epochs=20, batch_size=16))
+    fs.start_workers(2)
+    job_id = fs.create(iris_spec(epochs=20, batch_size=16))
     wait_until(lambda: fs.row(job_id).epochs_completed >= 2, timeout=60, what="two epochs")
     frozen = fs.owner(job_id)
     frozen.signal(signal.SIGSTOP)
@@ -239,8 +176,8 @@ with session_factory()() as session:
 def test_a_job_that_kills_its_worker_every_time_fails_as_worker_lost(fault_stack):
     """The test plays the OOM killer: whichever worker takes the job is killed -9."""
     fs = fault_stack
-    workers = start_workers(fs, 3, NETFIT_MAX_ATTEMPTS="2")
-    job_id = fs.submit(iris_spec(epochs=500, batch_size=4))
+    workers = fs.start_workers(3, NETFIT_MAX_ATTEMPTS="2")
+    job_id = fs.create(iris_spec(epochs=500, batch_size=4))
     killed: list[Proc] = []
 
     def oom_kill_until_it_ends() -> Job | None:
@@ -256,7 +193,7 @@ def test_a_job_that_kills_its_worker_every_time_fails_as_worker_lost(fault_stack
 
     # the worker it did not reach is healthy and runs the next job...
     [survivor] = [w for w in workers if w not in killed]
-    next_job = fs.submit(iris_spec(epochs=3))
+    next_job = fs.create(iris_spec(epochs=3))
     assert fs.wait_finished(next_job).status == "succeeded"
     assert fs.row(next_job).lease_owner.endswith(f":{survivor.pid}") and survivor.alive()
     # ...and the failed job was not taken up again meanwhile
@@ -274,12 +211,12 @@ def test_redis_restarted_without_persistence_forgets_queued_jobs_and_all_still_r
     import redis
 
     with fresh_pg_database() as db_url, private_redis() as server:
-        fs = FaultStack(db_url, server.url, tmp_path)
+        fs = Stack(db_url, server.url, tmp_path, **FAST)
         try:
-            start_workers(fs, 1)
-            long = fs.submit(iris_spec(epochs=10_000, batch_size=16))
+            fs.start_workers(1)
+            long = fs.create(iris_spec(epochs=10_000, batch_size=16))
             wait_until(lambda: fs.row(long).status == "running", timeout=60, what="the long job to start")
-            queued = [fs.submit(iris_spec(epochs=3, seed=i)) for i in range(5)]
+            queued = [fs.create(iris_spec(epochs=3, seed=i)) for i in range(5)]
             broker = redis.Redis(port=server.port)
             # each of the 5 waits in Redis (a reconciler's re-send under load may add a copy:
             # harmless, the claim decides)
@@ -305,10 +242,10 @@ def test_redis_restarted_without_persistence_forgets_queued_jobs_and_all_still_r
 def test_postgres_stopped_during_training_the_job_completes_and_the_api_says_503(tmp_path):
     outage = 10.0
     with private_postgres() as pg, claimed_redis_db() as broker_url:
-        fs = FaultStack(pg.url, broker_url, tmp_path)
+        fs = Stack(pg.url, broker_url, tmp_path, **FAST)
         api = None
         try:
-            worker = fs.worker()  # starts while the API does
+            worker = fs.worker(wait=False)  # starts while the API does
             api, base_url = start_api_process(service_env(pg.url, broker_url), tmp_path / "api.log")
             wait_ready(worker)
             http = httpx.Client(base_url=base_url, timeout=10)

@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
 from db.attempts import resume_epoch
 from db.models import EpochMetric, Job
-from db.session import make_session_factory
-from tests.conftest import (
-    FAST, Proc, claimed_redis_db, fresh_pg_database, iris_spec, service_env, start_api_process, start_worker_process,
-    wait_ready, wait_until,
-)
+from tests.conftest import FAST, iris_spec, wait_until
+from tests.stack import Stack, own_stack
 from tests.worker.promise import assert_recomputed_within
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -51,29 +46,13 @@ def packing_sweep(n: int, epochs: int, **overrides: Any) -> dict[str, Any]:
             **overrides}
 
 
-class PackStack:
-    """A fresh database and Redis, the API and one worker for the module."""
-
-    def __init__(self, db_url: str, redis_url: str, logs: Path):
-        self.env = service_env(db_url, redis_url, **PACKED)
-        self.factory = make_session_factory(db_url)
-        self.logs, self.workers = logs, []
-        self.api, self.base_url = start_api_process(self.env, logs / "api.log")
-        self.http = httpx.Client(base_url=self.base_url, timeout=60)
-
-    def worker(self, wait: bool = True) -> Proc:
-        proc = start_worker_process(self.env, self.logs / f"worker-{len(self.workers)}.log", wait=wait)
-        self.workers.append(proc)
-        return proc
+class PackStack(Stack):
+    """The shared stack (tests/stack.py) and what these tests ask of a packing sweep."""
 
     def post(self, body: dict[str, Any]) -> str:
         response = self.http.post("/v1/sweeps", json=body)
         assert response.status_code == 201, response.text
         return response.json()["id"]
-
-    def trials(self, sweep_id: str) -> list[Job]:
-        with self.factory() as session:
-            return list(session.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.trial_number)))
 
     def ended(self, sweep_id: str, timeout: float = 120) -> list[Job]:
         wait_until(lambda: self.http.get(f"/v1/sweeps/{sweep_id}").json()["status"] != "running", timeout=timeout,
@@ -86,28 +65,20 @@ class PackStack:
 
         from netfit.sse import parse_sse
 
-        with httpx.stream("GET", f"{self.base_url}/v1/jobs/{job_id}/events", timeout=30) as response:
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=30) as response:
             return [json.loads(e.data) for e in parse_sse(response.iter_lines()) if e.event == "pack"]
 
     def curve(self, job_id: str) -> list[float]:
         return [row["val_loss"] for row in self.http.get(f"/v1/jobs/{job_id}/metrics").json()["items"]]
 
-    def close(self) -> None:
-        self.http.close()
-        for proc in [*self.workers, self.api]:
-            proc.stop(grace=10)
-        self.factory.kw["bind"].dispose()
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PackStack]:
-    with fresh_pg_database() as db_url, claimed_redis_db() as redis_url:
-        s = PackStack(db_url, redis_url, tmp_path_factory.mktemp("packs"))
-        try:
-            s.worker()
-            yield s
-        finally:
-            s.close()
+    """A fresh database and Redis, the API and one worker for the module."""
+    with own_stack(tmp_path_factory.mktemp("packs"), PackStack, **PACKED) as s:
+        s.start_api()
+        s.worker()
+        yield s
 
 
 def test_a_packing_sweep_trains_as_one_pack_and_each_trial_as_it_would_alone(stack):

@@ -11,9 +11,7 @@ seconds depends on the machine's load, and the comparison needs the same epochs 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -24,9 +22,8 @@ from db import workers as db_workers
 from db.models import Job, JobEvent, utcnow
 from db.session import make_session_factory
 from tests.api.conftest import make_client
-from tests.conftest import (
-    FAST, claimed_redis_db, fresh_pg_database, iris_spec, service_env, start_worker_process, wait_until,
-)
+from tests.conftest import FAST, iris_spec, wait_until
+from tests.stack import Stack, own_stack
 from tests.worker.promise import job_events
 
 pytestmark = [pytest.mark.slow]
@@ -48,25 +45,12 @@ def _when(factory, job_id: str, kind: str, status: str | None = None) -> datetim
             if status is None or e.data.get("status") == status)
 
 
-@dataclass
-class Stack:
-    db: str
-    broker: str
-    factory: Any
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A database, a Redis and ONE worker for the module (idle between its tests)."""
-    with fresh_pg_database() as db, claimed_redis_db() as broker:
-        env = service_env(db, broker, **FAST, NETFIT_PREEMPT_AFTER_SECONDS=str(AFTER))
-        worker = start_worker_process(env, tmp_path_factory.mktemp("preemption") / "worker.log")
-        factory = make_session_factory(db)
-        try:
-            yield Stack(db, broker, factory)
-        finally:
-            worker.stop()
-            factory.kw["bind"].dispose()
+    with own_stack(tmp_path_factory.mktemp("preemption"), **FAST, NETFIT_PREEMPT_AFTER_SECONDS=str(AFTER)) as stack:
+        stack.worker()
+        yield stack
 
 
 def _preemptions(client) -> float:
@@ -80,7 +64,7 @@ def test_a_priority_job_preempts_a_long_one_which_resumes_exactly_and_nothing_th
     way for the priority-10 job (never for the equal one), resumes first, and is not preempted
     again while the equal job waits."""
     factory = stack.factory
-    with make_client(stack.db, stack.broker) as client:
+    with make_client(stack.db_url, stack.broker_url) as client:
         job = lambda j: client.get(f"/v1/jobs/{j}").json()  # noqa: E731
         before = _preemptions(client)
         low = client.post("/v1/jobs", json=LONG).json()["id"]
@@ -131,7 +115,7 @@ def test_a_priority_job_preempts_a_long_one_which_resumes_exactly_and_nothing_th
 def test_a_pack_is_preempted_whole_and_resumes_as_a_pack(stack):
     """A packing sweep's two trials train as one pack on the one worker; a priority job stops
     both at the same epoch end, and the pack goes on afterwards from that epoch."""
-    with make_client(stack.db, stack.broker) as client:
+    with make_client(stack.db_url, stack.broker_url) as client:
         sweep = client.post("/v1/sweeps", json={
             "spec": LONG, "method": "grid", "max_trials": 2, "max_concurrent": 2, "packing": True,
             "parameters": {"training.optimizer.lr": {"values": [0.01, 0.02]}}}).json()["id"]

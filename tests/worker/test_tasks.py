@@ -11,58 +11,28 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 import redis
 
-from db import jobs as db_jobs
-from db.models import Job
-from db.session import make_session_factory
-from tests.conftest import (
-    Proc, claimed_redis_db, fresh_pg_database, iris_spec, service_env, start_api_process,
-    start_worker_process, test_accuracy_of, wait_ready, wait_until,
-)
-from service.queue import create_celery, enqueue
+from tests.conftest import iris_spec, test_accuracy_of, wait_ready, wait_until
+from tests.stack import Stack, own_stack
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
-
-
-class Stack:
-    def __init__(self, base_url: str, db_url: str, broker_url: str, workers: list[Proc], dataset_dir: Path):
-        self.http = httpx.Client(base_url=base_url, timeout=30)
-        self.db_url, self.broker_url, self.workers, self.dataset_dir = db_url, broker_url, workers, dataset_dir
-
-    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
-        response = self.http.post("/v1/jobs", json=spec)
-        assert response.status_code == 201, response.text
-        return response.json()
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        return self.http.get(f"/v1/jobs/{job_id}").json()
-
-    def wait_status(self, job_id: str, *statuses: str, timeout: float = 90) -> dict[str, Any]:
-        return wait_until(lambda: (j := self.job(job_id))["status"] in statuses and j, timeout=timeout,
-                          interval=0.1, what=f"job {job_id} to be {'/'.join(statuses)}")
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """PostgreSQL + Redis + the API under uvicorn + two workers, shared by this module's tests."""
     logs = tmp_path_factory.mktemp("stack")
-    with fresh_pg_database() as db_url, claimed_redis_db() as broker_url:
-        # GPU jobs accepted (as a stack with GPU workers would), though no worker here takes them
-        # a cache of its own: what it decodes is this module's doing
-        env = service_env(db_url, broker_url, NETFIT_GPU_JOBS="1", NETFIT_DATASET_DIR=str(logs / "datasets"))
-        workers = [start_worker_process(env, logs / f"worker-{i}.log", wait=False) for i in range(2)]
-        api, base_url = start_api_process(env, logs / "api.log")
-        try:
-            for worker in workers:
-                wait_ready(worker)
-            yield Stack(base_url, db_url, broker_url, workers, logs / "datasets")
-        finally:
-            for proc in [api, *workers]:
-                proc.stop()
+    # GPU jobs accepted (as a stack with GPU workers would), though no worker here takes them;
+    # a data set cache of its own: what it decodes is this module's doing
+    with own_stack(logs, NETFIT_GPU_JOBS="1", NETFIT_DATASET_DIR=str(logs / "datasets")) as stack:
+        workers = [stack.worker(wait=False) for _ in range(2)]
+        stack.start_api()
+        for worker in workers:
+            wait_ready(worker)
+        yield stack
 
 
 def sse_events(stack: Stack, job_id: str) -> list[tuple[str, dict[str, Any]]]:
@@ -113,12 +83,9 @@ def test_two_jobs_run_at_once_on_two_workers(stack):
     jobs = [stack.submit(iris_spec(epochs=25, batch_size=8)) for _ in range(2)]
     done = [stack.wait_status(j["id"], "succeeded", "failed") for j in jobs]
     assert [d["status"] for d in done] == ["succeeded", "succeeded"]
-    factory = make_session_factory(stack.db_url)
-    with factory() as session:
-        rows = [session.get(Job, j["id"]) for j in jobs]
-        assert rows[0].lease_owner != rows[1].lease_owner  # one job per worker process
-        assert rows[0].started_at < rows[1].finished_at and rows[1].started_at < rows[0].finished_at  # overlapped
-    factory.kw["bind"].dispose()
+    rows = [stack.row(j["id"]) for j in jobs]
+    assert rows[0].lease_owner != rows[1].lease_owner  # one job per worker process
+    assert rows[0].started_at < rows[1].finished_at and rows[1].started_at < rows[0].finished_at  # overlapped
 
 
 def test_metrics_are_visible_while_running_and_cancel_stops_it(stack):
@@ -179,7 +146,7 @@ def test_jobs_on_uploads_train_on_their_own_data_each_time(stack):
     assert losses(a, split_seed=1) != pytest.approx(runs[0], rel=1e-3)
     reads = sum(w.output().count("read from the database and decoded") for w in stack.workers)
     assert reads == 2, "each upload's blob read once on this machine"
-    assert len(list((stack.dataset_dir / "uploads").iterdir())) == 2
+    assert len(list((Path(stack.env["NETFIT_DATASET_DIR"]) / "uploads").iterdir())) == 2
 
 
 def test_cancel_queued_job_is_never_run(stack):
@@ -219,11 +186,7 @@ def test_a_job_that_fails_in_the_worker_gets_a_one_line_error(stack):
     # the API would refuse this spec; write it straight to the database as a stale row could be
     spec = iris_spec()
     spec["dataset"] = {"id": "deleted-dataset"}
-    factory = make_session_factory(stack.db_url)
-    with factory() as session:
-        job_id = db_jobs.create_job(session, tenant="default", spec=spec, summary=None, queue="cpu").id
-    factory.kw["bind"].dispose()
-    enqueue(job_id, "cpu", create_celery(stack.broker_url))
+    job_id = stack.create(spec)
     failed = stack.wait_status(job_id, "failed", "succeeded")
     assert failed["status"] == "failed" and failed["error"] and "\n" not in failed["error"]
     assert "Traceback" not in failed["error"] and len(failed["error"]) < 500
