@@ -30,14 +30,20 @@ def run_worker(queues: str | list[str] | None = None, concurrency: int = 1, logl
     from service.queue import app, enqueue
     from worker.database import session_factory
     from worker import registry
-    from worker.reconciler import start_thread
+    from worker.reconciler import reconcile_once, start_thread
 
     try:
         worker.tasks.warm_up()
     except Exception as exc:  # noqa: BLE001 - a slower first job is not a reason to refuse work
         logging.getLogger("netfit.worker").warning("warm-up failed: %s", exc)
     # every worker also reconciles (worker.reconciler says why): a dead worker's job is taken
-    # back wherever netfit runs, with no other process to start
+    # back wherever netfit runs, with no other process to start. One pass before the first
+    # message: a pass beside this worker's first claim holds the lost job's row, which the
+    # claim's pick skips (SKIP LOCKED), so a fresh job would start before the resumed one
+    try:
+        reconcile_once(session_factory(), enqueue)
+    except Exception as exc:  # noqa: BLE001 - DB or broker down: the thread tries again
+        logging.getLogger("netfit.worker").warning("reconcile failed: %s", str(exc).splitlines()[0][:200])
     start_thread(session_factory(), enqueue)
     registry.start(session_factory(), queues.split(","))  # GET /v1/workers, /readyz, a job's `waiting`
 
