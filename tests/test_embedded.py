@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 
+from netfit.sse import parse_sse
 from tests.conftest import iris_spec, test_accuracy_of, wait_until
 
 pytestmark = pytest.mark.slow
@@ -31,13 +32,10 @@ def test_embedded_service_trains_iris(http):
     spec = iris_spec(epochs=6, early_stopping={"patience": 50})
     job = http.post("/v1/jobs", json=spec).json()
     assert job["status"] == "queued"
-    kinds, statuses = [], []
     with http.stream("GET", f"/v1/jobs/{job['id']}/events", timeout=90) as stream:
-        for line in stream.iter_lines():
-            if line.startswith("event: "):
-                kinds.append(line[7:])
-            elif line.startswith("data: ") and kinds[-1] == "status":
-                statuses.append(json.loads(line[6:])["status"])
+        events = list(parse_sse(stream.iter_lines()))
+    kinds = [e.event for e in events]
+    statuses = [json.loads(e.data)["status"] for e in events if e.event == "status"]
     assert statuses == ["queued", "running", "succeeded"] and kinds.count("epoch") == 6
     done = http.get(f"/v1/jobs/{job['id']}").json()
     assert [m["epoch"] for m in http.get(f"/v1/jobs/{job['id']}/metrics").json()["items"]] == list(range(1, 7))

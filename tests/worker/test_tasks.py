@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import redis
 
+from netfit.sse import parse_sse
 from tests.conftest import iris_spec, test_accuracy_of, wait_ready, wait_until
 from tests.stack import Stack, own_stack
 
@@ -37,14 +38,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def sse_events(stack: Stack, job_id: str) -> list[tuple[str, dict[str, Any]]]:
     """The whole event stream of a job (it ends by itself after the final status)."""
-    events, kind = [], None
     with stack.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=90) as response:
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                events.append((kind, json.loads(line[6:])))
-    return events
+        return [(e.event, json.loads(e.data)) for e in parse_sse(response.iter_lines())]
 
 
 def test_iris_job_runs_end_to_end(stack):
