@@ -30,7 +30,7 @@ def run_worker(queues: str | list[str] | None = None, concurrency: int = 1, logl
     from service.queue import app, enqueue
     from worker.database import session_factory
     from worker import registry
-    from worker.reconciler import reconcile_once, start_thread
+    from worker.reconciler import reconcile_logged, start_thread
 
     try:
         worker.tasks.warm_up()
@@ -40,10 +40,7 @@ def run_worker(queues: str | list[str] | None = None, concurrency: int = 1, logl
     # back wherever netfit runs, with no other process to start. One pass before the first
     # message: a pass beside this worker's first claim holds the lost job's row, which the
     # claim's pick skips (SKIP LOCKED), so a fresh job would start before the resumed one
-    try:
-        reconcile_once(session_factory(), enqueue)
-    except Exception as exc:  # noqa: BLE001 - DB or broker down: the thread tries again
-        logging.getLogger("netfit.worker").warning("reconcile failed: %s", str(exc).splitlines()[0][:200])
+    reconcile_logged(session_factory(), enqueue)
     start_thread(session_factory(), enqueue)
     registry.start(session_factory(), queues.split(","))  # GET /v1/workers, /readyz, a job's `waiting`
 

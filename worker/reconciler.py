@@ -86,6 +86,15 @@ def preempt(session_factory: sessionmaker[Session]) -> list[tuple[str, str]]:
         return preemption.run_pass(session, get_settings())
 
 
+def reconcile_logged(session_factory: sessionmaker[Session], enqueue: Callable[[str, str], None],
+                     **options: float) -> None:
+    """reconcile_once, a failure logged (DB or broker down: the next pass tries again)."""
+    try:
+        reconcile_once(session_factory, enqueue, **options)  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001
+        log.warning("reconcile failed: %s", str(exc).splitlines()[0][:200])
+
+
 def start_thread(session_factory: sessionmaker[Session], enqueue: Callable[[str, str], None],
                  interval: float | None = None, **options: float) -> threading.Event:
     """Run reconcile_once every `interval` seconds in a daemon thread; set the event to stop."""
@@ -97,10 +106,7 @@ def start_thread(session_factory: sessionmaker[Session], enqueue: Callable[[str,
         if stop.wait(random.uniform(0, interval)):
             return
         while True:
-            try:
-                reconcile_once(session_factory, enqueue, **options)  # type: ignore[arg-type]
-            except Exception as exc:  # noqa: BLE001 - DB or broker down: try again next time
-                log.warning("reconcile failed: %s", str(exc).splitlines()[0][:200])
+            reconcile_logged(session_factory, enqueue, **options)
             if stop.wait(interval):
                 return
 
