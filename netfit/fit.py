@@ -77,9 +77,6 @@ def fit(client: Client, model: Any, x: Any = None, y: Any = None, **options: Any
         spec["preprocess"] = {"features": "scale"}
     if data.has_test or (data.arrays and opts["test_split"] is None and "test" not in base_split):
         spec["split"]["test"] = 0.0  # arrays: as in Keras, a test set is what test_data gives
-    if (not data.arrays and "id" in data.ref and opts["validation_split"] is None and "validation" not in base_split
-            and client.dataset(data.ref["id"]).has_validation_split):
-        spec["split"]["validation"] = 0.0  # an upload with x_val, y_val: that is the validation set
     split = spec["split"]
     drawn = split.get("validation", 0.2) > 0 or (split.get("test", 0.2) > 0 and not data.has_test)
     if spec.get("training", {}).get("shuffle") is False and data.arrays and drawn:
@@ -130,8 +127,9 @@ def _spec(converted: Converted, opts: dict[str, Any]) -> dict[str, Any]:
     split = spec.setdefault("split", {})
     if opts["validation_data"] is not None:
         split["validation"] = 0.0  # the given set is the validation set, as in Keras: nothing drawn from x
-    elif opts["validation_split"] is not None or "validation" not in split:
-        split["validation"] = 0.2 if opts["validation_split"] is None else opts["validation_split"]
+    elif opts["validation_split"] is not None:
+        split["validation"] = opts["validation_split"]
+    # unsaid: the service's default, a 0.2 share, or 0 on an upload that brings x_val, y_val
     if opts["test_split"] is not None:
         split["test"] = opts["test_split"]
     if opts["preprocess"] is not None:
