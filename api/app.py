@@ -60,7 +60,7 @@ class BodyLimit:
 
 def _warm_engine(done: threading.Event) -> None:
     """Dry-run a tiny conv net once: a process's first check of a spec takes seconds (imports,
-    torch's first meta-device trace), which the first POST would pay otherwise. Runs in a
+    the first trace), which the first POST would pay otherwise. Runs in a
     thread so that /healthz answers at once; /readyz says 503 until `done` is set."""
     try:
         from netfit.spec import JobSpec

@@ -255,7 +255,7 @@ def release(factory: sessionmaker[Session], persister: Persister, m: Member, res
 
 
 def warm_up() -> None:
-    """Pay the one-time costs (torch's meta-device tracing, data set imports, the first
+    """Pay the one-time costs (the first trace and forward, data set imports, the first
     optimizer step, the database engine and its first connection) when the worker starts,
     not in the first job it trains."""
     from netfit.engine.data import load_data

@@ -6,7 +6,7 @@ from a notebook — the lesson's low-level API beside the service's high-level o
     from netfit.engine.fit import fit
 
     data = load_data(spec)                      # PreparedData: tensors + DataSignature
-    summary = summarize(spec, data.signature)   # dry run on the meta device; SpecError if wrong
+    summary = summarize(spec, data.signature)   # a dry run (no training); SpecError if wrong
     result = fit(spec, data, callbacks=...)     # FitResult: stop reason, best/last weights, metrics
 
 Needs the `engine` extra (torch, numpy, scikit-learn, safetensors). Modules: `errors`

@@ -1,8 +1,8 @@
 """Spec layers → torch.nn.Sequential, with every input size inferred from the data.
 
-The network is first traced on the "meta" device (shapes and parameter counts without
-memory or compute), which is how the API validates a spec before it is queued; the real
-model is then built from the same plan.
+The network is first traced (shapes and parameter counts, on the "meta" device where a layer
+is too big to run on the CPU), which is how the API validates a spec before it is queued; the
+real model is then built from the same plan.
 """
 
 from __future__ import annotations
@@ -151,12 +151,24 @@ class _Traced:
         return self.node.where if self.node else f"layer {self.index} ({self.type})"
 
 
+# Up to this many parameters (64 MB) a layer is traced on the CPU: a process's first forward on
+# the meta device imports torch's decompositions and sympy (820 modules, ~1 s of CPU in every
+# API and worker process); the CPU costs microseconds. Bigger layers stay on meta: no memory.
+CPU_TRACE_PARAMS = 1 << 24
+
+
 def _traced_layer(layer: Any, shape: tuple[int, ...], i: int, where: str) -> tuple[tuple[int, ...], int]:
-    """One layer's output shape and parameter count, on the meta device (_Bad, or torch's error)."""
+    """One layer's output shape and parameter count (_Bad, or torch's error). Built on the meta
+    device, which allocates nothing; run on the CPU when small (uninitialised weights, zeros in)."""
     with torch.device("meta"):
-        block = nn.Sequential(*_modules(layer, shape, i, where))
-        y = block.eval()(torch.empty((2, *shape)))
-    return tuple(y.shape[1:]), sum(p.numel() for p in block.parameters())
+        block = nn.Sequential(*_modules(layer, shape, i, where)).eval()
+    params = sum(p.numel() for p in block.parameters())
+    device = "cpu" if params <= CPU_TRACE_PARAMS and math.prod(shape) <= CPU_TRACE_PARAMS else "meta"
+    if device == "cpu":
+        block.to_empty(device="cpu")
+    with torch.no_grad():
+        y = block(torch.zeros((2, *shape), device=device))
+    return tuple(y.shape[1:]), params
 
 
 def _join_shape(node: Node, shapes: list[tuple[int, ...]], names: list[str]) -> tuple[int, ...]:
@@ -173,7 +185,7 @@ def _join_shape(node: Node, shapes: list[tuple[int, ...]], names: list[str]) -> 
 
 
 def _trace(spec: JobSpec, signature: DataSignature, errors: list[dict]) -> list[_Traced] | None:
-    """Per-layer output shapes and parameter counts on the meta device; None after a layer error."""
+    """Per-layer output shapes and parameter counts; None after a layer error."""
     if spec.model.is_graph:
         return _trace_graph(spec, signature, errors)
     shape, out = tuple(signature.input_shape), []

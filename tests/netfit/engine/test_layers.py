@@ -10,7 +10,7 @@ from torch import nn
 from netfit.spec import JobSpec
 from netfit.engine.data import DataSignature, load_data, signature_of
 from netfit.engine.errors import SpecError
-from netfit.engine.layers import MAX_PARAMS, build_model, resolve_head, summarize
+from netfit.engine.layers import CPU_TRACE_PARAMS, MAX_PARAMS, build_model, resolve_head, summarize
 
 IRIS = DataSignature((4,), "classification", 3, 1, 150, False)
 BINARY = DataSignature((30,), "classification", 2, 1, 569, False)
@@ -56,6 +56,17 @@ def test_mlp_summary_and_model_on_real_data():
     # the loss applies softmax itself, so the model ends with raw logits
     assert not isinstance(model[-1], nn.Softmax) and resolve_head(s, data.signature).folded == "softmax"
     assert model(data.train.x).shape == (90, 3)
+
+
+def test_a_layer_too_big_for_a_cpu_trace_is_traced_on_meta():
+    """Small layers are traced on the CPU (fast); one over CPU_TRACE_PARAMS on the meta device,
+    which allocates nothing: its shape and parameter count come out the same."""
+    big = 40_000  # 784 * 40,000 weights: 125 MB that a CPU trace would allocate
+    assert 784 * big > CPU_TRACE_PARAMS and 784 * big + big < MAX_PARAMS
+    summary = summarize(spec([{"type": "flatten"}, {"type": "linear", "units": big}, {"type": "linear", "units": 10}]),
+                        IMAGES)
+    assert [layer.params for layer in summary.layers] == [0, 784 * big + big, big * 10 + 10]
+    assert [layer.output_shape for layer in summary.layers] == [[784], [big], [10]]
 
 
 def test_keras_and_pytorch_words_build_the_same_network():
