@@ -54,10 +54,8 @@ def main(args: list[str]) -> int:
     if uv is not None:
         options, env = uv_options(pip_config())
         # the checkout is built with this environment's setuptools (an isolated build env took seconds)
-        # --compile-bytecode: pip writes .pyc files as it installs, uv does not, and where
-        # PYTHONDONTWRITEBYTECODE is set nothing writes them later: every process then compiled
-        # ~1,800 modules from source at start (a worker's start 13 s instead of 6)
-        command = [uv, "pip", "install", "-q", "--compile-bytecode", "--python", sys.executable, *options,
+        # no --compile-bytecode: the Makefile lets each process write the bytecode of what it imports
+        command = [uv, "pip", "install", "-q", "--python", sys.executable, *options,
                    "--no-build-isolation-package", "netfit", *args]
         if subprocess.run(command, env={**os.environ, **env}).returncode == 0:
             return 0
