@@ -1,4 +1,4 @@
-"""python -m bench [engine|service|api|throughput|dashboard|predict|packed|sweeps|space|scale|all ...] [--quick] [--out PATH] [--threads N]"""
+"""python -m bench [engine|firstrun|service|api|throughput|dashboard|predict|packed|sweeps|space|scale|all ...] [--quick] [--out PATH] [--threads N]"""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from bench import engine
 from bench.report import Report
 
-SECTIONS = ("engine", "service", "api", "throughput", "dashboard", "predict", "packed", "sweeps", "http", "space", "scale")
+SECTIONS = ("engine", "firstrun", "service", "api", "throughput", "dashboard", "predict", "packed", "sweeps", "http", "space", "scale")
 DEFAULT_OUT = Path(__file__).parent / "results" / "latest.json"
 
 
@@ -40,7 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     began = time.monotonic()
     if "engine" in chosen:
         engine.run(report, quick=args.quick, rounds=args.rounds, names=args.contenders)
-    services = [name for name in chosen if name not in ("engine", "dashboard", "predict", "packed", "sweeps", "http",
+    if "firstrun" in chosen:  # a fresh clone's `make run`, then a second one (bench/firstrun.py)
+        from bench import firstrun
+
+        firstrun.run(report)
+    services = [name for name in chosen if name not in ("engine", "firstrun", "dashboard", "predict", "packed", "sweeps", "http",
                                                         "space", "scale")]
     if services:
         from bench import services as service_benchmarks
