@@ -63,12 +63,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _prepare(url: str, jobs: int, seed: int, epochs: tuple[int, int] = EPOCHS) -> None:
-    """Tenants and `jobs` queued jobs: the rows and "queued" events db.sending.new_queued_job
-    writes, inserted in batches (one at a time took 46 s on the loaded machine), then ANALYZE
-    as autovacuum would after such a change."""
+    """Tenants and `jobs` queued jobs: the rows, send stamps and "queued" events that
+    db.sending.new_queued_job writes, inserted in batches (one at a time took 46 s on the loaded
+    machine), then ANALYZE as autovacuum would after such a change."""
     from sqlalchemy import insert, text
 
-    from db.models import Job, JobEvent, new_id, utcnow
+    from db.models import Job, JobEvent, JobSend, new_id, utcnow
     from db.session import make_session_factory
     from db.states import EventKind, Status
     from db.tenants import set_tenant
@@ -85,18 +85,20 @@ def _prepare(url: str, jobs: int, seed: int, epochs: tuple[int, int] = EPOCHS) -
     order = [f"t{i}" for i, n in enumerate(counts) for _ in range(n)]
     rng.shuffle(order)  # tenants' submissions interleaved, as many users submit
     priorities, mix = [p for p, _ in PRIORITY_MIX], [w for _, w in PRIORITY_MIX]
-    rows, events = [], []
+    rows, sends, events = [], [], []
     for tenant in order:
         spec = iris_spec(epochs=rng.randint(*epochs))
         spec["priority"] = rng.choices(priorities, mix)[0]
         job_id = new_id()
         rows.append({"id": job_id, "tenant": tenant, "spec": spec, "epochs": spec["training"]["epochs"], "queue": "cpu",
-                     "status": Status.QUEUED, "enqueued_at": utcnow(), "name": spec.get("name"),
+                     "status": Status.QUEUED, "name": spec.get("name"),
                      "priority": spec["priority"], "created_at": utcnow()})
+        sends.append({"job_id": job_id, "sent_at": utcnow()})
         events.append({"job_id": job_id, "kind": str(EventKind.STATUS), "data": {"status": str(Status.QUEUED)}})
     with factory() as s:
         for k in range(0, len(rows), 1000):
             s.execute(insert(Job), rows[k:k + 1000])
+            s.execute(insert(JobSend), sends[k:k + 1000])
             s.execute(insert(JobEvent), events[k:k + 1000])
         s.commit()
     engine = factory.kw["bind"]
@@ -358,7 +360,8 @@ def simulate(url: str, workers: int, seconds: float, epoch_seconds: float, probe
             broker.put(job_id)
     queued_at_start = broker.qsize()
     with side() as s:  # their messages were sent just now: the reconcilers re-send none before requeue_seconds
-        s.execute(text("UPDATE jobs SET enqueued_at = now() WHERE status = 'queued'"))
+        s.execute(text("INSERT INTO job_sends (job_id, sent_at) SELECT id, now() FROM jobs WHERE status = 'queued' "
+                       "ON CONFLICT (job_id) DO UPDATE SET sent_at = excluded.sent_at"))
         s.commit()
 
     tally = Tally([], [], [], [], [], [], [], [])
@@ -520,13 +523,14 @@ def _reconciler_passes(url: str, stale: int) -> tuple[float, float, int]:
     factory = make_session_factory(url)
     sent: list[str] = []
     with factory() as s:
-        s.execute(text("UPDATE jobs SET enqueued_at = now() WHERE status = 'queued'"))
+        s.execute(text("INSERT INTO job_sends (job_id, sent_at) SELECT id, now() FROM jobs WHERE status = 'queued' "
+                       "ON CONFLICT (job_id) DO UPDATE SET sent_at = excluded.sent_at"))
         s.commit()
     began = time.perf_counter()
     reconcile_once(factory, lambda job_id, _queue: sent.append(job_id))
     quiet = time.perf_counter() - began
     with factory() as s:  # the backlog has waited longer than requeue_seconds since its messages
-        s.execute(text("UPDATE jobs SET enqueued_at = now() - make_interval(secs => :a) WHERE id IN "
+        s.execute(text("UPDATE job_sends SET sent_at = now() - make_interval(secs => :a) WHERE job_id IN "
                        "(SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at LIMIT :n)"),
                   {"a": get_settings().requeue_seconds + 1, "n": stale})
         s.commit()

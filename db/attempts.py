@@ -22,6 +22,7 @@ from db import events
 from db.epochs import clean_metrics, put_checkpoint
 from db.fencing import fenced_update, lock_in_id_order, owned
 from db.models import Checkpoint, Job, UTCDateTime, utcnow
+from db.sending import unstamp
 from db.states import EventKind, Status
 
 
@@ -166,12 +167,13 @@ def release(session: Session, job_id: str, attempt: int, *, preempted_by: str | 
     """Hand the job back (worker shutting down, or preempted: `preempted_by` the queued job it
     made way for, after `after_epoch`): queued again, lease cleared, not a lost attempt."""
     values: dict[str, Any] = {
-        "status": Status.QUEUED, "lease_owner": None, "lease_expires_at": None, "enqueued_at": None,
+        "status": Status.QUEUED, "lease_owner": None, "lease_expires_at": None,
         "releases": Job.releases + 1, "preempt_requested_by": None, "updated_at": utcnow(),
     }
     if preempted_by is not None:
         values["preemptions"] = Job.preemptions + 1
     fenced_update(session, {job_id: (attempt, values)})
+    unstamp(session, job_id)  # not sent until its releaser sends it (else the reconciler does)
     if preempted_by is not None:
         # another team's job is not named to this one (its id would leak): only its priority
         by = session.execute(select(Job.tenant, Job.priority).where(Job.id == preempted_by)).first()

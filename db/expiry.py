@@ -8,27 +8,29 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from db import events
-from db.models import Job, utcnow
+from db import events, sending
+from db.models import Job, JobSend, utcnow
 from db.states import EventKind, Status
 
 
-def stale_queued(session: Session, *, not_enqueued_since: datetime) -> list[tuple[str, str]]:
-    """Queued jobs whose message may be lost: never enqueued, or not re-sent lately."""
+def stale_queued(session: Session, *, not_sent_since: datetime) -> list[tuple[str, str]]:
+    """Queued jobs whose message may be lost: never sent, or not re-sent lately."""
     return [tuple(row) for row in session.execute(
-        select(Job.id, Job.queue).where(
+        select(Job.id, Job.queue).outerjoin(JobSend, JobSend.job_id == Job.id).where(
             Job.status == Status.QUEUED,
-            or_(Job.enqueued_at.is_(None), Job.enqueued_at < not_enqueued_since),
+            or_(JobSend.sent_at.is_(None), JobSend.sent_at < not_sent_since),
         ).order_by(Job.created_at)
     )]
 
 
 def expired_running(session: Session, *, now: datetime | None = None) -> list[Any]:
     """Running jobs whose worker stopped renewing its lease. Rows with .id, .queue, .lost
-    (attempts that did not end in a release), .cancel_requested, .enqueued_at, .lease_expires_at."""
+    (attempts that did not end in a release), .cancel_requested, .sent_at (None: never sent),
+    .lease_expires_at."""
     return list(session.execute(
         select(Job.id, Job.queue, (Job.attempts - Job.releases).label("lost"), Job.cancel_requested,
-               Job.enqueued_at, Job.lease_expires_at)
+               JobSend.sent_at, Job.lease_expires_at)
+        .outerjoin(JobSend, JobSend.job_id == Job.id)
         .where(Job.status == Status.RUNNING, Job.lease_expires_at < (now or utcnow()))
         .order_by(Job.created_at)
     ))
@@ -37,13 +39,13 @@ def expired_running(session: Session, *, now: datetime | None = None) -> list[An
 def take_back(session: Session, job_id: str, now: datetime) -> bool:
     """A running job whose lease expired and that was not sent since: stamped as sent now, with a
     "lost" event (the attempt whose worker stopped renewing its lease, the epoch it had reached).
-    One conditional UPDATE: of reconcilers passing at once, one takes it back (and sends it)."""
-    row = session.execute(
-        update(Job).where(Job.id == job_id, Job.status == Status.RUNNING, Job.lease_expires_at < now,
-                          or_(Job.enqueued_at.is_(None), Job.enqueued_at < Job.lease_expires_at))
-        .values(enqueued_at=now).returning(Job.attempts, Job.epochs_completed)
-    ).one_or_none()
-    if row is None:
+    The stamp is one conditional upsert: of reconcilers passing at once, one takes it back (and
+    sends it). It locks no job row (db.sending), so a claim meanwhile still sees the job; if one
+    takes it, the message sent is a duplicate, which finds nothing to claim."""
+    expired = (Job.status == Status.RUNNING, Job.lease_expires_at < now)
+    row = session.execute(select(Job.attempts, Job.epochs_completed, Job.lease_expires_at)
+                          .where(Job.id == job_id, *expired)).one_or_none()
+    if row is None or not sending.stamp(session, job_id, now, *expired, sent_before=row.lease_expires_at):
         session.rollback()
         return False
     events.add(session, job_id, EventKind.LOST, {"attempt": row.attempts, "epoch": row.epochs_completed})

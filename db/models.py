@@ -91,7 +91,9 @@ class Job(Base):
     device: Mapped[str | None] = mapped_column(String(16))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    enqueued_at: Mapped[datetime | None]
+    # not written or read since migration 0009 (job_sends holds when a message was sent); kept so
+    # that workers from before it keep running while an upgrade switches them over
+    enqueued_at: Mapped[datetime | None] = mapped_column(deferred=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -110,6 +112,18 @@ class Job(Base):
     preempt_requested_by: Mapped[str | None] = mapped_column(String(32))
     attempt_started_at: Mapped[datetime | None]
     preemptions: Mapped[int] = mapped_column(default=0, server_default="0")
+
+
+class JobSend(Base):
+    """When the job's message was last sent (db.sending); no row: never, or to be sent again.
+    Its own table so that stamping a send locks no job row: a claim's pick skips locked rows
+    (SKIP LOCKED) and would pass the job over. Inserting a row takes only a key-share lock on the
+    job, which the pick's FOR NO KEY UPDATE does not skip; updating or deleting one takes none."""
+
+    __tablename__ = "job_sends"
+
+    job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    sent_at: Mapped[datetime]
 
 
 class Sweep(Base):

@@ -17,7 +17,7 @@ from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from db import space
-from db.models import Checkpoint, Dataset, EpochMetric, Job, JobEvent, Sweep, utcnow
+from db.models import Checkpoint, Dataset, EpochMetric, Job, JobEvent, JobSend, Sweep, utcnow
 
 ACTIVE = ("queued", "running")
 KEEP_BEST = "keep_best_trials"
@@ -31,7 +31,7 @@ class InUse(Exception):
 
 
 def _delete_jobs(session: Session, job_ids: list[str]) -> None:
-    for table in (EpochMetric, JobEvent, Checkpoint):
+    for table in (EpochMetric, JobEvent, Checkpoint, JobSend):
         session.execute(delete(table).where(table.job_id.in_(job_ids)))
     session.execute(delete(Job).where(Job.id.in_(job_ids)))
 

@@ -10,6 +10,8 @@
 `pick` applies it inside the claim's transaction: on PostgreSQL the candidate row is locked
 with FOR NO KEY UPDATE SKIP LOCKED, so concurrent claims take different jobs without waiting for
 each other; SQLite's single writer serialises them (and a claim that lost the race asks again).
+A re-send's stamp (db.sending) is written to job_sends, not the job row, so it holds no lock
+that would make a pick pass the job over.
 `waiting` explains a queued job's wait from the same rule."""
 
 from __future__ import annotations

@@ -184,7 +184,7 @@ def test_stack_commands_train_jobs_and_a_busy_worker_resends_a_lost_one(pg_url, 
     queued behind the job would wait for it to end); once the first job is cancelled it trains."""
     from db.jobs import create_job
     from db.keys import create_key
-    from db.models import Job
+    from db.models import JobSend
     from db.session import make_session_factory
 
     def start(service: str, args: list[str]) -> Proc:
@@ -222,11 +222,11 @@ def test_stack_commands_train_jobs_and_a_busy_worker_resends_a_lost_one(pg_url, 
                    what="the posted job to train")
         with factory() as session:  # written as the API writes it, but never sent: its message is "lost"
             job = create_job(session, tenant="team", spec=iris_spec(epochs=3), summary=None, queue="cpu")
-            lost, created = job.id, job.enqueued_at
+            lost, created = job.id, session.get(JobSend, job.id).sent_at
 
         def resent() -> bool:
             with factory() as session:
-                return session.get(Job, lost).enqueued_at > created
+                return session.get(JobSend, lost).sent_at > created
         wait_until(resent, timeout=60, what="the reconciler to re-send the lost job")
         assert http.get(f"/v1/jobs/{busy}").json()["status"] == "running"  # the worker is still busy
 

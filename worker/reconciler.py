@@ -51,7 +51,7 @@ def reconcile_once(session_factory: sessionmaker[Session], enqueue: Callable[[st
             enqueue(job_id, queue)
             mark_enqueued(session, job_id, now)
 
-        for job_id, queue in expiry.stale_queued(session, not_enqueued_since=recent):
+        for job_id, queue in expiry.stale_queued(session, not_sent_since=recent):
             send(job_id, queue)
             counts["requeued"] += 1
         for row in expiry.expired_running(session, now=now):
@@ -63,11 +63,11 @@ def reconcile_once(session_factory: sessionmaker[Session], enqueue: Callable[[st
                 counts["failed"] += expiry.fail_lost(session, row.id, max_attempts=max_attempts, message=message)
             # not sent since its lease expired (the dead worker's message is gone: a file broker
             # never redelivers it, Redis only after an hour): taken back, with a "lost" event
-            elif row.enqueued_at is None or row.enqueued_at < row.lease_expires_at:
+            elif row.sent_at is None or row.sent_at < row.lease_expires_at:
                 if expiry.take_back(session, row.id, now):  # one reconciler passing at once does
                     enqueue(row.id, row.queue)
                     counts["resumed"] += 1
-            elif row.enqueued_at < recent:  # sent long ago and still unclaimed
+            elif row.sent_at < recent:  # sent long ago and still unclaimed
                 send(row.id, row.queue)
                 counts["resumed"] += 1
     if settings.preemption:

@@ -16,6 +16,7 @@ from db import sweeps as db_sweeps
 from db.epochs import EpochRecord, Flush
 from db.fencing import Fenced
 from db.models import Checkpoint, EpochMetric, Job, utcnow
+from db.sending import mark_enqueued
 from tests.conftest import iris_spec
 from tests.worker_writes import claim, record_epoch
 
@@ -253,9 +254,7 @@ def test_a_lost_worker_is_taken_back_once_with_a_lost_event(session_factory):
         attempt = claim(s, job_id)
         record_epoch(s, job_id, attempt, epoch_row(1), resume_state=b"s")
         record_epoch(s, job_id, attempt, epoch_row(2))
-        # sent an hour ago, its lease expired since
-        s.execute(update(Job).where(Job.id == job_id).values(enqueued_at=utcnow() - timedelta(hours=1)))
-        s.commit()
+        mark_enqueued(s, job_id, utcnow() - timedelta(hours=1))  # sent an hour ago, its lease expired since
     expire_lease(session_factory, job_id)
     with session_factory() as s:
         now = utcnow()

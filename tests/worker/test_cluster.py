@@ -114,6 +114,7 @@ def test_a_message_whose_worker_took_another_job_still_gets_its_job_run(pg_url, 
 
     from db import jobs as db_jobs
     from db.models import Job, utcnow
+    from db.sending import mark_enqueued
     from service.queue import create_celery, enqueue
 
     factory = make_session_factory(pg_url)
@@ -122,9 +123,8 @@ def test_a_message_whose_worker_took_another_job_still_gets_its_job_run(pg_url, 
         fresh = db_jobs.create_job(session, tenant="default", spec=iris_spec(epochs=1), summary=None, queue="cpu").id
         # `lost`: running, its lease expired, stamped as sent after that (so the reconciler leaves it)
         session.execute(update(Job).where(Job.id == lost).values(
-            status="running", attempts=1, lease_owner="gone:1", lease_expires_at=utcnow() - timedelta(seconds=60),
-            enqueued_at=utcnow()))
-        session.commit()
+            status="running", attempts=1, lease_owner="gone:1", lease_expires_at=utcnow() - timedelta(seconds=60)))
+        mark_enqueued(session, lost, utcnow())
     enqueue(fresh, "cpu", create_celery(redis_url))  # the only message
     start_worker(service_env(pg_url, redis_url, NETFIT_REQUEUE_SECONDS="3600"))
     with make_client(pg_url, redis_url) as client:

@@ -12,7 +12,7 @@ from sqlalchemy import update
 from db import jobs
 from db.epochs import EpochRecord, Flush
 from db.fencing import Fenced
-from db.models import Job, utcnow
+from db.models import Job, JobSend, utcnow
 from tests.conftest import iris_spec
 from tests.worker_writes import claim
 from worker.lease import Lease
@@ -56,8 +56,8 @@ def test_a_release_queues_the_job_again_and_resends_it_unless_its_lease_was_lost
     sent: list[tuple[str, str]] = []
     hand_back(session_factory, lease, kept, attempts[kept], "cpu", lambda j, q: sent.append((j, q)), after_epoch=3)
     with session_factory() as s:
-        job = s.get(Job, kept)
-        assert (job.status, job.releases, job.lease_owner, job.enqueued_at is not None) == ("queued", 1, None, True)
+        job, stamp = s.get(Job, kept), s.get(JobSend, kept)
+        assert (job.status, job.releases, job.lease_owner, stamp is not None) == ("queued", 1, None, True)
     assert sent == [(kept, "cpu")]
 
     lease.mark_lost(taken)  # a write found another attempt owning it
