@@ -48,10 +48,7 @@ def _when(factory, job_id: str, kind: str, status: str | None = None) -> datetim
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A database, a Redis and ONE worker for the module (idle between its tests)."""
-    # no re-send of a waiting job every 2 s (FAST): each re-send locks its row for a moment, and a
-    # claim's pick skips locked rows (SKIP LOCKED), so the priority job could be passed over
-    settings = {**FAST, "NETFIT_REQUEUE_SECONDS": "60", "NETFIT_PREEMPT_AFTER_SECONDS": str(AFTER)}
-    with own_stack(tmp_path_factory.mktemp("preemption"), **settings) as stack:
+    with own_stack(tmp_path_factory.mktemp("preemption"), **FAST, NETFIT_PREEMPT_AFTER_SECONDS=str(AFTER)) as stack:
         stack.worker()
         yield stack
 
