@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import Select, and_, bindparam, or_
 
 T = TypeVar("T")
 
@@ -35,6 +35,29 @@ def newest_first(query: Select, table: Any, cursor: str | None, limit: int,
         created, row_id = decode_cursor(cursor)
         query = query.where(or_(table.created_at < created, and_(table.created_at == created, table.id < row_id)))
     rows = list(run(query.order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)))
+    return cut_page(rows, limit)
+
+
+def newest_first_statement(query: Select, table: Any, after: bool) -> Select:
+    """newest_first's statement with its values as bound parameters (after_created, after_id
+    when `after`; page_rows, the limit + 1): built once and kept, it is compiled and its cache
+    key computed once, where a statement built per request pays both every time."""
+    if after:
+        created, row_id = bindparam("after_created", type_=table.created_at.type), bindparam("after_id")
+        query = query.where(or_(table.created_at < created, and_(table.created_at == created, table.id < row_id)))
+    return query.order_by(table.created_at.desc(), table.id.desc()).limit(bindparam("page_rows"))
+
+
+def page_parameters(cursor: str | None, limit: int) -> dict[str, Any]:
+    """The bound values of newest_first_statement(after=bool(cursor))."""
+    values: dict[str, Any] = {"page_rows": limit + 1}
+    if cursor:
+        values["after_created"], values["after_id"] = decode_cursor(cursor)
+    return values
+
+
+def cut_page(rows: list[T], limit: int) -> tuple[list[T], str | None]:
+    """rows (up to limit + 1 read) as a page and the next page's cursor (None at the end)."""
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (encode_cursor(rows[-1]) if more else None)
