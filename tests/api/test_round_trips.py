@@ -79,3 +79,15 @@ def test_the_imports_are_left_out_of_later_collections(client):
     wait_until(client.app.state.warmed.is_set, timeout=120, what="the warm-up")
     assert gc.get_freeze_count() > 10_000  # modules, classes and torch's objects
     assert gc.get_threshold()[0] >= 10_000
+
+
+def test_the_endpoints_thread_closes_their_sessions(client):
+    """OneThreadRoute's endpoints get their session without a yielding dependency: the endpoint's
+    thread closes it, whether it answered, raised or was refused before it ran."""
+    job = client.post("/v1/jobs", json=iris_spec()).json()
+    assert client.get("/v1/jobs").status_code == 200
+    assert client.get(f"/v1/jobs/{job['id']}").status_code == 200
+    assert client.get("/v1/jobs/nope-0000").status_code == 404  # raised in the thread
+    assert client.get("/v1/jobs", params={"limit": 0}).status_code == 422  # refused before it ran
+    assert client.get("/v1/jobs", params={"cursor": "bogus"}).status_code == 422
+    assert client.app.state.session_factory.kw["bind"].pool.checkedout() == 0
