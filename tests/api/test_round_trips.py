@@ -5,6 +5,7 @@ pooled connection whose server went away is replaced at checkout, not handed to 
 from __future__ import annotations
 
 import gc
+import threading
 from pathlib import Path
 
 from psycopg import pq
@@ -91,3 +92,32 @@ def test_the_endpoints_thread_closes_their_sessions(client):
     assert client.get("/v1/jobs", params={"limit": 0}).status_code == 422  # refused before it ran
     assert client.get("/v1/jobs", params={"cursor": "bogus"}).status_code == 422
     assert client.app.state.session_factory.kw["bind"].pool.checkedout() == 0
+
+
+def test_connections_are_kept_through_bursts(pg_url):
+    """Bursts of concurrent requests reuse the connections the first one opened: a pool that
+    closes what it lent beyond a few made a PostgreSQL backend start every few requests."""
+    from db.session import make_session_factory
+
+    factory = make_session_factory(pg_url)
+    engine = factory.kw["bind"]
+    opened = []
+    event.listen(engine, "connect", lambda *_: opened.append(1))
+    width, rounds = 12, 4
+    all_in = threading.Barrier(width)
+
+    def one() -> None:
+        with factory() as session:
+            session.execute(text("SELECT 1"))
+            all_in.wait(timeout=30)  # every session holds its connection at once
+
+    try:
+        for _ in range(rounds):
+            threads = [threading.Thread(target=one) for _ in range(width)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert len(opened) == width, f"{len(opened)} connections opened for {rounds} bursts of {width}"
+    finally:
+        engine.dispose()
