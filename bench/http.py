@@ -4,8 +4,9 @@ job, GET /v1/jobs with 10,000 jobs and POST /v1/jobs/{id}/predict (one Iris row)
 PostgreSQL, the API run with 1 and with 2 processes (NETFIT_API_PROCESSES) side by side; and a
 client that revalidates what it holds (If-None-Match → 304), as the SDK and the dashboard do.
 
-What bounds each figure is printed beside it: the CPU the API's processes and wrk spent per
-request (µs, from /proc and getrusage), on the machine's cores that all of them share. Needs
+What bounds each figure is printed beside it: the CPU the API's processes, wrk and PostgreSQL
+(the sessions open on the bench's database) spent per request (µs, from /proc and getrusage), on
+the machine's cores that all of them share. Needs
 wrk on PATH (scripts/test-tools.sh installs it); the section says so and skips without it. It
 sits beside the httpx-based `api` section (bench/services.py), whose figures include its own
 Python load generator's share of the CPU."""
@@ -48,15 +49,30 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def pg_cpu_seconds(db_url: str | None) -> float:
+    """CPU so far of the PostgreSQL sessions open on db_url's database (0 without one): what the
+    API's queries cost the server, as long as its pool keeps its connections (it does)."""
+    if not db_url or not db_url.startswith("postgresql"):
+        return 0.0
+    import psycopg
+
+    url = db_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(url, autocommit=True) as conn:
+        pids = [pid for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                               "AND pid <> pg_backend_pid()")]
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
 def wrk(url: str, connections: int, seconds: int, body: str | None = None, headers: dict[str, str] | None = None,
-        api_pid: int | None = None) -> dict[str, float]:
+        api_pid: int | None = None, db_url: str | None = None) -> dict[str, float]:
     """One wrk run: its summary line (bench/wrk/report.lua), with the CPU µs per request that the
-    API (api_pid and its children) and wrk itself spent."""
+    API (api_pid and its children), wrk itself and PostgreSQL (db_url's sessions) spent."""
     env = {**os.environ, "NETFIT_WRK_BODY": body or ""}
     args = ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(SCRIPT)]
     for name, value in (headers or {}).items():
         args += ["-H", f"{name}: {value}"]
     api_before = cpu_seconds(api_pid) if api_pid else 0.0
+    pg_before = pg_cpu_seconds(db_url)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run([*args, url], env=env, capture_output=True, text=True, timeout=seconds + 60, check=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -65,6 +81,7 @@ def wrk(url: str, connections: int, seconds: int, body: str | None = None, heade
     n = max(1, got["requests"])
     got["wrk_cpu_us"] = (after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime) / n * 1e6
     got["api_cpu_us"] = (cpu_seconds(api_pid) - api_before) / n * 1e6 if api_pid else float("nan")
+    got["pg_cpu_us"] = (pg_cpu_seconds(db_url) - pg_before) / n * 1e6 if db_url else 0.0
     got["rps"] = got["requests"] / (got["duration_us"] / 1e6)
     return got
 
@@ -94,7 +111,7 @@ def run(report: Report, *, quick: bool = False) -> None:
                        timeout=120, what=f"{url}/readyz")
         report.note(f"  {n_jobs} jobs and one {n_epochs}-epoch job inserted; the API with {' and '.join(map(str, PROCESSES))}"
                     f" uvicorn processes, wrk beside them on the same {cores} cores; each figure's CPU per request"
-                    f" (the API's processes + wrk's) bounds it: {cores} cores / that")
+                    f" (the API's processes + wrk's + PostgreSQL's) bounds it: {cores} cores / that")
         metrics_path = f"/v1/jobs/{long_id}/metrics"
         tag = httpx.get(servers[1][1] + metrics_path, timeout=30).headers["etag"]
         predict_body = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]})
@@ -108,16 +125,18 @@ def run(report: Report, *, quick: bool = False) -> None:
             for connections in (1, 50):
                 for processes, (pid, url) in servers.items():
                     wrk(url + path, 2, 1, body, headers)  # warm caches and connections
-                    got = wrk(url + path, connections, seconds, body, headers, api_pid=pid)
+                    got = wrk(url + path, connections, seconds, body, headers, api_pid=pid, db_url=stack.db_url)
                     name = f"{key}_p{processes}_c{connections}"
-                    bound = cores / (got["api_cpu_us"] + got["wrk_cpu_us"]) * 1e6
+                    bound = cores / (got["api_cpu_us"] + got["wrk_cpu_us"] + got["pg_cpu_us"]) * 1e6
                     report.figure(f"{name}_rps", got["rps"], "req/s",
                                   label=f"{what}, {processes} proc, {connections} conn: requests/s")
                     report.figure(f"{name}_p50_ms", got["p50_us"] / 1000, "ms", label="  p50")
                     report.figure(f"{name}_p99_ms", got["p99_us"] / 1000, "ms", label="  p99")
                     report.figure(f"{name}_api_cpu_us", got["api_cpu_us"], "µs", label="  CPU per request: the API")
                     report.figure(f"{name}_wrk_cpu_us", got["wrk_cpu_us"], "µs", label="  CPU per request: wrk")
-                    report.figure(f"{name}_cpu_bound_rps", bound, "req/s", label=f"  bound: {cores} cores / (API + wrk)")
+                    report.figure(f"{name}_pg_cpu_us", got["pg_cpu_us"], "µs", label="  CPU per request: PostgreSQL")
+                    report.figure(f"{name}_cpu_bound_rps", bound, "req/s",
+                                  label=f"  bound: {cores} cores / (API + wrk + PostgreSQL)")
                     if got["errors"] or got["non_2xx"]:
                         report.note(f"  {got['errors']} socket errors, {got['non_2xx']} non-2xx answers")
                     if connections == 50:
