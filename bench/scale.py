@@ -334,6 +334,15 @@ def _busy_seconds() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
+def _all_started(factory: Any, job_ids: list[str]) -> bool:
+    from sqlalchemy import func, select
+
+    from db.models import Job
+
+    with factory() as s:
+        return s.scalar(select(func.count()).where(Job.id.in_(job_ids), Job.started_at.is_not(None))) == len(job_ids)
+
+
 def simulate(url: str, workers: int, seconds: float, epoch_seconds: float, probes: int,
              probe_epochs: int = EPOCHS[0]) -> dict[str, Any]:
     """Run `workers` simulated workers on `url` for `seconds`; every figure as a dict."""
@@ -421,6 +430,12 @@ def simulate(url: str, workers: int, seconds: float, epoch_seconds: float, probe
     own_cpu = sum(os.times()[:2])
     busy = _busy_seconds()
     counted = {k: len(getattr(tally, k)) for k in ("claims", "flushes", "epochs", "finished")}
+    # a probe sent late in a short run may wait past its end for the next job to end (jobs that
+    # started together end together): its start is waited for, up to the longest job, not taken
+    # as never (the rates and fairness above are the run's own; later samples are left out)
+    deadline = time.monotonic() + EPOCHS[-1] * epoch_seconds + 2
+    while time.monotonic() < deadline and not _all_started(side, [j for j, _ in probe_ids]):
+        time.sleep(0.1)
     stop.set()
     for t in threads:
         t.join(timeout=30)
@@ -429,7 +444,7 @@ def simulate(url: str, workers: int, seconds: float, epoch_seconds: float, probe
     with side() as s:
         started = dict(s.execute(select(Job.id, Job.started_at).where(Job.id.in_([j for j, _ in probe_ids]))).all())
     waits = [(started[j] - at).total_seconds() if started.get(j) else float("inf") for j, at in probe_ids]
-    steady = [x for x in samples if x["t"] >= warmup]
+    steady = [x for x in samples if warmup <= x["t"] <= seconds + 0.5]
     indices = [jain([r / w for r, w in zip(x["running"], WEIGHTS)]) for x in steady if any(x["running"])]
     span = end - window["t"] if window else float("nan")
     engine.dispose()
