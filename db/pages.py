@@ -31,11 +31,8 @@ def newest_first(query: Select, table: Any, cursor: str | None, limit: int,
                  run: Callable[[Select], Sequence[T]]) -> tuple[list[T], str | None]:
     """The page after `cursor` (ordered by created_at, id, newest first) and the next page's
     cursor (None at the end); one row more than asked tells whether there is a next page."""
-    if cursor:
-        created, row_id = decode_cursor(cursor)
-        query = query.where(or_(table.created_at < created, and_(table.created_at == created, table.id < row_id)))
-    rows = list(run(query.order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)))
-    return cut_page(rows, limit)
+    statement = newest_first_statement(query, table, after=bool(cursor))
+    return cut_page(list(run(statement.params(**page_parameters(cursor, limit)))), limit)
 
 
 def newest_first_statement(query: Select, table: Any, after: bool) -> Select:

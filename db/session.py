@@ -6,9 +6,8 @@ import select
 from typing import Any
 
 from pydantic_core import from_json
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import space
