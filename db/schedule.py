@@ -5,7 +5,10 @@
        before fresh ones: its epochs so far are not trained again behind the queue;
     3. then the tenant with the least running work for its weight (weighted fair share;
        `netfit tenants set NAME --weight W`, default 1), skipping tenants at their max_running;
-    4. then age (oldest first), then id.
+    4. among tenants of equal share, the one whose last start is oldest (they take turns: with
+       short jobs a tenant's running work is often 0 at each pick, and the share alone would
+       fall back to age, which is first come, first served across tenants);
+    5. then age (oldest first), then id.
 
 `pick` applies it inside the claim's transaction: on PostgreSQL the candidate row is locked
 with FOR NO KEY UPDATE SKIP LOCKED, so concurrent claims take different jobs without waiting for
@@ -19,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Float, and_, case, cast, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from db import workers as db_workers
 from db.models import Job, JobEvent, Tenant
@@ -29,6 +32,17 @@ from db.states import EventKind
 def _running_by_tenant() -> Any:
     return (select(Job.tenant.label("tenant"), func.count().label("n")).where(Job.status == "running")
             .group_by(Job.tenant).subquery("running_work"))
+
+
+def _last_start_by_tenant(queue: str) -> Any:
+    """Each tenant with queued work in `queue`, with its latest attempt's start (NULL: never).
+    max() per tenant is one probe of ix_jobs_tenant_started, not a scan of its history;
+    MATERIALIZED: once per pick, not per candidate row, whatever the planner's statistics say."""
+    waiting = select(Job.tenant).where(Job.status == "queued", Job.queue == queue).distinct().subquery("waiting")
+    started = aliased(Job)
+    last = (select(func.max(started.attempt_started_at)).where(started.tenant == waiting.c.tenant)
+            .scalar_subquery())
+    return select(waiting.c.tenant, last.label("at")).cte("last_start").prefix_with("MATERIALIZED")
 
 
 def resumed() -> Any:
@@ -42,10 +56,12 @@ def pick(session: Session, queue: str, claimable: Any) -> str | None:
     running = _running_by_tenant()
     work = func.coalesce(running.c.n, 0)
     share = cast(work, Float) / func.coalesce(Tenant.weight, 1.0)
+    last = _last_start_by_tenant(queue)
     query = (select(Job.id).outerjoin(running, running.c.tenant == Job.tenant)
-             .outerjoin(Tenant, Tenant.name == Job.tenant)
+             .outerjoin(Tenant, Tenant.name == Job.tenant).outerjoin(last, last.c.tenant == Job.tenant)
              .where(Job.queue == queue, claimable, (Tenant.max_running.is_(None)) | (work < Tenant.max_running))
-             .order_by(Job.priority.desc(), resumed(), share, Job.created_at, Job.id).limit(1))
+             .order_by(Job.priority.desc(), resumed(), share, last.c.at.asc().nulls_first(), Job.created_at, Job.id)
+             .limit(1))
     if session.get_bind().dialect.name == "postgresql":
         # FOR NO KEY UPDATE: a concurrent claim's lock is skipped, but not the key-share lock that
         # adding any row referencing the job takes (its waiting event, written by the API right

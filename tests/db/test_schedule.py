@@ -84,3 +84,21 @@ def test_a_job_whose_event_is_being_written_is_still_claimed(pg_url):
         assert _take(worker, job_id) == job_id
         api.rollback()
     factory.kw["bind"].dispose()
+
+
+def test_tenants_of_equal_share_take_turns_when_each_job_ends_before_the_next_pick(session_factory):
+    """One worker, short jobs: at every pick neither tenant runs anything, so the share ties.
+    a queued all its jobs first; the starts still alternate (first come, first served would
+    give a all of its jobs before b's first)."""
+    with session_factory() as s:
+        a = [_queue(s, "a", age=i) for i in range(3)]
+        b = [_queue(s, "b", age=10 + i) for i in range(3)]
+        owner = {j: t for t, ids in (("a", a), ("b", b)) for j in ids}
+        order: list[str] = []
+        for _ in range(6):
+            job = _take(s, next(j for j in a + b if j not in order))  # a message about any queued job
+            order.append(job)
+            s.execute(update(Job).where(Job.id == job).values(status="succeeded", lease_owner=None))
+            s.commit()
+        assert [owner[j] for j in order] == ["a", "b", "a", "b", "a", "b"]
+        assert [j for j in order if owner[j] == "a"] == a  # within a tenant, oldest first
