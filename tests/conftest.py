@@ -43,17 +43,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Long modules first: pytest-xdist hands modules to its processes in this order, and a
-    long one handed out last would run alone at the end. A module that raises its own timeout
-    is the longest; then those with slow tests; otherwise the order stays as collected."""
-    def weight(item: pytest.Item) -> tuple[float, bool]:
-        timeout = item.get_closest_marker("timeout")
-        return -(timeout.args[0] if timeout and timeout.args else 0), item.get_closest_marker("slow") is None
-
-    by_module: dict[str, tuple[float, bool]] = {}
+    """Long modules first: pytest-xdist hands modules to its processes in this order
+    (`--no-loadscope-reorder`: its own reorder puts the modules with most tests first, which
+    ran the one-test container module last, alone, for its last ~3 minutes). A module that
+    raises its own timeout is the longest; then those with more slow tests; otherwise the order
+    stays as collected."""
+    timeouts: dict[str, float] = {}
+    slow: dict[str, int] = {}
     for item in items:
-        by_module[item.nodeid.split("::")[0]] = min(weight(item), by_module.get(item.nodeid.split("::")[0], (0, True)))
-    items.sort(key=lambda item: by_module[item.nodeid.split("::")[0]])
+        module = item.nodeid.split("::")[0]
+        timeout = item.get_closest_marker("timeout")
+        timeouts[module] = max(timeouts.get(module, 0), timeout.args[0] if timeout and timeout.args else 0)
+        slow[module] = slow.get(module, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: (-timeouts[m := item.nodeid.split("::")[0]], -slow[m]))
+
+
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_HOST = "127.0.0.1"
 

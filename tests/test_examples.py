@@ -24,6 +24,7 @@ def leaderboard_rows(out: str) -> dict[str, list[str]]:
     return {cells[1]: cells for cells in (line.split() for line in lines) if cells and cells[0].isdigit()}
 
 
+@pytest.mark.slow
 def test_every_spec_trains_and_compare_ranks_them(embedded_service: str, tmp_path: Path):
     out = run_example("compare.py", *SPECS, "--plots", "curves", url=embedded_service, cwd=tmp_path)
     rows = leaderboard_rows(out)
@@ -77,6 +78,7 @@ def test_sweep_examples_are_accepted_and_start(name: str, embedded_service: str)
         assert client.cancel_sweep(sweep.id).status == "cancelled"
 
 
+@pytest.mark.slow
 def test_predict_examples_name_new_flowers_and_digits(embedded_service: str, tmp_path: Path):
     out = run_example("predict_iris.py", url=embedded_service, cwd=tmp_path)
     assert out.count(" -> ") == 4 and "load_model:" in out and "onnxruntime:" in out

@@ -274,6 +274,7 @@ def message_of(response: httpx.Response) -> str:
     return response.json()["message"].lower()
 
 
+@pytest.mark.slow
 def test_bad_specs_and_files_are_refused_and_no_worker_sees_them(service, pg_url, redis_url):
     base_url, worker = service
     files = bad_files()

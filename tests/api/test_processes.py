@@ -7,10 +7,12 @@ import re
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import served, service_env, start_api_process, wait_until
 
 
+@pytest.mark.slow
 def test_two_api_processes_share_the_port_and_a_scrape_counts_both(pg_url: str, redis_url: str, tmp_path: Path):
     api, base_url = start_api_process(service_env(pg_url, redis_url, NETFIT_API_PROCESSES="2"), tmp_path / "api.log")
     try:

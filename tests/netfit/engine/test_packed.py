@@ -184,6 +184,7 @@ def conv_spec(model: dict, p: float, **training) -> JobSpec:
         "optimizer": training.pop("optimizer", {"type": "adam", "lr": 0.01}), **training}})
 
 
+@pytest.mark.slow
 def test_conv_members_with_batchnorm_and_pooling_train_as_alone_and_resume_in_fit():
     specs = [conv_spec({"layers": CONV_BN}, 0.0, seed=1),
              conv_spec({"layers": CONV_BN}, 0.3, seed=2, label_smoothing=0.1,
