@@ -14,10 +14,11 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 unexport PYTHONDONTWRITEBYTECODE
 
 $(STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
+	# without pip: uv puts it in with the rest (scripts/install.py), 10 times faster than ensurepip
+	test -x $(PY) || python3 -m venv --without-pip $(VENV)
 	# by uv, from where pip would take them (scripts/install.py); torch pinned: a bare `torch`
 	# on an empty venv pulls a multi-GB CUDA build
-	$(PY) scripts/install.py torch==2.13.0 -e '.[server,plot,dev]'
+	$(PY) scripts/install.py pip torch==2.13.0 -e '.[server,plot,dev]'
 	# the server packages (launch, api, worker, service, db) are run from this checkout, not published
 	echo "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/netfit-checkout.pth"
 	touch $(STAMP)

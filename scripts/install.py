@@ -1,11 +1,17 @@
 """`pip install ARGS` into the running interpreter's environment, by uv when it can be had: the
 same packages from the same places in seconds where pip takes a minute (a fresh clone's `make
 run`). uv reads neither pip's configuration files nor its PIP_* variables, so they are passed
-on here as uv's options, with pip's rule of the best version from every index; uv is taken
-from PATH or installed with pip. pip installs when uv cannot be had or fails."""
+on here as uv's options, with pip's rule of the best version from every index.
+
+The Makefile makes the venv without pip (ensurepip took 3.4 of a fresh run's ~20 s) and asks
+for pip among ARGS, which uv installs in a fraction of a second. Until then pip's settings are
+read, and uv fetched once per machine into ~/.cache/netfit/uv, by the interpreter the venv was
+made from. uv is taken from PATH, the venv or that cache. pip installs (put in by ensurepip
+where the venv has none) when uv cannot be had or fails."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
 import shutil
@@ -18,10 +24,22 @@ OPTIONS = {"index-url": "--index-url", "extra-index-url": "--extra-index-url", "
            "constraint": "--constraint", "trusted-host": "--allow-insecure-host"}
 
 
+UV_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "netfit" / "uv"
+
+
+def has_pip() -> bool:
+    return importlib.util.find_spec("pip") is not None
+
+
+def pip_python() -> str:
+    """An interpreter with pip: this one, else the one its venv was made from."""
+    return sys.executable if has_pip() else getattr(sys, "_base_executable", sys.executable)
+
+
 def pip_config() -> dict[str, str]:
     """pip's effective settings: its files and PIP_* variables as `pip config list` shows them,
     in pip's order of precedence (a later line overrides an earlier one)."""
-    out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
+    out = subprocess.run([pip_python(), "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
     settings = {}
     for line in out.splitlines():  # global.find-links='/opt/wheels' or :env:.find-links='...'
         key, sep, value = line.partition("=")
@@ -42,10 +60,11 @@ def uv_options(settings: dict[str, str]) -> tuple[list[str], dict[str, str]]:
 
 
 def find_uv() -> str | None:
-    here = Path(sys.executable).parent / "uv"
-    found = shutil.which("uv") or (str(here) if here.exists() else None)
-    if found is None and subprocess.run([sys.executable, "-m", "pip", "install", "-q", "uv"]).returncode == 0:
-        found = str(here) if here.exists() else None
+    places = (Path(sys.executable).parent / "uv", UV_CACHE / "bin" / "uv")
+    found = shutil.which("uv") or next((str(p) for p in places if p.exists()), None)
+    if found is None:  # once per machine: later fresh clones find it in the cache
+        installed = subprocess.run([pip_python(), "-m", "pip", "install", "-q", "--target", str(UV_CACHE), "uv"])
+        found = str(places[1]) if installed.returncode == 0 and places[1].exists() else None
     return found
 
 
@@ -55,11 +74,15 @@ def main(args: list[str]) -> int:
         options, env = uv_options(pip_config())
         # the checkout is built with this environment's setuptools (an isolated build env took seconds)
         # no --compile-bytecode: the Makefile lets each process write the bytecode of what it imports
-        command = [uv, "pip", "install", "-q", "--python", sys.executable, *options,
-                   "--no-build-isolation-package", "netfit", *args]
-        if subprocess.run(command, env={**os.environ, **env}).returncode == 0:
+        command = [uv, "pip", "install", "-q", "--python", sys.executable, *options]
+        # a venv made without pip has no setuptools either: first the one the build uses
+        first = [] if importlib.util.find_spec("setuptools") else [[*command, "setuptools"]]
+        if all(subprocess.run(c, env={**os.environ, **env}).returncode == 0
+               for c in [*first, [*command, "--no-build-isolation-package", "netfit", *args]]):
             return 0
         print("uv could not install; pip tries", file=sys.stderr)
+    if not has_pip():
+        subprocess.run([sys.executable, "-m", "ensurepip", "-q"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--upgrade", "pip"])
     return subprocess.run([sys.executable, "-m", "pip", "install", "-q", *args]).returncode
 
