@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError, invalid
+from api.solver import compile_handler
+from api.threads import run_in_thread
 from service.settings import Settings
 from db import keys as db_keys
 from db.pages import decode_cursor
@@ -37,7 +38,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         yield session
     finally:
         if session.in_transaction():
-            await run_in_threadpool(session.close)
+            await run_in_thread(session.close)
         else:
             session.close()
 
@@ -50,15 +51,33 @@ async def _thread_session(request: Request) -> Session:
 
 
 class OneThreadRoute(APIRoute):
-    """A sync endpoint, run with the closing of its sessions in one thread-pool call. FastAPI
-    itself runs a plain `def` in a thread, a sync dependency's setup and teardown in two more
-    and the validation of a returned model in a fourth: ~50 µs of CPU and a wait each."""
+    """A sync endpoint, run with the closing of its sessions in one thread call (api.threads).
+    FastAPI itself runs a plain `def` in a thread, a sync dependency's setup and teardown in two
+    more and the validation of a returned model in a fourth: ~50 µs of CPU and a wait each.
+    Its dependencies are resolved from a plan made when the route is built (api.solver), not by
+    FastAPI's generic solver on every request."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         if not (inspect.iscoroutinefunction(endpoint) or inspect.isasyncgenfunction(endpoint)
                 or inspect.isgeneratorfunction(endpoint)):
             endpoint = _in_one_thread(endpoint)
         super().__init__(path, endpoint, **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        generic = super().get_route_handler()
+        return compile_handler(_effective_route(self), generic)
+
+
+def _effective_route(route: APIRoute) -> Any:
+    """The route as FastAPI handles it: since 0.130 an included router's route is served through
+    an "effective" copy (the include's prefix, dependencies and responses), which FastAPI sets
+    while it asks the route for its handler."""
+    try:
+        from fastapi.routing import _effective_route_context_var
+    except ImportError:  # an older FastAPI copies the route itself
+        return route
+    context = _effective_route_context_var.get()
+    return context if context is not None and getattr(context, "original_route", None) is route else route
 
 
 def _in_one_thread(endpoint: Callable[..., Any]) -> Callable[..., Any]:
@@ -72,7 +91,7 @@ def _in_one_thread(endpoint: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(endpoint)  # FastAPI reads the parameters through __wrapped__
     async def one_thread(**values: Any) -> Any:
-        return await run_in_threadpool(call, **values)
+        return await run_in_thread(call, **values)
 
     signature = _signature(endpoint)
     if signature is not None:  # its sessions made without a generator: `call` closes them
@@ -119,7 +138,7 @@ async def get_principal(request: Request, _credentials: Annotated[object, Depend
     state = request.app.state
     header = request.headers.get("authorization")
     if header is None:
-        if not (state.auth_on or (_recheck_due(state) and await run_in_threadpool(auth_required, state))):
+        if not (state.auth_on or (_recheck_due(state) and await run_in_thread(auth_required, state))):
             return "default"
         raise _unauthorized("a valid API key is required: send 'Authorization: Bearer <key>' "
                             "(NETFIT_API_KEY in the SDK/CLI; `netfit keys create` makes one)")
@@ -127,7 +146,7 @@ async def get_principal(request: Request, _credentials: Annotated[object, Depend
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("the Authorization header must be 'Bearer <key>'")
     # looked up on every request (one indexed equality), so a revoked key is refused at once
-    tenant = await run_in_threadpool(_tenant_for, state.session_factory, token.strip())
+    tenant = await run_in_thread(_tenant_for, state.session_factory, token.strip())
     if tenant is None:
         raise _unauthorized("this API key is unknown or revoked; ask for a new one (`netfit keys create`)")
     return tenant
