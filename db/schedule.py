@@ -7,7 +7,8 @@
        `netfit tenants set NAME --weight W`, default 1), skipping tenants at their max_running;
     4. among tenants of equal share, the one whose last start is oldest (they take turns: with
        short jobs a tenant's running work is often 0 at each pick, and the share alone would
-       fall back to age, which is first come, first served across tenants);
+       fall back to age, which is first come, first served across tenants); starts older than
+       a minute do not count;
     5. then age (oldest first), then id.
 
 `pick` applies it inside the claim's transaction: on PostgreSQL the candidate row is locked
@@ -19,14 +20,18 @@ that would make a pick pass the job over.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Float, and_, case, cast, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from db import workers as db_workers
-from db.models import Job, JobEvent, Tenant
+from db.models import Job, JobEvent, Tenant, utcnow
 from db.states import EventKind
+
+
+TURN_WINDOW = timedelta(minutes=1)
 
 
 def _running_by_tenant() -> Any:
@@ -34,15 +39,12 @@ def _running_by_tenant() -> Any:
             .group_by(Job.tenant).subquery("running_work"))
 
 
-def _last_start_by_tenant(queue: str) -> Any:
-    """Each tenant with queued work in `queue`, with its latest attempt's start (NULL: never).
-    max() per tenant is one probe of ix_jobs_tenant_started, not a scan of its history;
-    MATERIALIZED: once per pick, not per candidate row, whatever the planner's statistics say."""
-    waiting = select(Job.tenant).where(Job.status == "queued", Job.queue == queue).distinct().subquery("waiting")
-    started = aliased(Job)
-    last = (select(func.max(started.attempt_started_at)).where(started.tenant == waiting.c.tenant)
-            .scalar_subquery())
-    return select(waiting.c.tenant, last.label("at")).cte("last_start").prefix_with("MATERIALIZED")
+def _recent_starts_by_tenant(now: datetime) -> Any:
+    """Each tenant's latest start within TURN_WINDOW (none: it goes first among equal shares).
+    An index range over the window's starts, read once a pick: a tenant's whole history, or a
+    probe per waiting tenant joined to every candidate row, cost 3-10x the pick at 5,000 queued."""
+    return (select(Job.tenant.label("tenant"), func.max(Job.attempt_started_at).label("at"))
+            .where(Job.attempt_started_at > now - TURN_WINDOW).group_by(Job.tenant).subquery("recent_starts"))
 
 
 def resumed() -> Any:
@@ -56,7 +58,7 @@ def pick(session: Session, queue: str, claimable: Any) -> str | None:
     running = _running_by_tenant()
     work = func.coalesce(running.c.n, 0)
     share = cast(work, Float) / func.coalesce(Tenant.weight, 1.0)
-    last = _last_start_by_tenant(queue)
+    last = _recent_starts_by_tenant(utcnow())
     query = (select(Job.id).outerjoin(running, running.c.tenant == Job.tenant)
              .outerjoin(Tenant, Tenant.name == Job.tenant).outerjoin(last, last.c.tenant == Job.tenant)
              .where(Job.queue == queue, claimable, (Tenant.max_running.is_(None)) | (work < Tenant.max_running))

@@ -1,4 +1,4 @@
-"""fair share's turns: each waiting tenant's latest start is read per pick (tenant, attempt_started_at)
+"""fair share's turns: each pick reads the last minute's starts (attempt_started_at)
 
 Revision ID: 0010
 Revises: 0009
@@ -14,8 +14,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_jobs_tenant_started", "jobs", ["tenant", "attempt_started_at"])
+    op.create_index("ix_jobs_attempt_started", "jobs", ["attempt_started_at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_jobs_tenant_started", table_name="jobs")
+    op.drop_index("ix_jobs_attempt_started", table_name="jobs")
