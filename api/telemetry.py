@@ -174,6 +174,10 @@ class HttpMetrics:
                                 registry=registry)
         self.latency = Histogram("netfit_http_request_duration_seconds", "Time to the response's first byte",
                                  ["method", "route"], buckets=LATENCY_BUCKETS, registry=registry)
+        # each series' child, kept: labels() validates and locks on every call. Routes and
+        # methods are few and statuses bounded, as the series themselves are.
+        self._counted: dict[tuple[str, str, int], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -184,13 +188,21 @@ class HttpMetrics:
         async def send_status(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
-                self.latency.labels(scope["method"], _route(scope)).observe(time.perf_counter() - started)
+                key = (scope["method"], _route(scope))
+                timed = self._timed.get(key)
+                if timed is None:
+                    timed = self._timed[key] = self.latency.labels(*key)
+                timed.observe(time.perf_counter() - started)
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self.requests.labels(scope["method"], _route(scope), str(status[0])).inc()
+            key = (scope["method"], _route(scope), status[0])
+            counted = self._counted.get(key)
+            if counted is None:
+                counted = self._counted[key] = self.requests.labels(key[0], key[1], str(key[2]))
+            counted.inc()
 
 
 def _route(scope: dict[str, Any]) -> str:
