@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, literal, or_, select, update
+from sqlalchemy import and_, delete, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session, undefer
 
 from db import events
-from db.epochs import clean_metrics, put_checkpoint
+from db.epochs import Flush, clean_metrics, progress, put_checkpoints, stage_epochs
 from db.fencing import fenced_update, lock_in_id_order, owned
-from db.models import Checkpoint, Job, UTCDateTime, utcnow
+from db.models import Checkpoint, Job, JobEvent, UTCDateTime, utcnow
 from db.sending import unstamp
 from db.states import EventKind, Status
 
@@ -132,14 +132,18 @@ def finish(session: Session, job_id: str, attempt: int, **ending: Any) -> None:
     finish_all(session, {job_id: (attempt, Ending(**ending))})
 
 
-def finish_all(session: Session, ends: dict[str, tuple[int, Ending]]) -> None:
+def finish_all(session: Session, ends: dict[str, tuple[int, Ending]], flushes: Iterable[Flush] = ()) -> None:
     """End these jobs (id -> (attempt, Ending); fenced) in one transaction: a pack's members that
-    stopped after the same epoch. Fenced (nothing written) names one its attempt no longer owns."""
+    stopped (after the same epoch, or since the pack's last flush), with `flushes` (db.epochs:
+    their last epochs, and the pack's other members' pending epochs and resume states) written
+    in it first. Fenced (nothing written) names one job its attempt no longer owns."""
+    flushes = list(flushes)
     now = utcnow()
-    updates: dict[str, tuple[int, dict[str, Any]]] = {}
+    updates: dict[str, tuple[int, dict[str, Any]]] = {f.job_id: (f.attempt, progress(f)) for f in flushes}
     for job_id, (attempt, e) in ends.items():
         # lease_owner stays: it records which worker ran the job
         values: dict[str, Any] = {
+            **(updates[job_id][1] if job_id in updates else {}),
             "status": Status(e.status), "stop_reason": e.stop_reason, "error": e.error, "finished_at": now,
             "updated_at": now, "lease_expires_at": None, "preempt_requested_by": None,
         }
@@ -150,15 +154,21 @@ def finish_all(session: Session, ends: dict[str, tuple[int, Ending]]) -> None:
                 values[key] = value
         updates[job_id] = (attempt, values)
     fenced_update(session, updates)
-    for job_id, (_, e) in ends.items():
-        for kind, epoch, metrics, data in e.checkpoints:
-            put_checkpoint(session, job_id, kind, epoch, clean_metrics(metrics), data)
+    stage_epochs(session, flushes)
+    if not ends:
+        session.commit()
+        return
+    put_checkpoints(session, [(job_id, kind, epoch, clean_metrics(metrics), data)
+                              for job_id, (_, e) in ends.items() for kind, epoch, metrics, data in e.checkpoints])
     # the resume state is only for an unfinished job
     session.execute(delete(Checkpoint).where(Checkpoint.job_id.in_(list(ends)), Checkpoint.kind == "resume"))
-    for job_id, (_, e) in ends.items():
-        values = updates[job_id][1]
-        events.status(session, job_id, values["status"], stop_reason=e.stop_reason, error=e.error,
-                      epochs_completed=values.get("epochs_completed"), best_epoch=values.get("best_epoch"))
+    # after the epochs' events (their ids are their order)
+    session.execute(insert(JobEvent), [
+        {"job_id": job_id, "kind": str(EventKind.STATUS), "created_at": now, "data": {
+            "status": str(updates[job_id][1]["status"]), "stop_reason": e.stop_reason, "error": e.error,
+            "epochs_completed": updates[job_id][1].get("epochs_completed"),
+            "best_epoch": updates[job_id][1].get("best_epoch")}}
+        for job_id, (_, e) in ends.items()])
     session.commit()
 
 

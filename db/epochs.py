@@ -59,11 +59,24 @@ def scores(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def put_checkpoint(session: Session, job_id: str, kind: str, epoch: int, metrics: dict[str, Any], data: bytes) -> None:
-    session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.kind == kind))
-    session.add(Checkpoint(
-        job_id=job_id, kind=kind, epoch=epoch, metrics=metrics, data=data,
-        size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
-    ))
+    put_checkpoints(session, [(job_id, kind, epoch, metrics, data)])
+
+
+def put_checkpoints(session: Session, checkpoints: list[tuple[str, str, int, dict[str, Any], bytes]]) -> None:
+    """Each (job id, kind, epoch, metrics, data) replaces the job's checkpoint of that kind: one
+    DELETE per kind and one INSERT for them all (a 32-member pack's ends wrote 64 of each)."""
+    if not checkpoints:
+        return
+    by_kind: dict[str, list[str]] = {}
+    for job_id, kind, *_ in checkpoints:
+        by_kind.setdefault(kind, []).append(job_id)
+    for kind, job_ids in by_kind.items():
+        session.execute(delete(Checkpoint).where(Checkpoint.job_id.in_(job_ids), Checkpoint.kind == kind))
+    now = utcnow()
+    session.execute(insert(Checkpoint.__table__), [
+        {"job_id": job_id, "kind": kind, "epoch": epoch, "metrics": metrics, "data": data, "size": len(data),
+         "sha256": hashlib.sha256(data).hexdigest(), "created_at": now}
+        for job_id, kind, epoch, metrics, data in checkpoints])
 
 
 def record_epochs(session: Session, flushes: list[Flush]) -> None:
@@ -72,19 +85,33 @@ def record_epochs(session: Session, flushes: list[Flush]) -> None:
     and best weights when given; a pack's resume states are so saved at the same epoch or not at
     all. A job whose attempt was superseded rolls it all back with Fenced naming it (a pack drops
     it and writes the rest again)."""
-    fenced_update(session, {f.job_id: (f.attempt, _progress(f.epochs, f.best)) for f in flushes})
+    fenced_update(session, {f.job_id: (f.attempt, progress(f)) for f in flushes})
+    stage_epochs(session, flushes)
+    session.commit()
+
+
+def stage_epochs(session: Session, flushes: list[Flush]) -> None:
+    """record_epochs' writes but the fenced update of the jobs' rows (progress(), the caller's,
+    run first) and the commit: db.attempts.finish_all ends members in the transaction that writes
+    the pack's epochs."""
     rows = _EpochRows()
+    checkpoints = []
     for f in flushes:
         for record in f.epochs:
             rows.add(f.job_id, record)
         if f.resume is not None:
             epoch, state = f.resume
             kept = next((scores(r.metrics) for r in f.epochs if r.metrics["epoch"] == epoch), {})
-            put_checkpoint(session, f.job_id, "resume", epoch, kept, state)
+            checkpoints.append((f.job_id, "resume", epoch, kept, state))
         if f.best is not None:
-            put_checkpoint(session, f.job_id, "best", f.best[0], scores(f.best[1]), f.best[2])
+            checkpoints.append((f.job_id, "best", f.best[0], scores(f.best[1]), f.best[2]))
+    put_checkpoints(session, checkpoints)
     rows.insert(session)
-    session.commit()
+
+
+def progress(f: Flush) -> dict[str, Any]:
+    """A flush's new values for its job's row."""
+    return _progress(f.epochs, f.best)
 
 
 def _progress(epochs: list[EpochRecord], best: tuple[int, dict[str, Any], bytes] | None) -> dict[str, Any]:

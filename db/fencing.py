@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import bindparam, select, tuple_, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ClauseElement
 
@@ -26,14 +26,17 @@ class Fenced(Exception):
 
 
 def owned(attempts: Mapping[str, int]) -> Any:
-    """The rows these (job id -> attempt) still name."""
-    return or_(*(and_(Job.id == job_id, Job.attempts == attempt) for job_id, attempt in attempts.items()))
+    """The rows these (job id -> attempt) still name: one (id, attempts) IN list, whose statement
+    is compiled once for any number of jobs (an OR of one AND per job was built and compiled
+    anew at every flush of a pack)."""
+    return tuple_(Job.id, Job.attempts).in_(list(attempts.items()))
 
 
 def lock_in_id_order(session: Session, attempts: Mapping[str, int]) -> None:
-    """Several jobs' rows are locked in id order first, by every writer of several (no deadlock)."""
+    """Several jobs' rows are locked in id order first, by every writer of several (no deadlock).
+    By id alone: a row another attempt owns is locked too (and then refused by the fenced write)."""
     if len(attempts) > 1:
-        session.execute(select(Job.id).where(owned(attempts)).order_by(Job.id).with_for_update())
+        session.execute(select(Job.id).where(Job.id.in_(sorted(attempts))).order_by(Job.id).with_for_update())
 
 
 def fenced_update(session: Session, updates: Mapping[str, tuple[int, Mapping[str, Any]]]) -> None:
@@ -42,7 +45,6 @@ def fenced_update(session: Session, updates: Mapping[str, tuple[int, Mapping[str
     pack's flush). A value may be an SQL expression of the row (releases + 1): it goes into the
     statement as is. Fenced (everything rolled back) names a job its attempt no longer owns."""
     attempts = {job_id: attempt for job_id, (attempt, _) in updates.items()}
-    lock_in_id_order(session, attempts)
     table = Job.__table__
     groups: dict[tuple[Any, ...], tuple[dict[str, ClauseElement], list[dict[str, Any]]]] = {}
     for job_id, (attempt, values) in sorted(updates.items()):
@@ -50,6 +52,8 @@ def fenced_update(session: Session, updates: Mapping[str, tuple[int, Mapping[str
         bound = {f"new_{k}": v for k, v in values.items() if k not in expressions}
         key = (tuple(bound), tuple((k, id(v)) for k, v in expressions.items()))
         groups.setdefault(key, (expressions, []))[1].append({"job": job_id, "attempt": attempt, **bound})
+    if len(groups) > 1:  # one statement runs its jobs in id order: it locks them in that order itself
+        lock_in_id_order(session, attempts)
     matched = 0
     for (columns, _), (expressions, params) in groups.items():
         statement = (update(table)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from db import events
@@ -114,6 +114,10 @@ def trial_events_after(session: Session, sweep_id: str, after_id: int, skip: set
 
 def sweep_of_job(session: Session, job_id: str) -> str | None:
     return session.scalar(select(Job.sweep_id).where(Job.id == job_id))
+
+
+def sweeps_of_jobs(session: Session, job_ids: list[str]) -> dict[str, str | None]:
+    return dict(session.execute(select(Job.id, Job.sweep_id).where(Job.id.in_(job_ids))).all())
 
 
 def sweep_and_epochs(session: Session, job_id: str) -> tuple[str | None, int]:
@@ -223,6 +227,14 @@ def mark_pruned(session: Session, job_id: str, epoch: int, rung: int) -> None:
     """Record which rung pruned the trial (its stop_reason is written when the job finishes)."""
     session.execute(update(Job).where(Job.id == job_id).values(pruned_rung=rung))
     events.add(session, job_id, EventKind.PRUNED, {"epoch": epoch, "rung": rung})
+    session.commit()
+
+
+def mark_pruned_all(session: Session, job_ids: list[str], epoch: int, rung: int) -> None:
+    """mark_pruned for trials pruned at the same epoch (a pack's members), in one transaction."""
+    session.execute(update(Job).where(Job.id.in_(job_ids)).values(pruned_rung=rung))
+    session.execute(insert(JobEvent), [{"job_id": job_id, "kind": str(EventKind.PRUNED), "created_at": utcnow(),
+                                        "data": {"epoch": epoch, "rung": rung}} for job_id in job_ids])
     session.commit()
 
 

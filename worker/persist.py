@@ -6,8 +6,12 @@ Fast epochs are batched: their rows and events reach the database at least every
 NETFIT_FLUSH_SECONDS, every member's in one transaction, and the resume states and best weights
 at most every NETFIT_CHECKPOINT_SECONDS (all members' of the same epoch, or none). A sweep's
 trial is written before its pruner judges it, at the epochs the pruner judges. A member whose
-attempt was superseded leaves; the others go on. Members that end after the same epoch write
-their last epochs in one transaction, then their ends in one more (worker.runner.conclude).
+attempt was superseded leaves; the others go on. A member that stops while its pack trains on
+ends with the pack's next flush (at most NETFIT_FLUSH_SECONDS later, as its epochs' rows would
+be written): its last epochs, its end and the pack's other rows in one transaction
+(worker.runner.conclude), so members that stop together end together, and those that stop a few
+epochs apart (early stopping) end in one transaction instead of one each. A pack's last members,
+one cancelled or handed back, and ends after slow epochs are written at once.
 """
 
 from __future__ import annotations
@@ -120,13 +124,19 @@ class Persister(PackCallbacks):
     def __init__(self, factory: sessionmaker[Session], members: list[Member], lease: Lease,
                  request: SweepSpec | None, end: Any):
         self.factory, self.members, self.lease, self.request = factory, members, lease, request
-        self.end = end  # end([(member, result), ...]) -> {job id: outcome}: how members that stopped together leave
+        # end([(member, result), ...], here, checkpoint) -> {job id: outcome}: how stopped members
+        # leave, written with the pending epochs of `here` (the members training on)
+        self.end = end
         self.flushed_at = self.saved_at = time.monotonic()
         self.due = (False, False)  # this epoch's (flush, checkpoint), decided once in wants_states
+        self.seconds = 0.0  # this epoch's
         self.preempting: str | None = None  # this epoch's preemption request (the queued job's id)
         self.outcomes: dict[str, str] = {}
+        self.stopped: list[tuple[Member, FitResult]] = []  # stopped, to end with the next flush
+        self.training = len(members)
 
     def wants_states(self, epoch: int, seconds: float) -> bool:
+        self.seconds = seconds
         self.due = flush_due(seconds, self.flushed_at, self.saved_at)
         # read once per epoch: a preempted epoch builds the states its release saves (db.preemption)
         self.preempting = self.lease.preempted_by([m.job_id for m in self.members])
@@ -138,32 +148,51 @@ class Persister(PackCallbacks):
         # a sweep's trial: its pruner reads this epoch's rows, so they are written first
         judged = self.request is not None and sweeps.prunes_at(self.request, epoch)
         if flush or judged:
-            self.flushed_at = self.write(here, checkpoint=checkpoint)
-            if checkpoint:
-                self.saved_at = self.flushed_at
+            self.flush(here, checkpoint=checkpoint)
         verdicts = {}
+        if judged:  # every member in one read of the sweep and one study
+            alive = [m.job_id for m in here if not self.lease.is_lost(m.job_id)]
+            pruned = with_db_retry(lambda _: sweeps.prune_decisions(self.factory, alive, epoch), self.factory)
+            verdicts = {i: pruned[m.job_id] for i, m in zip(indexes, here) if m.job_id in pruned}
         for i, m in zip(indexes, here):
-            if judged and not self.lease.is_lost(m.job_id):
-                verdict = with_db_retry(lambda _: sweeps.prune_decision(self.factory, m.job_id, epoch), self.factory)
-                if verdict:
-                    verdicts[i] = verdict
             # preempted: the whole pack stops after this epoch (not after a job's last: it ends)
             if self.preempting is not None and i not in verdicts and epoch < m.described["spec"]["training"]["epochs"]:
                 verdicts[i] = "preempted"
         return verdicts
 
-    def write(self, here: list[Member], *, checkpoint: bool) -> float:
+    def flush(self, here: list[Member], *, checkpoint: bool) -> None:
+        """The pending epochs of `here` (the members training on; with checkpoint, their resume
+        states) and the ends of the members stopped since the last flush, in one transaction."""
+        if self.stopped:
+            stopped, self.stopped = self.stopped, []
+            self.outcomes.update(self.end(stopped, here, checkpoint))
+        else:
+            self.write(here, checkpoint=checkpoint)
+        if here or not self.training:  # the training members' clock (an end alone leaves their rows waiting)
+            self.flushed_at = time.monotonic()
+            if checkpoint:
+                self.saved_at = self.flushed_at
+
+    def write(self, here: list[Member], *, checkpoint: bool, ending: list[Member] = (),
+              ends: dict[str, Any] | None = None) -> float:
         """These members' pending epochs (and with checkpoint, resume states) in one transaction;
         a member whose attempt was superseded is marked lost (it leaves at this epoch's end) and
         the rest written. Returns when."""
-        taken = {m.job_id: (m, f) for m in here
-                 if not self.lease.is_lost(m.job_id) and (f := m.take(checkpoint=checkpoint)) is not None}
-        for f in write_flushes(self.factory, [f for _, f in taken.values()], self.lease.mark_lost):
+        taken = {m.job_id: (m, f) for m, save in [*((m, checkpoint) for m in here), *((m, False) for m in ending)]
+                 if not self.lease.is_lost(m.job_id) and (f := m.take(checkpoint=save)) is not None}
+        for f in write_flushes(self.factory, [f for _, f in taken.values()], self.lease.mark_lost, ends):
             taken[f.job_id][0].written(f)
         return time.monotonic()
 
     def on_members_end(self, results: dict[int, FitResult]) -> None:
-        # their last epochs in one transaction (one each was a third of a member's end), then their
-        # ends (the finished ones in one transaction too)
-        self.write([self.members[i] for i in results], checkpoint=False)
-        self.outcomes.update(self.end([(self.members[i], result) for i, result in results.items()]))
+        self.stopped += [(self.members[i], result) for i, result in results.items()]
+        self.training -= len(results)
+        at_once = (not self.training or any(r.stop_reason in ("cancelled", "preempted") for r in results.values())
+                   or flush_due(self.seconds, self.flushed_at, self.saved_at)[0])
+        if at_once:  # else the next flush ends them, before the next epoch that would be late
+            self.flush([], checkpoint=False)
+
+    def end_stopped(self) -> None:
+        """The members stopped and not ended yet end now (the pack failed after they stopped)."""
+        if self.stopped:
+            self.flush([], checkpoint=False)

@@ -137,7 +137,7 @@ def train(factory: sessionmaker[Session], attempts: dict[str, int], lease: Lease
                                                                  data.classes), lease)
                    for j, a in attempts.items()]
         persister = Persister(factory, members, lease, request,
-                              end=lambda ended: conclude(factory, persister, ended))
+                              end=lambda ended, here, checkpoint: conclude(factory, persister, ended, here, checkpoint))
         specs = [claimed[m.job_id].spec for m in members]
         if packed:
             log.info("pack of %d (%s): attempt %s started", len(members), leader, sorted(set(attempts.values())))
@@ -151,6 +151,11 @@ def train(factory: sessionmaker[Session], attempts: dict[str, int], lease: Lease
             persister.on_members_end({0: result})
     except Exception as exc:  # noqa: BLE001 - the jobs not ended yet fail with a readable reason
         log.exception("job %s%s failed", leader, f" (a pack of {len(attempts)})" if packed else "")
+        if persister is not None:
+            try:  # members that stopped before the failure end as they stopped
+                persister.end_stopped()
+            except Exception:  # noqa: BLE001 - they fail with the others
+                log.exception("job %s: the pack's stopped members could not be ended", leader)
         ended = persister.outcomes if persister is not None else {}
         outcomes = dict(ended)
         for job_id, attempt in attempts.items():
@@ -182,14 +187,16 @@ def superseded(factory: sessionmaker[Session], job_id: str, attempt: int) -> Out
     return Outcome.FENCED
 
 
-def conclude(factory: sessionmaker[Session], persister: Persister,
-             ended: list[tuple[Member, FitResult]]) -> dict[str, Outcome]:
-    """Jobs that stopped training after the same epoch (alone, or leaving their pack; their last
-    epochs are written): each handed back (SIGTERM, or preempted at this epoch's end) or finished
-    with its status and best/last weights (a cancel asked for meanwhile wins over a preemption),
-    the finished ones in one transaction."""
+def conclude(factory: sessionmaker[Session], persister: Persister, ended: list[tuple[Member, FitResult]],
+             here: list[Member] = (), checkpoint: bool = False) -> dict[str, Outcome]:
+    """Jobs that stopped training (alone, or leaving their pack after the same epoch or since the
+    pack's last flush): each handed back (SIGTERM, or preempted at this epoch's end) or finished
+    with its status and best/last weights (a cancel asked for meanwhile wins over a preemption).
+    The finished ones end in one transaction with their last epochs and the pending epochs of
+    `here`, the members training on (with checkpoint, their resume states)."""
     outcomes: dict[str, Outcome] = {}
     ends: dict[str, tuple[int, db_attempts.Ending]] = {}
+    finishing: list[Member] = []
     for m, result in ended:
         lost, cancelled = m.lease.leave(m.job_id)
         if lost:
@@ -206,16 +213,14 @@ def conclude(factory: sessionmaker[Session], persister: Persister,
             outcomes[m.job_id] = superseded(factory, m.job_id, m.attempt)
             continue
         ends[m.job_id] = (m.attempt, ending(m, result))
+        finishing.append(m)
     attempts = {m.job_id: m.attempt for m, _ in ended}
-    while ends:
-        try:
-            with_db_retry(lambda s: db_attempts.finish_all(s, ends), factory)
-            break
-        except Fenced as exc:  # that one's attempt was superseded: the others are written
-            lost = exc.job_id if exc.job_id in ends else next(iter(ends))
-            outcomes[lost] = superseded(factory, lost, attempts[lost])
-            ends = {j: e for j, e in ends.items() if j != lost}
+    written = dict(ends)
+    persister.write(list(here), checkpoint=checkpoint, ending=finishing, ends=written)  # drops the superseded
     for job_id, (_, e) in ends.items():
+        if job_id not in written:
+            outcomes[job_id] = superseded(factory, job_id, attempts[job_id])
+            continue
         log.info("job %s: %s (%s) after %d epochs", job_id, e.status, e.stop_reason, e.epochs_completed)
         outcomes[job_id] = Outcome(e.status)
     return outcomes

@@ -19,17 +19,27 @@ from worker.retry import with_db_retry
 log = logging.getLogger("netfit.worker")
 
 
-def write_flushes(factory: sessionmaker[Session], flushes: list[Flush], lost: Callable[[str], None]) -> list[Flush]:
+def write_flushes(factory: sessionmaker[Session], flushes: list[Flush], lost: Callable[[str], None],
+                  ends: dict[str, tuple[int, db_attempts.Ending]] | None = None) -> list[Flush]:
     """One job's flush or a pack's members' in one transaction (db.epochs.record_epochs), riding
-    out a database restart. A job whose attempt was superseded is named to lost() (it leaves at
-    this epoch's end) and the others are written again. Returns the flushes written."""
-    while flushes:
+    out a database restart; with `ends`, those jobs are ended in it too (db.attempts.finish_all:
+    their last epochs are among the flushes). A job whose attempt was superseded is named to
+    lost() (it leaves at this epoch's end; one in `ends` is removed from it) and the others are
+    written again. Returns the flushes written."""
+    ends = ends if ends is not None else {}
+    while flushes or ends:
         try:
-            with_db_retry(lambda s: record_epochs(s, flushes), factory, done_if_duplicate=True)
+            if ends:
+                with_db_retry(lambda s: db_attempts.finish_all(s, ends, flushes), factory)
+            else:
+                with_db_retry(lambda s: record_epochs(s, flushes), factory, done_if_duplicate=True)
             return flushes
         except Fenced as exc:
-            lost(exc.job_id)
-            flushes = [f for f in flushes if f.job_id != exc.job_id]
+            job_id = exc.job_id if exc.job_id in ends or any(f.job_id == exc.job_id for f in flushes) else \
+                next(iter(ends), None) or flushes[0].job_id
+            lost(job_id)
+            flushes = [f for f in flushes if f.job_id != job_id]
+            ends.pop(job_id, None)
     return []
 
 

@@ -10,6 +10,7 @@ No torch here: the API imports this module.
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -155,11 +156,24 @@ class OptunaStudy:
         self.study.sampler = self._sampler_for(number)
         return self.from_internal(self.request, self.study.ask(self.distributions(self.request)).params)
 
-    def prunes(self, number: int) -> bool:
-        """Whether the study's pruner stops trial `number` at its last recorded step."""
+    def prunes(self, number: int, judging: str | None = None) -> bool:
+        """Whether the study's pruner stops trial `number` at its last recorded step. `judging`:
+        the system attribute the pruner records at that step (ASHA's completed_rung_<k>), held by
+        the trial as every other trial's is (a pack's members judged after one epoch, in one
+        study): it is taken away while the trial is judged, as the pruner sees a trial it has not
+        judged yet, then put back (the pruner records the same value)."""
         storage = self.study._storage
-        trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number))
-        return bool(self.study.pruner.prune(self.study, trial))
+        trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        trial = storage.get_trial(trial_id)
+        if judging is None or judging not in trial.system_attrs:
+            return bool(self.study.pruner.prune(self.study, trial))
+        unjudged = copy.copy(trial)
+        unjudged.system_attrs = {k: v for k, v in trial.system_attrs.items() if k != judging}
+        storage._set_trial(trial_id, unjudged)
+        try:
+            return bool(self.study.pruner.prune(self.study, unjudged))
+        finally:
+            storage._set_trial(trial_id, trial)
 
     def completed(self) -> list[Any]:
         return self.study.get_trials(deepcopy=False, states=(optuna().trial.TrialState.COMPLETE,))
