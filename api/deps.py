@@ -69,9 +69,9 @@ class OneThreadRoute(APIRoute):
 
 
 def _effective_route(route: APIRoute) -> Any:
-    """The route as FastAPI handles it: since 0.130 an included router's route is served through
-    an "effective" copy (the include's prefix, dependencies and responses), which FastAPI sets
-    while it asks the route for its handler."""
+    """The route as FastAPI handles it: a recent FastAPI (0.165 here) serves an included router's
+    route through an "effective" view of it (the include's prefix, dependencies and responses),
+    which it sets while it asks the route for its handler; an older one copies the route."""
     try:
         from fastapi.routing import _effective_route_context_var
     except ImportError:  # an older FastAPI copies the route itself

@@ -36,7 +36,7 @@ Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 _STASH = "netfit.solver.result"  # the scope key of an endpoint's result, for its serializer
 _ATOMS = (type(None), bool, int, float, str, bytes, enum.Enum)  # defaults used as they are (no copy)
 
-try:  # FastAPI >= 0.130's request key(s) of a parameter; without it only plain names are planned
+try:  # a recent FastAPI's request key(s) of a parameter; without it only plain names are planned
     from fastapi.dependencies.utils import _get_param_aliases
 except ImportError:  # pragma: no cover - older FastAPI
     _get_param_aliases = None
