@@ -216,6 +216,17 @@ def resume_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
                            .options(undefer(Checkpoint.data))).one_or_none()
 
 
+def jobs_for_worker(session: Session, job_ids: Sequence[str]) -> dict[str, Job]:
+    """job_for_worker for a pack's members, in one query."""
+    return {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(list(job_ids))))}
+
+
+def resume_states(session: Session, job_ids: Sequence[str]) -> dict[str, bytes]:
+    """resume_checkpoint's data for a pack's members that have one, in one query."""
+    return dict(session.execute(select(Checkpoint.job_id, Checkpoint.data).where(
+        Checkpoint.job_id.in_(list(job_ids)), Checkpoint.kind == "resume")).all())
+
+
 def resume_epoch(session: Session, job_id: str) -> int:
     """The epoch of the job's saved resume state; 0 when it has none (a fresh start)."""
     return int(session.scalar(select(Checkpoint.epoch).where(Checkpoint.job_id == job_id,

@@ -96,15 +96,26 @@ class Claimed:
 
 
 def load_job(session: Session, job_id: str, *, with_data: bool = True) -> Claimed:
-    job = db_attempts.job_for_worker(session, job_id)
-    dataset_id = job.spec.get("dataset", {}).get("id")
-    sha256 = db_datasets.dataset_sha256(session, job.tenant, dataset_id) if dataset_id and with_data else None
-    # the blob only when neither this process nor the machine's cache has decoded the same content
-    fresh = sha256 is not None and uploads.found(sha256, uploads_dir()) is None
-    uploaded = db_datasets.dataset_bytes(session, job.tenant, dataset_id) if fresh else None
-    resume = db_attempts.resume_checkpoint(session, job_id)
-    return Claimed(JobSpec.model_validate(job.spec), job.queue, job.sweep_id, sha256, uploaded,
-                   resume.data if resume else None)
+    return load_jobs(session, [job_id], with_data=with_data)[job_id]
+
+
+def load_jobs(session: Session, job_ids: list[str], *, with_data: bool = True) -> dict[str, Claimed]:
+    """Each job's Claimed, the first's with its data (a pack's members share the leader's): the
+    rows and resume states in one query each (one session and three queries a member were ~4 %
+    of a 32-member pack's worker time)."""
+    jobs, states = db_attempts.jobs_for_worker(session, job_ids), db_attempts.resume_states(session, job_ids)
+    claimed = {}
+    for job_id in job_ids:
+        job = jobs[job_id]
+        dataset_id = job.spec.get("dataset", {}).get("id")
+        data = with_data and job_id == job_ids[0]
+        sha256 = db_datasets.dataset_sha256(session, job.tenant, dataset_id) if dataset_id and data else None
+        # the blob only when neither this process nor the machine's cache has decoded the same content
+        fresh = sha256 is not None and uploads.found(sha256, uploads_dir()) is None
+        uploaded = db_datasets.dataset_bytes(session, job.tenant, dataset_id) if fresh else None
+        claimed[job_id] = Claimed(JobSpec.model_validate(job.spec), job.queue, job.sweep_id, sha256, uploaded,
+                                  states.get(job_id))
+    return claimed
 
 
 def resume_from(factory: sessionmaker[Session], job_id: str, attempt: int, saved: bytes | None) -> TrainingState | None:
@@ -125,7 +136,7 @@ def train(factory: sessionmaker[Session], attempts: dict[str, int], lease: Lease
     leader = next(iter(attempts))
     persister: Persister | None = None
     try:
-        claimed = {j: with_db_retry(lambda s, j=j: load_job(s, j, with_data=j == leader), factory) for j in attempts}
+        claimed = with_db_retry(lambda s: load_jobs(s, list(attempts)), factory)
         resume = [resume_from(factory, j, a, claimed[j].resume) for j, a in attempts.items()]
         first = claimed[leader]
         data = job_data(first.spec, first.sha256, first.uploaded)  # a pack: one data set, split and preprocessing
