@@ -27,7 +27,7 @@ import httpx
 from bench import stacks
 from bench.report import Report
 from bench.services import insert_jobs, submit, wait_done
-from tests.conftest import IRIS_SPEC, start_api_process, wait_until
+from tests.conftest import IRIS_SPEC, ROOT, start_api_process, wait_until
 
 SCRIPT = Path(__file__).parent / "wrk" / "report.lua"
 PROCESSES = (1, 2)
@@ -112,6 +112,9 @@ def run(report: Report, *, quick: bool = False) -> None:
         report.note(f"  {n_jobs} jobs and one {n_epochs}-epoch job inserted; the API with {' and '.join(map(str, PROCESSES))}"
                     f" uvicorn processes, wrk beside them on the same {cores} cores; each figure's CPU per request"
                     f" (the API's processes + wrk's + PostgreSQL's) bounds it: {cores} cores / that")
+        # the tree the API processes run (tests.conftest's: the one `python -m bench` was started
+        # in, which comes before PYTHONPATH): a before/after comparison runs each from its own
+        report.note(f"  the API's code: {ROOT}")
         metrics_path = f"/v1/jobs/{long_id}/metrics"
         tag = httpx.get(servers[1][1] + metrics_path, timeout=30).headers["etag"]
         predict_body = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]})
