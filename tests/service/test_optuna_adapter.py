@@ -78,6 +78,19 @@ def test_asha_reads_the_rung_records_the_adapter_writes():
         assert study.prunes(judged) is pruned
 
 
+def test_a_member_judged_with_its_rung_already_recorded_is_judged_as_before_it_was():
+    """_storage._set_trial: a pack's members judged together hold each other's rung records;
+    the one judged is judged without its own (as ASHA first sees it), and keeps it after."""
+    req = request(pruning={"type": "asha", "min_epochs": 1, "reduction_factor": 3})
+    curves = {i: {1: 1.0 + i / 10, 2: 0.9 + i / 10, 3: 0.8 + i / 10} for i in range(6)}
+    for judged, pruned in ((5, True), (0, False)):
+        recorded = OptunaStudy(req, trials(req, 6, curves), number=6)  # every rung already recorded
+        rungs = dict(recorded.held()[judged].system_attrs)
+        assert "completed_rung_1" in rungs
+        assert recorded.prunes(judged, judging="completed_rung_1") is pruned
+        assert recorded.held()[judged].system_attrs == rungs
+
+
 def test_an_ended_trial_is_told_through_the_storage():
     """_storage and _study_id: a held trial set to complete, with its curve, as TPE reads it."""
     req = request(method="random")
