@@ -4,6 +4,8 @@ training code (worker.runner)."""
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +29,29 @@ def _on_shutdown(**_: Any) -> None:
 
 @worker_ready.connect
 def _on_ready(**_: Any) -> None:
+    _first_sigterm_only()
     # after warm_up: the worker consumes now (`netfit serve` and the tests wait for this file)
     if get_settings().worker_ready_file:
         Path(get_settings().worker_ready_file).touch()
+
+
+def _first_sigterm_only() -> None:
+    """Celery's warm-shutdown handler, for the first SIGTERM only. Stopping `netfit serve` can
+    send several at once (serve's own, its process group's, the parent-death signal), and a
+    second one run inside the first handler waited forever for a lock the first held (Celery's
+    signal dispatch): the worker never stopped. Later ones change nothing: the shutdown is under
+    way. Celery has installed its handlers by the time the worker is ready."""
+    handler = signal.getsignal(signal.SIGTERM)
+    if not callable(handler):
+        return
+    received = threading.Event()
+
+    def first_only(signum: int, frame: Any) -> None:
+        if not received.is_set():
+            received.set()
+            handler(signum, frame)
+
+    signal.signal(signal.SIGTERM, first_only)
 
 
 @app.task(name=TRAIN_TASK)
