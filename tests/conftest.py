@@ -23,15 +23,8 @@ Waiting is always by polling a condition with a deadline (``wait_until``), never
 
 from __future__ import annotations
 
-import os
-
-# One torch thread in the test processes and every server process they start (inherited): three
-# test processes on two cores, each with workers beside it; a second thread only spins against
-# the others (the suite's CPU time grew ~15 % when its heaviest modules were put side by side).
-# Set before anything imports torch; a value from the environment wins.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 import copy
+import os
 import secrets
 import signal
 import socket
