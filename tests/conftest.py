@@ -212,6 +212,25 @@ def session_factory(db_url: str) -> Iterator[Any]:
 # --------------------------------------------------------------------------- processes
 
 
+@contextmanager
+def engine_events(session_factory: Any, name: str) -> Iterator[list[tuple[Any, ...]]]:
+    """What the session factory's engine fires as `name` ("commit", "before_cursor_execute")
+    while the block runs: each firing's arguments, in order (len() counts them)."""
+    from sqlalchemy import event
+
+    fired: list[tuple[Any, ...]] = []
+    engine = session_factory.kw["bind"]
+
+    def listener(*args: Any) -> None:
+        fired.append(args)
+
+    event.listen(engine, name, listener)
+    try:
+        yield fired
+    finally:
+        event.remove(engine, name, listener)
+
+
 def _python_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETFIT_")}
     env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **extra)

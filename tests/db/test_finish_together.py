@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from db import attempts as db_attempts
 from db.fencing import Fenced
 from db.models import Checkpoint, Job, JobEvent
 from db.sending import new_queued_job
-from tests.conftest import iris_spec
+from tests.conftest import engine_events, iris_spec
 
 
 def _running(session_factory, n: int) -> dict[str, int]:
@@ -25,14 +25,8 @@ def test_members_that_stop_together_end_in_one_commit(session_factory):
         "succeeded", stop_reason="early_stopping", epochs_completed=3 + i, best_epoch=2,
         best_metrics={"val_loss": 0.1 * i}, checkpoints=[("last", 3 + i, {"val_loss": 0.2}, b"last")]))
         for i, (job_id, attempt) in enumerate(taken.items())}
-    commits: list[int] = []
-    listener = lambda conn: commits.append(1)  # noqa: E731
-    event.listen(session_factory.kw["bind"], "commit", listener)
-    try:
-        with session_factory() as s:
-            db_attempts.finish_all(s, ends)
-    finally:
-        event.remove(session_factory.kw["bind"], "commit", listener)
+    with engine_events(session_factory, "commit") as commits, session_factory() as s:
+        db_attempts.finish_all(s, ends)
     assert len(commits) == 1
     with session_factory() as s:
         for i, job_id in enumerate(taken):

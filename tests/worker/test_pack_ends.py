@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 
 from db import attempts as db_attempts
 from db.models import Checkpoint, EpochMetric, Job, JobEvent, utcnow
 from db.sending import new_queued_job
 from service.settings import get_settings
-from tests.conftest import iris_spec
+from tests.conftest import engine_events, iris_spec
 from worker.lease import Lease
 from worker.runner import Outcome, train
 
@@ -41,17 +41,6 @@ def claimed_pack(session_factory) -> dict[str, int]:
     return {j: taken[j] for j in ids}  # in EPOCHS' order
 
 
-def commits_of(session_factory, action) -> tuple[object, int]:
-    commits: list[int] = []
-    listener = lambda conn: commits.append(1)  # noqa: E731
-    engine = session_factory.kw["bind"]
-    event.listen(engine, "commit", listener)
-    try:
-        return action(), len(commits)
-    finally:
-        event.remove(engine, "commit", listener)
-
-
 def assert_ended_as_trained(session_factory, attempts: dict[str, int]) -> None:
     """Each member succeeded after its own epochs, with one row per epoch, its best and last
     weights, no resume state, and its "succeeded" event after its last epoch's."""
@@ -71,11 +60,11 @@ def assert_ended_as_trained(session_factory, attempts: dict[str, int]) -> None:
 def test_members_stopping_epochs_apart_end_in_one_transaction_with_the_packs_flush(session_factory, flush_seconds):
     flush_seconds(60)  # no flush by time in this short pack: its members' ends wait for its last
     attempts = claimed_pack(session_factory)
-    outcomes, commits = commits_of(session_factory, lambda: train(
-        session_factory, attempts, Lease(session_factory, attempts), packed=True))
+    with engine_events(session_factory, "commit") as commits:
+        outcomes = train(session_factory, attempts, Lease(session_factory, attempts), packed=True)
     assert outcomes == {j: Outcome.SUCCEEDED for j in attempts}
     # before: each member's last epochs, then its end: two transactions for each of the six
-    assert commits == 1
+    assert len(commits) == 1
     assert_ended_as_trained(session_factory, attempts)
 
 

@@ -9,14 +9,14 @@ import random
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, select, update
+from sqlalchemy import insert, select, update
 
 from db import sweeps as db_sweeps
 from db.models import EpochMetric, Job, JobEvent, utcnow
 from netfit.sweep_spec import SweepSpec
 from service import sweeps
 from service.sweeps.studies import forget_kept
-from tests.conftest import iris_spec
+from tests.conftest import engine_events, iris_spec
 
 EPOCH = 4  # ASHA's third rung (1, 2, 4 with reduction factor 2); the median pruner judges every epoch
 
@@ -57,17 +57,6 @@ def _sweep(session_factory: Any, pruning: dict[str, Any]) -> tuple[str, list[str
     return sweep_id, ended, pack
 
 
-def _statements(session_factory: Any, action: Any) -> tuple[Any, int]:
-    count: list[int] = []
-    listener = lambda *args: count.append(1)  # noqa: E731
-    engine = session_factory.kw["bind"]
-    event.listen(engine, "before_cursor_execute", listener)
-    try:
-        return action(), len(count)
-    finally:
-        event.remove(engine, "before_cursor_execute", listener)
-
-
 def _pruned_events(session_factory: Any, job_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     with session_factory() as s:
         rows = s.execute(select(JobEvent.job_id, JobEvent.data).where(JobEvent.job_id.in_(job_ids),
@@ -83,8 +72,8 @@ def _pruned_events(session_factory: Any, job_ids: list[str]) -> dict[str, list[d
 def test_a_packs_members_judged_together_get_the_verdicts_each_gets_alone(session_factory, pruning):
     sweep_id, _, pack = _sweep(session_factory, pruning)
     forget_kept()
-    alone, alone_statements = _statements(session_factory, lambda: {
-        j: v for j in pack if (v := sweeps.prune_decision(session_factory, j, EPOCH))})
+    with engine_events(session_factory, "before_cursor_execute") as alone_statements:
+        alone = {j: v for j in pack if (v := sweeps.prune_decision(session_factory, j, EPOCH))}
     assert alone and len(alone) < len(pack)  # some pruned, some not: the verdicts tell members apart
     marked = _pruned_events(session_factory, pack)
     with session_factory() as s:  # judged alone again, the same trials start unjudged
@@ -92,12 +81,12 @@ def test_a_packs_members_judged_together_get_the_verdicts_each_gets_alone(sessio
         s.execute(JobEvent.__table__.delete().where(JobEvent.job_id.in_(pack), JobEvent.kind == "pruned"))
         s.commit()
     forget_kept()
-    together, together_statements = _statements(session_factory,
-                                                lambda: sweeps.prune_decisions(session_factory, pack, EPOCH))
+    with engine_events(session_factory, "before_cursor_execute") as together_statements:
+        together = sweeps.prune_decisions(session_factory, pack, EPOCH)
     assert together == alone
     assert _pruned_events(session_factory, pack) == marked  # the same rung recorded, once each
     with session_factory() as s:
         rungs = dict(s.execute(select(Job.id, Job.pruned_rung).where(Job.id.in_(pack))).all())
     assert {j for j, rung in rungs.items() if rung is not None} == set(alone)
     # one read of the sweep and one commit, whatever the pack's size (alone: ~6 statements a member)
-    assert together_statements <= 12 < alone_statements
+    assert len(together_statements) <= 12 < len(alone_statements)
