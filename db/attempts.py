@@ -125,6 +125,8 @@ class Ending:
     test_metrics: dict[str, Any] | None = None
     device: str | None = None
     checkpoints: Iterable[tuple[str, int, dict[str, Any], bytes]] = ()
+    # when it stopped training, if before this write (a pack's member ends with the pack's next flush)
+    finished_at: datetime | None = None
 
 
 def finish(session: Session, job_id: str, attempt: int, **ending: Any) -> None:
@@ -144,7 +146,8 @@ def finish_all(session: Session, ends: dict[str, tuple[int, Ending]], flushes: I
         # lease_owner stays: it records which worker ran the job
         values: dict[str, Any] = {
             **(updates[job_id][1] if job_id in updates else {}),
-            "status": Status(e.status), "stop_reason": e.stop_reason, "error": e.error, "finished_at": now,
+            "status": Status(e.status), "stop_reason": e.stop_reason, "error": e.error,
+            "finished_at": e.finished_at or now,
             "updated_at": now, "lease_expires_at": None, "preempt_requested_by": None,
         }
         for key, value in (("epochs_completed", e.epochs_completed), ("best_epoch", e.best_epoch),
@@ -164,7 +167,7 @@ def finish_all(session: Session, ends: dict[str, tuple[int, Ending]], flushes: I
     session.execute(delete(Checkpoint).where(Checkpoint.job_id.in_(list(ends)), Checkpoint.kind == "resume"))
     # after the epochs' events (their ids are their order)
     session.execute(insert(JobEvent), [
-        {"job_id": job_id, "kind": str(EventKind.STATUS), "created_at": now, "data": {
+        {"job_id": job_id, "kind": str(EventKind.STATUS), "created_at": e.finished_at or now, "data": {
             "status": str(updates[job_id][1]["status"]), "stop_reason": e.stop_reason, "error": e.error,
             "epochs_completed": updates[job_id][1].get("epochs_completed"),
             "best_epoch": updates[job_id][1].get("best_epoch")}}

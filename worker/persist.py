@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.epochs import EpochRecord, Flush
+from db.models import utcnow
 from netfit.engine.checkpoints import TrainingState, weights_to_bytes
 from netfit.engine.fit import EpochReport, FitCallbacks, FitResult
 from netfit.engine.packed import PackCallbacks
@@ -63,6 +65,7 @@ class Member(FitCallbacks):
     state: TrainingState | None = None  # the latest epoch's, not yet saved
     best: tuple[int, dict[str, Any]] | None = None  # a best epoch whose weights are not saved yet
     persister: Persister | None = None  # set when it trains alone: it then drives the flushes itself
+    stopped_at: datetime | None = None  # when it stopped training: its finish time, though written with a later flush
     _decided: int = 0  # the epoch whose flush was decided (wants_states)
 
     def wants_states(self, epoch: int, seconds: float) -> bool:
@@ -185,6 +188,9 @@ class Persister(PackCallbacks):
         return time.monotonic()
 
     def on_members_end(self, results: dict[int, FitResult]) -> None:
+        now = utcnow()
+        for i in results:
+            self.members[i].stopped_at = now
         self.stopped += [(self.members[i], result) for i, result in results.items()]
         self.training -= len(results)
         at_once = (not self.training or any(r.stop_reason in ("cancelled", "preempted") for r in results.values())

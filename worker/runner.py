@@ -256,7 +256,8 @@ def ending(m: Member, result: FitResult) -> db_attempts.Ending:
     status = Status.CANCELLED if result.stop_reason == "cancelled" else Status.SUCCEEDED
     return db_attempts.Ending(status, stop_reason=result.stop_reason, epochs_completed=result.epochs_completed,
                               best_epoch=result.best_epoch, best_metrics=result.best_metrics or None,
-                              test_metrics=result.test_metrics, device=result.device, checkpoints=checkpoints)
+                              test_metrics=result.test_metrics, device=result.device, checkpoints=checkpoints,
+                              finished_at=m.stopped_at)
 
 
 def release(factory: sessionmaker[Session], persister: Persister, m: Member, result: FitResult, *,

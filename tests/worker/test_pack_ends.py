@@ -66,6 +66,13 @@ def test_members_stopping_epochs_apart_end_in_one_transaction_with_the_packs_flu
     # before: each member's last epochs, then its end: two transactions for each of the six
     assert len(commits) == 1
     assert_ended_as_trained(session_factory, attempts)
+    with session_factory() as s:  # each finished when it stopped, not when its end was written
+        finished = [s.get(Job, job_id).finished_at for job_id in attempts]
+        ended = dict(s.execute(select(JobEvent.job_id, JobEvent.created_at).where(
+            JobEvent.job_id.in_(list(attempts)), JobEvent.kind == "status",
+            JobEvent.data["status"].as_string() == "succeeded")).all())
+    assert finished == sorted(set(finished)), finished  # in the order of EPOCHS, none at the same time
+    assert [ended[job_id] for job_id in attempts] == finished  # the "succeeded" event says so too
 
 
 def test_with_every_epoch_flushed_a_member_ends_at_the_epoch_it_stops(session_factory, flush_seconds):
