@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import Proc, free_port, iris_spec, served, wait_healthy, wait_until
+from tests.dashboard.conftest import watch
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,10 +92,7 @@ def page(browser: Any, service: Service) -> Iterator[Any]:
     context = browser.new_context(base_url=service.base_url, viewport={"width": 1300, "height": 900})
     tab = context.new_page()
     problems: list[str] = []
-    # the browser logs every 4xx the page asks for (a 401 without a key, the editor's 422s): expected
-    expected = "Failed to load resource: the server responded with a status of 4"
-    tab.on("console", lambda m: problems.append(m.text) if m.type == "error" and not m.text.startswith(expected) else None)
-    tab.on("pageerror", lambda e: problems.append(str(e)))
+    watch(tab, problems)
     yield tab
     context.close()
     assert not problems, problems
@@ -219,6 +217,7 @@ def test_compare_overlays_two_runs_and_lists_only_differing_fields(page, service
     page.wait_for_selector("#compare-loss[data-series='2']")
     legend = page.inner_text("#compare-loss")
     assert "cmp-lr-0.01" in legend and "cmp-lr-0.05" in legend
+    page.wait_for_selector("#spec-diff")  # asked after the charts are drawn
     fields = page.locator("#spec-diff tr[data-field]").evaluate_all("rows => rows.map(r => r.dataset.field)")
     assert set(fields) == {"name", "training.optimizer.lr"}, fields
     shot(page, "compare")
@@ -380,7 +379,7 @@ def test_every_page_at_1280_and_420_px_has_no_null_no_overlap_no_sideways_scroll
             context.add_init_script(path=str(AXE))  # before the page's scripts; the CSP does not apply to it
             tab = context.new_page()
             errors: list[str] = []
-            tab.on("pageerror", lambda e: errors.append(str(e)))
+            tab.on("pageerror", lambda e, tab=tab: errors.append(f"{e} on {tab.url}\n{e.stack}"))
             for name, route, ready in pages:
                 tab.goto(route)
                 tab.wait_for_selector(ready, timeout=60_000, state="attached")
@@ -441,8 +440,7 @@ def test_the_api_docs_render_from_this_service_alone(browser, service):
     context = browser.new_context(base_url=service.base_url, viewport={"width": 1300, "height": 900})
     page = context.new_page()
     problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
+    watch(page, problems, expect_4xx=False)
     page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(service.base_url) else route.abort())
     page.goto("/docs")
     page.wait_for_selector(".swagger-ui .opblock-summary-path:has-text('/v1/jobs')")

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import bearer, new_key
+from tests.dashboard.conftest import watch
 from tests.conftest import (FAST, claimed_redis_db, fresh_pg_database, iris_spec, service_env, start_api_process,
                             wait_ready, wait_until)
 
@@ -75,9 +76,7 @@ def tab(stack: Stack, screens: Path) -> Iterator[Any]:
         context.add_init_script(path=str(AXE))
         page = context.new_page()
         problems: list[str] = []
-        expected = "Failed to load resource: the server responded with a status of 4"
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" and not m.text.startswith(expected) else None)
-        page.on("pageerror", lambda e: problems.append(str(e)))
+        watch(page, problems)
         page.goto("/#/jobs")
         page.fill("#key-input", stack.keys["team-a"])
         page.click("#key-save")
