@@ -23,8 +23,14 @@ Waiting is always by polling a condition with a deadline (``wait_until``), never
 
 from __future__ import annotations
 
-import copy
 import os
+
+# One torch thread in the test processes and every server process they start (inherited): three
+# test processes on two cores, each with workers beside it; a second thread only spins against
+# the others. Set before anything imports torch; a value from the environment wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import copy
 import secrets
 import signal
 import socket
