@@ -84,8 +84,9 @@ def sweep_body(seed: int) -> dict[str, Any]:
 
 
 class Sampler:
-    """Counts the sweep's queued + running trials in the database every 0.1 s (it samples; it
-    synchronises nothing). max_concurrent must hold at every sample."""
+    """Counts the sweep's queued + running trials in the database every 0.02 s (it samples; it
+    synchronises nothing). max_concurrent must hold at every sample. A sweep of these short
+    trials can end within 2 s on one torch thread: 0.1 s apart, 15 samples were all it saw."""
 
     def __init__(self, factory: Any, sweep_id: str):
         self.factory, self.sweep_id, self.samples = factory, sweep_id, []
@@ -94,7 +95,7 @@ class Sampler:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(0.1):
+        while not self._stop.wait(0.02):
             with self.factory() as session:
                 self.samples.append(db_sweeps.count_active(session, self.sweep_id))
 
