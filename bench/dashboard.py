@@ -62,7 +62,7 @@ def _insert_jobs(db_url: str, job_id: str, n: int) -> None:
     with factory() as session:
         template = session.scalars(select(Job).where(Job.id == job_id)).one()
         keep = ("tenant", "status", "spec", "summary", "stop_reason", "epochs", "epochs_completed", "best_epoch",
-                "best_metrics", "test_metrics", "attempts", "queue", "device")
+                "best_metrics", "test_metrics", "attempts", "queue", "device", "monitor")
         base = {k: getattr(template, k) for k in keep}
         now = datetime.now(timezone.utc)
         session.execute(insert(Job), [base | {"id": new_id(), "name": f"bulk-{i:05d}", "updated_at": now,

@@ -176,7 +176,8 @@ def insert_jobs(db_url: str, template: dict[str, Any], n_jobs: int, n_epochs: in
 
     columns = ("spec", "summary", "stop_reason", "epochs", "epochs_completed", "best_epoch", "best_metrics",
                "test_metrics", "attempts", "queue", "device")
-    base = {k: template[k] for k in columns} | {"tenant": "default", "status": "succeeded", "name": "bench-bulk"}
+    base = {k: template[k] for k in columns} | {"tenant": "default", "status": "succeeded", "name": "bench-bulk",
+                                                "monitor": (template["spec"]["training"].get("early_stopping") or {}).get("monitor")}
     now = datetime.now(timezone.utc)
     rows = [base | {"id": new_id(), "created_at": now - timedelta(seconds=i), "updated_at": now} for i in range(n_jobs)]
     long_id = new_id()

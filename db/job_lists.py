@@ -15,9 +15,9 @@ from db.pages import cut_page, newest_first_statement, page_parameters
 from db.session import read_only_connection
 from netfit.models import JobItem
 
-# `monitor` is read from inside the spec by the database; the other fields are the job's columns
-MONITOR = func.coalesce(Job.spec[("training", "early_stopping", "monitor")].as_string(),
-                        JobItem.model_fields["monitor"].default).label("monitor")
+# every field is a column of the job's (the early stopping's monitor is copied from the spec when
+# the job is made: read from inside each spec, it was a third of PostgreSQL's time for a page)
+MONITOR = func.coalesce(Job.monitor, JobItem.model_fields["monitor"].default).label("monitor")
 ITEM = tuple(MONITOR if name == "monitor" else getattr(Job, name) for name in JobItem.model_fields)
 NAMES = tuple(JobItem.model_fields)
 

@@ -114,6 +114,9 @@ class Job(Base):
     preempt_requested_by: Mapped[str | None] = mapped_column(String(32))
     attempt_started_at: Mapped[datetime | None]
     preemptions: Mapped[int] = mapped_column(default=0, server_default="0")
+    # the early stopping's metric, the one that chose the best epoch: copied from the spec when the
+    # job is made, so that the list shows the best metric without reading each job's spec (0011)
+    monitor: Mapped[str | None] = mapped_column(String(32))
 
 
 class JobSend(Base):

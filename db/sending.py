@@ -26,10 +26,12 @@ from db.states import Status
 
 def new_queued_job(session: Session, *, tenant: str, spec: dict[str, Any], queue: str, **columns: Any) -> Job:
     """Add a queued job, stamped as sent, and its "queued" event (the caller commits). columns:
-    the row's other values (name, summary, a trial's sweep_id, trial_number, params, priority);
+    the row's other values (name, summary, a trial's sweep_id, trial_number, params, priority;
+    name, priority and monitor default to the spec's);
     a trial's sweep_id and trial_number are on its event too."""
     columns.setdefault("name", spec.get("name"))
     columns.setdefault("priority", int(spec.get("priority") or 0))
+    columns.setdefault("monitor", (spec["training"].get("early_stopping") or {}).get("monitor"))
     job = Job(id=new_id(), tenant=tenant, spec=spec, epochs=int(spec["training"]["epochs"]), queue=queue,
               status=Status.QUEUED, **columns)
     session.add(job)

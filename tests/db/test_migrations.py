@@ -105,3 +105,29 @@ def test_0008_gives_earlier_uploads_no_validation_set(db_url):
                                       has_validation_split=True)
         assert datasets.get_dataset(session, "team-a", new.id).has_validation_split is True
     engine.dispose()
+
+
+def test_0011_lists_earlier_jobs_by_their_specs_monitor(db_url):
+    """Jobs made before 0011 (no monitor column) are listed, after the upgrade, with the monitor
+    their spec names (or the default without early stopping); a new job carries its own."""
+    from alembic import command
+
+    from db import jobs
+    from db.job_lists import list_jobs
+    from db.migrate import config
+    from db.session import make_session_factory
+    from tests.conftest import iris_spec
+
+    command.downgrade(config(db_url), "0010")
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        watched = insert_old_job(conn, "team-a", iris_spec(early_stopping={"monitor": "val_accuracy", "patience": 3}))
+        plain = insert_old_job(conn, "team-a", iris_spec(early_stopping=None))
+    upgrade(db_url)
+    with make_session_factory(engine)() as session:
+        new = jobs.create_job(session, tenant="team-a", queue="cpu", summary=None,
+                              spec=iris_spec(early_stopping={"monitor": "train_loss", "patience": 3}))
+        items, _ = list_jobs(session, "team-a")
+    assert {item["id"]: item["monitor"] for item in items} == {
+        watched: "val_accuracy", plain: "val_loss", new.id: "train_loss"}
+    engine.dispose()
