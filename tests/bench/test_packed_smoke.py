@@ -26,6 +26,6 @@ def test_packed_section_times_both_ways_and_judges_the_goal(tmp_path: Path) -> N
     assert set(conv) == {"conv_k8_vmap/grouped", "two_branch_k8_alone/packed", "mnist_cnn_k8_alone/packed"}, conv
     assert all(v > 0 and math.isfinite(v) for v in conv.values()), conv
     service = summary["sections"]["packed_service"]
-    assert 0 < service["k8_seconds"]["alone"] < 120 and 0 < service["k8_seconds"]["packed"] < 120, service
+    assert all(0 < s < 120 for s in service["k8_seconds"]["alone"] + service["k8_seconds"]["packed"]), service
     assert set(figures(service)) == {"k8_alone/packed"} and figures(service)["k8_alone/packed"] > 0
     assert_judged(stdout, summary)
