@@ -25,12 +25,15 @@ def test_follow_prints_waiting_lost_and_resumed_as_one_line_each(pg_url, redis_u
     wait_until(lambda: httpx.get(f"{base_url}/readyz", timeout=10).status_code == 200, timeout=90, interval=0.5,
                what="/readyz (the API's warm-up)")
     with Client(base_url, timeout=90) as client:
-        job = client.submit(iris_spec(epochs=12, batch_size=4))  # no worker yet: it waits, and says why
+        # no worker yet: it waits, and says why. 60 epochs: on one torch thread an Iris epoch can
+        # take 30 ms, and 12 ended before the test could find the worker training it
+        job = client.submit(iris_spec(epochs=60, batch_size=4))
         workers = [start_worker(env, wait=False) for _ in range(2)]
         for worker in workers:
             wait_ready(worker)
         wait_until(lambda: client.job(job.id).epochs_completed >= 3, timeout=60, interval=0.02, what="three epochs")
-        [busy] = [w.pid for w in client.workers() if any(j.id == job.id for j in w.jobs)]
+        [busy] = wait_until(lambda: [w.pid for w in client.workers() if any(j.id == job.id for j in w.jobs)],
+                            timeout=30, interval=0.02, what="the worker training the job in GET /v1/workers")
         next(w for w in workers if w.pid == busy).signal(signal.SIGKILL)
         print(f"killed worker {busy} at epoch {client.job(job.id).epochs_completed}")
         done = client.wait(job.id, timeout=120)
@@ -49,7 +52,7 @@ def test_follow_prints_waiting_lost_and_resumed_as_one_line_each(pg_url, redis_u
     assert after[0] == "running again (attempt 2)", lines
     resumed = re.fullmatch(r"resumed from epoch (\d+)(?: \(\d+ epochs? after it train again\))?", after[1])
     assert resumed and 1 <= int(resumed.group(1)) <= taken_at, lines
-    assert after[-1].startswith("succeeded · stopped by max_epochs after 12 epochs"), lines
+    assert after[-1].startswith("succeeded · stopped by max_epochs after 60 epochs"), lines
 
 
 def test_a_preemption_reads_as_one_line_naming_the_job_that_took_its_place():
