@@ -303,13 +303,22 @@ def run_conv(report: Report, *, quick: bool = False, rounds: int | None = None) 
                                 "epochs with early stopping, per-trial lr / weight decay / dropout / seed; engine level, one process")
     conv_approaches(report, 8 if quick else 32, 5 if quick else 20)
     for net in ("two_branch", "mnist_cnn"):
-        sets = {k: conv_trials(k, net, epochs=epochs) for k in sizes}
-        data = load_data(sets[sizes[0]][0]) if net == "two_branch" else mnist_data()
-        fit_packed(sets[sizes[0]][:2], data)  # warm-up
-        fit(sets[sizes[0]][0], data)
-        for k in sizes:
+        # the CNN is compute-bound on a CPU at one member already (packing gains ~1 x): at 20
+        # epochs, 3 rounds and 128 trials its section took about an hour. On a CPU it trains 3
+        # epochs, one round, up to 32 trials; bench/gpu.sh measures 8, 32 and 128 on a GPU.
+        cnn = net == "mnist_cnn" and not quick
+        net_sizes = tuple(k for k in sizes if k <= GOAL_AT) if cnn else sizes
+        net_epochs = min(epochs, 3) if cnn else epochs
+        if cnn:
+            report.note(f"\n  mnist_cnn on this CPU: {net_epochs} epochs, one round, {' and '.join(map(str, net_sizes))} trials"
+                        " (bench/gpu.sh measures 8, 32 and 128 on a GPU)")
+        sets = {k: conv_trials(k, net, epochs=net_epochs) for k in net_sizes}
+        data = load_data(sets[net_sizes[0]][0]) if net == "two_branch" else mnist_data()
+        fit_packed(sets[net_sizes[0]][:2], data)  # warm-up
+        fit(sets[net_sizes[0]][0], data)
+        for k in net_sizes:
             alone, pack = [], []
-            for r in range(1 if k > GOAL_AT else rounds):  # 128 one at a time is long: one round
+            for r in range(1 if k > GOAL_AT or cnn else rounds):  # 128 one at a time is long: one round
                 for name in (("alone", "packed") if r % 2 == 0 else ("packed", "alone")):
                     (alone if name == "alone" else pack).append(
                         one_at_a_time(sets[k], data) if name == "alone" else packed(sets[k], data))
