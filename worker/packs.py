@@ -17,10 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import attempts as db_attempts
 from db import sweeps as db_sweeps
-from netfit.packing import pack_key, packable
+from netfit.packing import max_members, pack_key, packable
 from netfit.spec import JobSpec
 from netfit.sweep_spec import MAX_PACK
 from service.settings import get_settings
+from worker import registry
 from worker.retry import with_db_retry
 
 
@@ -28,6 +29,7 @@ def claim_pack(factory: sessionmaker[Session], job_id: str, attempt: int, owner:
     """For a claimed trial of a packing sweep: {job id: attempt} of it and the trials claimed with
     it (it first). None: not a packing trial (or one that cannot pack): it trains alone."""
     settings = get_settings()
+    on_cpu = registry.device_name() == "cpu"  # what this worker trains on (a spec may also ask for the CPU)
 
     def claim(session: Session) -> dict[str, int] | None:
         job = db_attempts.job_for_worker(session, job_id)
@@ -46,7 +48,8 @@ def claim_pack(factory: sessionmaker[Session], job_id: str, attempt: int, owner:
         rows = db_attempts.claimable_trials(session, job.sweep_id, exclude=job_id, max_attempts=settings.max_attempts,
                                           limit=4 * MAX_PACK)
         wanted = [r.id for r in rows if r.resume_epoch == epoch and pack_key(JobSpec.model_validate(r.spec)) == key]
-        taken = db_attempts.claim(session, wanted[: MAX_PACK - 1], owner, lease_seconds=settings.lease_seconds,
+        size = max_members(spec, on_cpu=on_cpu or spec.training.device == "cpu")
+        taken = db_attempts.claim(session, wanted[: size - 1], owner, lease_seconds=settings.lease_seconds,
                                 max_attempts=settings.max_attempts)
         members = {job_id: attempt, **taken}
         db_attempts.note_pack(session, members, leader=job_id, resume_after=epoch)

@@ -106,6 +106,22 @@ def test_a_packing_sweep_trains_as_one_pack_and_each_trial_as_it_would_alone(sta
     assert len({tuple(s.curve(t.id)) for t in trials}) == 6  # six trials, not one copied
 
 
+def test_on_a_cpu_a_pack_of_conv_nets_holds_at_most_eight_trials(stack):
+    """A CPU runs a pack's grouped convolutions no faster than its members' one at a time, and a
+    32-member pack of a small CNN trained slower than its members alone (bench packed): there a
+    conv net's pack stops at 8 members. Ten trials, all queued at once: two packs, 8 and 2."""
+    s = stack
+    body = packing_sweep(10, epochs=2)
+    body["spec"]["model"]["layers"] = [
+        {"type": "reshape", "shape": [1, 2, 2]}, {"type": "conv2d", "filters": 4, "kernel_size": 1}, {"type": "relu"},
+        {"type": "flatten"}, {"type": "dropout", "p": 0.1}, {"type": "linear", "units": 3}]
+    body["parameters"]["model.layers.4.p"] = body["parameters"].pop("model.layers.2.p")
+    trials = s.ended(s.post(body))
+    assert [(t.status, t.epochs_completed) for t in trials] == [("succeeded", 2)] * 10
+    packs = {(p["leader"], p["members"]) for t in trials for p in s.packs(t.id)}
+    assert sorted(members for _, members in packs) == [2, 8], packs
+
+
 def test_pruned_members_leave_the_pack_and_the_others_go_on(stack):
     """ASHA's one rung (epoch 2; the next, 6, is past the trials' 5 epochs) judges all six members
     at once: those with a hopeless lr end pruned there (and maybe a fast one: it keeps the top

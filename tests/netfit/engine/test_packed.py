@@ -15,8 +15,9 @@ from netfit.engine.checkpoints import TrainingState
 from netfit.engine.data import load_data
 from netfit.engine.fit import EpochReport, FitCallbacks, fit
 from netfit.engine.packed import PackCallbacks, fit_packed
-from netfit.packing import pack_key, packable
+from netfit.packing import CPU_CONV_PACK, max_members, pack_key, packable
 from netfit.spec import JobSpec
+from netfit.sweep_spec import MAX_PACK
 from tests.netfit.engine.conftest import make_spec
 
 TOL = dict(rel=1e-4, abs=1e-5)
@@ -222,3 +223,9 @@ def test_a_pack_mixing_shuffle_on_and_off_trains_each_member_as_alone():
         assert_same_run(result, fit(spec, data))
     # shuffle off: the same order every epoch, so not the run that shuffles
     assert packed[0].history[-1].metrics["train_loss"] != fit(make_spec(seed=1), data).history[-1].metrics["train_loss"]
+
+
+def test_a_conv_nets_pack_holds_eight_members_on_a_cpu_and_all_on_a_gpu():
+    conv, mlp = conv_spec(TWO_BRANCH, 0.0, seed=0), make_spec(seed=1)
+    assert max_members(conv, on_cpu=True) == CPU_CONV_PACK == 8
+    assert max_members(conv, on_cpu=False) == max_members(mlp, on_cpu=True) == MAX_PACK
