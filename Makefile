@@ -45,7 +45,7 @@ services:
 test: $(BENCH_STAMP) services
 	$(VENV)/bin/pytest
 
-# every benchmark (engine, service, api, http, dashboard, predict, packed, sweeps) with its goal, PASS or MISS; 12-16 min quiet
+# every benchmark (engine, service, api, http, dashboard, predict, packed, sweeps) with its goal, PASS or MISS; ~20 min quiet
 # needs PostgreSQL and Redis (like `make test`); BENCH="engine --rounds 9" picks sections and options
 bench: $(BENCH_STAMP) services
 	$(PY) -m bench $(BENCH)
