@@ -3,9 +3,9 @@ training code (worker.runner)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import signal
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +44,13 @@ def _first_sigterm_only() -> None:
     handler = signal.getsignal(signal.SIGTERM)
     if not callable(handler):
         return
-    received = threading.Event()
+    # no lock (an Event takes one): a handler runs nested in the same thread when the next signal
+    # comes, and one run inside the lock's hold waited for it forever. next() on a count is one
+    # C call, which a signal cannot split: exactly one handler gets 0.
+    received = itertools.count()
 
     def first_only(signum: int, frame: Any) -> None:
-        if not received.is_set():
-            received.set()
+        if next(received) == 0:
             handler(signum, frame)
 
     signal.signal(signal.SIGTERM, first_only)
