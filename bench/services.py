@@ -172,12 +172,13 @@ def insert_jobs(db_url: str, template: dict[str, Any], n_jobs: int, n_epochs: in
     from sqlalchemy import insert, text
 
     from db.models import EpochMetric, Job, new_id
+    from db.sending import monitor_of
     from db.session import make_session_factory
 
     columns = ("spec", "summary", "stop_reason", "epochs", "epochs_completed", "best_epoch", "best_metrics",
                "test_metrics", "attempts", "queue", "device")
     base = {k: template[k] for k in columns} | {"tenant": "default", "status": "succeeded", "name": "bench-bulk",
-                                                "monitor": (template["spec"]["training"].get("early_stopping") or {}).get("monitor")}
+                                                "monitor": monitor_of(template["spec"])}
     now = datetime.now(timezone.utc)
     rows = [base | {"id": new_id(), "created_at": now - timedelta(seconds=i), "updated_at": now} for i in range(n_jobs)]
     long_id = new_id()

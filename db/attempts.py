@@ -167,7 +167,7 @@ def finish_all(session: Session, ends: dict[str, tuple[int, Ending]], flushes: I
     session.execute(delete(Checkpoint).where(Checkpoint.job_id.in_(list(ends)), Checkpoint.kind == "resume"))
     # after the epochs' events (their ids are their order)
     session.execute(insert(JobEvent), [
-        {"job_id": job_id, "kind": str(EventKind.STATUS), "created_at": e.finished_at or now, "data": {
+        {"job_id": job_id, "kind": str(EventKind.STATUS), "created_at": updates[job_id][1]["finished_at"], "data": {
             "status": str(updates[job_id][1]["status"]), "stop_reason": e.stop_reason, "error": e.error,
             "epochs_completed": updates[job_id][1].get("epochs_completed"),
             "best_epoch": updates[job_id][1].get("best_epoch")}}

@@ -31,7 +31,7 @@ def new_queued_job(session: Session, *, tenant: str, spec: dict[str, Any], queue
     a trial's sweep_id and trial_number are on its event too."""
     columns.setdefault("name", spec.get("name"))
     columns.setdefault("priority", int(spec.get("priority") or 0))
-    columns.setdefault("monitor", (spec["training"].get("early_stopping") or {}).get("monitor"))
+    columns.setdefault("monitor", monitor_of(spec))
     job = Job(id=new_id(), tenant=tenant, spec=spec, epochs=int(spec["training"]["epochs"]), queue=queue,
               status=Status.QUEUED, **columns)
     session.add(job)
@@ -40,6 +40,11 @@ def new_queued_job(session: Session, *, tenant: str, spec: dict[str, Any], queue
     trial = {k: columns[k] for k in ("sweep_id", "trial_number") if k in columns}
     events.status(session, job.id, Status.QUEUED, **trial)
     return job
+
+
+def monitor_of(spec: dict[str, Any]) -> str | None:
+    """The jobs row's `monitor`: the metric the spec's early stopping watches (None without one)."""
+    return (spec["training"].get("early_stopping") or {}).get("monitor")
 
 
 def stamp(session: Session, job_id: str, when: datetime, *only_if: Any, sent_before: datetime | None = None) -> bool:

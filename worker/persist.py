@@ -177,15 +177,14 @@ class Persister(PackCallbacks):
                 self.saved_at = self.flushed_at
 
     def write(self, here: list[Member], *, checkpoint: bool, ending: list[Member] = (),
-              ends: dict[str, Any] | None = None) -> float:
+              ends: dict[str, Any] | None = None) -> None:
         """These members' pending epochs (and with checkpoint, resume states) in one transaction;
         a member whose attempt was superseded is marked lost (it leaves at this epoch's end) and
-        the rest written. Returns when."""
+        the rest written."""
         taken = {m.job_id: (m, f) for m, save in [*((m, checkpoint) for m in here), *((m, False) for m in ending)]
                  if not self.lease.is_lost(m.job_id) and (f := m.take(checkpoint=save)) is not None}
         for f in write_flushes(self.factory, [f for _, f in taken.values()], self.lease.mark_lost, ends):
             taken[f.job_id][0].written(f)
-        return time.monotonic()
 
     def on_members_end(self, results: dict[int, FitResult]) -> None:
         now = utcnow()
