@@ -10,4 +10,9 @@ def watch(tab, problems: list[str], *, expect_4xx: bool = True) -> None:
     error's stack, so that a failure says where."""
     tab.on("console", lambda m: problems.append(m.text) if m.type == "error" and not (
         expect_4xx and m.text.startswith(EXPECTED_4XX)) else None)
-    tab.on("pageerror", lambda e: problems.append(f"{e} on {tab.url}\n{e.stack}"))
+    tab.on("pageerror", lambda e: problems.append(page_error(tab, e)))
+
+
+def page_error(tab, error) -> str:
+    """An uncaught page error as a failure shows it: where, and its stack."""
+    return f"{error} on {tab.url}\n{error.stack}"

@@ -41,12 +41,21 @@ export function axisFor(measure) {
 // the last value of a series (the legend shows it while the cursor is off the chart, not "--")
 const lastOf = (values) => { for (let i = values.length - 1; i >= 0; i--) if (values[i] != null) return values[i]; return null; };
 
+// A log axis's low end, down to 1, 2, 2.5 or 5 × 10^k (uPlot's own steps). uPlot's log ticks
+// step from the low end: from another value (9.7e-8) a step rounded to 0 and the ticks grew
+// until "Invalid array length", and the chart was never drawn.
+function logFloor(v) {
+  const exp = Math.floor(Math.log10(v));
+  const mult = [5, 2.5, 2, 1].find((m) => m * 10 ** exp <= v) ?? 1;
+  return +`${mult}e${exp}`;  // as uPlot spells its steps: 2.5e-7, not 2.5 * 1e-7
+}
+
 // log: a log y axis (a value <= 0 is a gap, as on the PNG); range: a fixed [min, max];
 // marks() -> {best, stop, band}: the epochs to mark (band: [first, last] or null)
 export function lineChart(el, { title, labels, marks = () => ({}), width, height = 260, log = false, range = null, points = null }) {
   el.dataset.yScale = log ? "log" : "linear";
   // a log axis spans the data's own range, not whole decades (0.5-1.1 drawn on 0.1-10 is flat)
-  const y = log ? { distr: 3, range: (u, min, max) => (min > 0 ? [min / 1.2, max * 1.2] : [0.1, 10]) } : range ? { range: () => range } : null;
+  const y = log ? { distr: 3, range: (u, min, max) => (min > 0 ? [logFloor(min / 1.2), max * 1.2] : [0.1, 10]) } : range ? { range: () => range } : null;
   const value = (u, v, sidx, idx) => num(idx == null ? lastOf(u.data[sidx]) : v);
   const opts = {
     title, width: width || Math.max(280, el.clientWidth || 600), height,
